@@ -1,0 +1,323 @@
+"""Hardware profiles: the schema, validation and loading of the TOML data files.
+
+A profile is data, not code: one TOML file per device under ``hw_profiles/data``
+(or anywhere on disk for a user's own device). Every numeric key carries its
+unit in its name; unknown keys, keys without units and a missing ``source``
+are rejected at load time, naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "int4")
+RUNTIMES = ("eager", "graph", "fused")
+DEVICE_TYPES = ("gpu", "cpu", "soc")
+
+# Kernel classes that reach different fractions of the roofline
+# (shared/notes/field-facts.md, section 3; PALEO's "platform percent of peak").
+KERNEL_CLASSES = (
+    "dense_conv",
+    "pointwise_conv",
+    "group_conv",
+    "depthwise_conv",
+    "linear",
+    "batchnorm",
+    "activation",
+    "elementwise",
+    "pooling",
+)
+
+DATA_DIR = Path(__file__).with_name("data")
+
+
+class ProfileError(ValueError):
+    """A hardware profile file or value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class RuntimeParams:
+    """Fixed costs of running one kernel under a runtime.
+
+    ``kernel_overhead_s``: device-side cost per kernel (launch, tail, sync).
+    ``host_overhead_s``: host-side cost per op call (framework dispatch); on an
+    accelerator it overlaps with device work, on a CPU it adds to it.
+    """
+
+    kernel_overhead_s: float
+    host_overhead_s: float = 0.0
+
+
+# eq=False: profiles hash by identity, so costs can be cached per loaded profile.
+@dataclass(frozen=True, eq=False)
+class HardwareProfile:
+    name: str
+    source: str
+    device_type: str
+    bandwidth_bytes_per_s: float
+    memory_bytes: int
+    peak_ops_per_s: Mapping[str, float]
+    runtimes: Mapping[str, RuntimeParams]
+    display_name: str = ""
+    notes: str = ""
+    cache_bytes: int = 0
+    # Fraction of peak compute / bandwidth a large kernel of each class reaches;
+    # precision-specific values override the defaults.
+    compute_efficiency: Mapping[str, float] = field(default_factory=dict)
+    memory_efficiency: Mapping[str, float] = field(default_factory=dict)
+    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict
+    )
+    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict
+    )
+    path: str = ""
+
+    def peak(self, precision: str) -> float:
+        try:
+            return self.peak_ops_per_s[precision]
+        except KeyError:
+            raise ProfileError(
+                f"profile {self.name!r} has no peak for precision={precision!r}; "
+                f"it has {sorted(self.peak_ops_per_s)}"
+            ) from None
+
+    def runtime(self, runtime: str) -> RuntimeParams:
+        try:
+            return self.runtimes[runtime]
+        except KeyError:
+            raise ProfileError(
+                f"runtime={runtime!r} is not one of {list(RUNTIMES)} (profile {self.name!r})"
+            ) from None
+
+    def efficiency(self, kernel_class: str, precision: str) -> tuple[float, float]:
+        """(compute, memory) efficiency of a kernel class at a precision; 1.0 when unset."""
+        c = self.compute_efficiency_by_precision.get(precision, {}).get(
+            kernel_class, self.compute_efficiency.get(kernel_class, 1.0)
+        )
+        m = self.memory_efficiency_by_precision.get(precision, {}).get(
+            kernel_class, self.memory_efficiency.get(kernel_class, 1.0)
+        )
+        return c, m
+
+    def ridge_point(self, precision: str) -> float:
+        """Arithmetic intensity (ops/byte) where the roofline turns flat."""
+        return self.peak(precision) / self.bandwidth_bytes_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "device_type": self.device_type,
+            "source": self.source,
+            "notes": self.notes,
+            "memory_bytes": self.memory_bytes,
+            "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
+            "cache_bytes": self.cache_bytes,
+            "peak_ops_per_s": dict(self.peak_ops_per_s),
+            "runtime": {k: vars(v).copy() for k, v in self.runtimes.items()},
+            "compute_efficiency": {
+                **self.compute_efficiency,
+                **{p: dict(v) for p, v in self.compute_efficiency_by_precision.items()},
+            },
+            "memory_efficiency": {
+                **self.memory_efficiency,
+                **{p: dict(v) for p, v in self.memory_efficiency_by_precision.items()},
+            },
+        }
+
+
+# Default per-kernel costs when a profile omits a runtime (documented in README):
+# GPU eager ~11 us per tiny kernel from Python, ~1 us replayed from a CUDA graph
+# (field-facts.md section 3); fused deployment runtimes launch fewer, similar kernels.
+_DEFAULT_RUNTIMES: dict[str, dict[str, RuntimeParams]] = {
+    "gpu": {
+        "eager": RuntimeParams(kernel_overhead_s=3e-6, host_overhead_s=11e-6),
+        "graph": RuntimeParams(kernel_overhead_s=1e-6),
+        "fused": RuntimeParams(kernel_overhead_s=1e-6),
+    },
+    "soc": {
+        "eager": RuntimeParams(kernel_overhead_s=5e-6, host_overhead_s=30e-6),
+        "graph": RuntimeParams(kernel_overhead_s=2e-6),
+        "fused": RuntimeParams(kernel_overhead_s=2e-6),
+    },
+    "cpu": {
+        "eager": RuntimeParams(kernel_overhead_s=0.0, host_overhead_s=8e-6),
+        "graph": RuntimeParams(kernel_overhead_s=0.0, host_overhead_s=3e-6),
+        "fused": RuntimeParams(kernel_overhead_s=0.0, host_overhead_s=3e-6),
+    },
+}
+
+_TOP_KEYS = {
+    "name": str,
+    "display_name": str,
+    "source": str,
+    "device_type": str,
+    "notes": str,
+    "memory_bytes": int,
+    "bandwidth_bytes_per_s": float,
+    "cache_bytes": int,
+    "peak_ops_per_s": dict,
+    "runtime": dict,
+    "compute_efficiency": dict,
+    "memory_efficiency": dict,
+    "calibration": dict,
+}
+_REQUIRED = ("name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s")
+_RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s"}
+_CALIBRATION_KEYS = {"date", "device", "host", "torch_version", "method", "validation"}
+
+
+def _unknown(key: str, allowed: Any, where: str) -> ProfileError:
+    hint = difflib.get_close_matches(key, list(allowed), n=1)
+    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ProfileError(
+        f"{where}: unknown key {key!r} (allowed: {sorted(allowed)}){extra}. "
+        "Numeric keys carry their unit in the name, e.g. bandwidth_bytes_per_s."
+    )
+
+
+def _number(value: Any, key: str, where: str, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ProfileError(f"{where}: {key}={value!r} must be a finite number")
+    if positive and value <= 0 or value < 0:
+        raise ProfileError(f"{where}: {key}={value!r} must be {'> 0' if positive else '>= 0'}")
+    return float(value)
+
+
+def _efficiency_table(
+    table: Any, key: str, where: str
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: [{key}] must be a table")
+    default: dict[str, float] = {}
+    by_precision: dict[str, dict[str, float]] = {}
+    for k, v in table.items():
+        if k in PRECISIONS and isinstance(v, dict):
+            sub, _ = _efficiency_table(v, f"{key}.{k}", where)
+            by_precision[k] = sub
+        elif k in KERNEL_CLASSES:
+            eff = _number(v, f"{key}.{k}", where)
+            if eff > 1.0:
+                raise ProfileError(f"{where}: {key}.{k}={v!r} must be a fraction in (0, 1]")
+            default[k] = eff
+        else:
+            raise _unknown(k, KERNEL_CLASSES + PRECISIONS, f"{where} [{key}]")
+    return default, by_precision
+
+
+def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> HardwareProfile:
+    """Validate a decoded TOML document and build a profile; errors name key and value."""
+    for key, value in data.items():
+        if key not in _TOP_KEYS:
+            raise _unknown(key, _TOP_KEYS, where)
+        want = _TOP_KEYS[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool) if want is float else isinstance(value, want)
+        if want is int and isinstance(value, float) and value.is_integer():
+            ok = True
+        if not ok:
+            raise ProfileError(f"{where}: {key}={value!r} must be of type {want.__name__}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise ProfileError(f"{where}: missing required key {key!r}")
+    if not data["source"].strip():
+        raise ProfileError(f"{where}: source must say where the figures come from")
+    device_type = data["device_type"]
+    if device_type not in DEVICE_TYPES:
+        raise ProfileError(f"{where}: device_type={device_type!r} is not one of {list(DEVICE_TYPES)}")
+
+    peaks: dict[str, float] = {}
+    for k, v in data["peak_ops_per_s"].items():
+        if k not in PRECISIONS:
+            raise _unknown(k, PRECISIONS, f"{where} [peak_ops_per_s]")
+        peaks[k] = _number(v, f"peak_ops_per_s.{k}", where)
+    if "fp32" not in peaks:
+        raise ProfileError(f"{where}: peak_ops_per_s.fp32 is required")
+
+    runtimes = dict(_DEFAULT_RUNTIMES[device_type])
+    for rt, table in data.get("runtime", {}).items():
+        if rt not in RUNTIMES:
+            raise _unknown(rt, RUNTIMES, f"{where} [runtime]")
+        if not isinstance(table, dict):
+            raise ProfileError(f"{where}: [runtime.{rt}] must be a table")
+        for k in table:
+            if k not in _RUNTIME_KEYS:
+                raise _unknown(k, _RUNTIME_KEYS, f"{where} [runtime.{rt}]")
+        if "kernel_overhead_s" not in table:
+            raise ProfileError(f"{where}: [runtime.{rt}] needs kernel_overhead_s")
+        runtimes[rt] = RuntimeParams(
+            kernel_overhead_s=_number(table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False),
+            host_overhead_s=_number(table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where, positive=False),
+        )
+    for k in data.get("calibration", {}):
+        if k not in _CALIBRATION_KEYS:
+            raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
+
+    ce, ce_p = _efficiency_table(data.get("compute_efficiency", {}), "compute_efficiency", where)
+    me, me_p = _efficiency_table(data.get("memory_efficiency", {}), "memory_efficiency", where)
+    return HardwareProfile(
+        name=data["name"],
+        display_name=data.get("display_name", ""),
+        source=data["source"],
+        device_type=device_type,
+        notes=data.get("notes", ""),
+        memory_bytes=int(_number(data["memory_bytes"], "memory_bytes", where)),
+        bandwidth_bytes_per_s=_number(data["bandwidth_bytes_per_s"], "bandwidth_bytes_per_s", where),
+        cache_bytes=int(_number(data.get("cache_bytes", 0), "cache_bytes", where, positive=False)),
+        peak_ops_per_s=MappingProxyType(peaks),
+        runtimes=MappingProxyType(runtimes),
+        compute_efficiency=MappingProxyType(ce),
+        memory_efficiency=MappingProxyType(me),
+        compute_efficiency_by_precision=MappingProxyType(ce_p),
+        memory_efficiency_by_precision=MappingProxyType(me_p),
+        path=where,
+    )
+
+
+def available() -> list[str]:
+    """Names of the built-in profiles, sorted."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.toml"))
+
+
+_CACHE: dict[str, HardwareProfile] = {}
+
+
+def load(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
+    """A built-in profile by name, a TOML file by path, or a profile passed through."""
+    if isinstance(name_or_path, HardwareProfile):
+        return name_or_path
+    key = str(name_or_path)
+    if key in _CACHE:
+        return _CACHE[key]
+    path = Path(key)
+    if path.suffix != ".toml" and path.parent == Path("."):
+        path = DATA_DIR / f"{key}.toml"
+        if not path.exists():
+            hint = difflib.get_close_matches(key, available(), n=1)
+            raise ProfileError(
+                f"unknown hardware profile {key!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; known: {available()}, or pass a path to a .toml file"
+            )
+    elif not path.exists():
+        raise ProfileError(f"hardware profile file {key!r} does not exist")
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: not valid TOML: {e}") from None
+    profile = parse_profile(data, str(path))
+    _CACHE[key] = profile
+    return profile
