@@ -220,7 +220,9 @@ def analyze(
     in_elems = 1
     for d in in_shape:
         in_elems *= d
-    peak = peak_activation_elements(specs, [c.alias for c in counts], [_numel(c.out_shape) for c in counts], in_elems)
+    peak = peak_activation_elements(
+        specs, [c.alias for c in counts], [_numel(c.out_shape) for c in counts], in_elems
+    )
     params = sum(layer.params for layer in layers)
     total = Totals(
         params=params,
