@@ -58,6 +58,21 @@ class RuntimeParams:
 
     kernel_overhead_s: float
     host_overhead_s: float = 0.0
+    # Extra host cost per call of a kernel class on top of ``host_overhead_s``
+    # (e.g. a CPU conv sets up its algorithm, an element-wise op does not).
+    class_host_overhead_s: Mapping[str, float] = field(default_factory=dict)
+
+    def host_s(self, kernel_class: str) -> float:
+        return self.host_overhead_s + self.class_host_overhead_s.get(kernel_class, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kernel_overhead_s": self.kernel_overhead_s,
+            "host_overhead_s": self.host_overhead_s,
+        }
+        if self.class_host_overhead_s:
+            d["class_host_overhead_s"] = dict(self.class_host_overhead_s)
+        return d
 
 
 # eq=False: profiles hash by identity, so costs can be cached per loaded profile.
@@ -83,6 +98,21 @@ class HardwareProfile:
     memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
         default_factory=dict
     )
+    # Shape dependence (costmodel/_latency.py); the defaults switch each term off.
+    # A kernel whose working set (mac bytes) fits in ``cache_bytes`` moves at this rate.
+    cache_bandwidth_bytes_per_s: float = 0.0
+    # Output elements at which a kernel reaches half its large-kernel compute
+    # efficiency (too little parallel work to fill the device): W / (W + W_half).
+    saturation_output_elements: float = 0.0
+    # Reduction length (MACs per output element) at which a conv / linear kernel
+    # reaches half its compute efficiency: K / (K + K_half).
+    saturation_reduction_elements: float = 0.0
+    # Output elements one full wave of the device computes; work is rounded up
+    # to whole waves (wave quantisation). 0: off.
+    wave_output_elements: float = 0.0
+    # Compute efficiency factor for a conv / linear whose channels are not a
+    # multiple of 8 at a tensor-core precision (fp16, bf16, int8, int4).
+    unaligned_channels_efficiency: float = 1.0
     path: str = ""
 
     def peak(self, precision: str) -> float:
@@ -127,7 +157,7 @@ class HardwareProfile:
             "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
             "cache_bytes": self.cache_bytes,
             "peak_ops_per_s": dict(self.peak_ops_per_s),
-            "runtime": {k: vars(v).copy() for k, v in self.runtimes.items()},
+            "runtime": {k: v.to_dict() for k, v in self.runtimes.items()},
             "compute_efficiency": {
                 **self.compute_efficiency,
                 **{p: dict(v) for p, v in self.compute_efficiency_by_precision.items()},
@@ -136,6 +166,7 @@ class HardwareProfile:
                 **self.memory_efficiency,
                 **{p: dict(v) for p, v in self.memory_efficiency_by_precision.items()},
             },
+            **{k: getattr(self, k) for k in SHAPE_KEYS},
         }
 
 
@@ -160,6 +191,16 @@ _DEFAULT_RUNTIMES: dict[str, dict[str, RuntimeParams]] = {
     },
 }
 
+# Shape-dependence keys (all optional; defaults switch the term off) and their
+# defaults. ``unaligned_channels_efficiency`` is a fraction in (0, 1].
+SHAPE_KEYS: dict[str, float] = {
+    "cache_bandwidth_bytes_per_s": 0.0,
+    "saturation_output_elements": 0.0,
+    "saturation_reduction_elements": 0.0,
+    "wave_output_elements": 0.0,
+    "unaligned_channels_efficiency": 1.0,
+}
+
 _TOP_KEYS = {
     "name": str,
     "display_name": str,
@@ -174,10 +215,16 @@ _TOP_KEYS = {
     "compute_efficiency": dict,
     "memory_efficiency": dict,
     "calibration": dict,
+    **{k: float for k in SHAPE_KEYS},
 }
-_REQUIRED = ("name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s")
-_RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s"}
-_CALIBRATION_KEYS = {"date", "device", "host", "torch_version", "method", "validation"}
+_REQUIRED = (
+    "name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s"
+)
+_RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"}
+_CALIBRATION_KEYS = {
+    "date", "device", "host", "torch_version", "method", "validation",
+    "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
+}
 
 
 def _unknown(key: str, allowed: Any, where: str) -> ProfileError:
@@ -192,7 +239,7 @@ def _unknown(key: str, allowed: Any, where: str) -> ProfileError:
 def _number(value: Any, key: str, where: str, *, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ProfileError(f"{where}: {key}={value!r} must be a finite number")
-    if positive and value <= 0 or value < 0:
+    if (positive and value <= 0) or value < 0:
         raise ProfileError(f"{where}: {key}={value!r} must be {'> 0' if positive else '>= 0'}")
     return float(value)
 
@@ -204,8 +251,11 @@ def _efficiency_table(
         raise ProfileError(f"{where}: [{key}] must be a table")
     default: dict[str, float] = {}
     by_precision: dict[str, dict[str, float]] = {}
+    nested = "." in key  # inside [key.<precision>]: kernel classes only
     for k, v in table.items():
-        if k in PRECISIONS and isinstance(v, dict):
+        if k in PRECISIONS and not nested:
+            if not isinstance(v, dict):
+                raise ProfileError(f"{where}: [{key}.{k}] must be a table of kernel classes")
             sub, _ = _efficiency_table(v, f"{key}.{k}", where)
             by_precision[k] = sub
         elif k in KERNEL_CLASSES:
@@ -214,7 +264,8 @@ def _efficiency_table(
                 raise ProfileError(f"{where}: {key}.{k}={v!r} must be a fraction in (0, 1]")
             default[k] = eff
         else:
-            raise _unknown(k, KERNEL_CLASSES + PRECISIONS, f"{where} [{key}]")
+            allowed = KERNEL_CLASSES if nested else KERNEL_CLASSES + PRECISIONS
+            raise _unknown(k, allowed, f"{where} [{key}]")
     return default, by_precision
 
 
@@ -224,7 +275,10 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         if key not in _TOP_KEYS:
             raise _unknown(key, _TOP_KEYS, where)
         want = _TOP_KEYS[key]
-        ok = isinstance(value, int | float) and not isinstance(value, bool) if want is float else isinstance(value, want)
+        if want is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, want)
         if want is int and isinstance(value, float) and value.is_integer():
             ok = True
         if not ok:
@@ -236,7 +290,9 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         raise ProfileError(f"{where}: source must say where the figures come from")
     device_type = data["device_type"]
     if device_type not in DEVICE_TYPES:
-        raise ProfileError(f"{where}: device_type={device_type!r} is not one of {list(DEVICE_TYPES)}")
+        raise ProfileError(
+            f"{where}: device_type={device_type!r} is not one of {list(DEVICE_TYPES)}"
+        )
 
     peaks: dict[str, float] = {}
     for k, v in data["peak_ops_per_s"].items():
@@ -257,14 +313,37 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
                 raise _unknown(k, _RUNTIME_KEYS, f"{where} [runtime.{rt}]")
         if "kernel_overhead_s" not in table:
             raise ProfileError(f"{where}: [runtime.{rt}] needs kernel_overhead_s")
+        per_class = table.get("class_host_overhead_s", {})
+        if not isinstance(per_class, dict):
+            raise ProfileError(f"{where}: [runtime.{rt}.class_host_overhead_s] must be a table")
+        for k in per_class:
+            if k not in KERNEL_CLASSES:
+                raise _unknown(k, KERNEL_CLASSES, f"{where} [runtime.{rt}.class_host_overhead_s]")
         runtimes[rt] = RuntimeParams(
-            kernel_overhead_s=_number(table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False),
-            host_overhead_s=_number(table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where, positive=False),
+            kernel_overhead_s=_number(
+                table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False
+            ),
+            host_overhead_s=_number(
+                table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where,
+                positive=False,
+            ),
+            class_host_overhead_s=MappingProxyType({
+                k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
+                for k, v in per_class.items()
+            }),
         )
     for k in data.get("calibration", {}):
         if k not in _CALIBRATION_KEYS:
             raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
 
+    shape = {
+        k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()
+    }
+    if not 0.0 < shape["unaligned_channels_efficiency"] <= 1.0:
+        raise ProfileError(
+            f"{where}: unaligned_channels_efficiency="
+            f"{shape['unaligned_channels_efficiency']!r} must be a fraction in (0, 1]"
+        )
     ce, ce_p = _efficiency_table(data.get("compute_efficiency", {}), "compute_efficiency", where)
     me, me_p = _efficiency_table(data.get("memory_efficiency", {}), "memory_efficiency", where)
     return HardwareProfile(
@@ -274,7 +353,9 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         device_type=device_type,
         notes=data.get("notes", ""),
         memory_bytes=int(_number(data["memory_bytes"], "memory_bytes", where)),
-        bandwidth_bytes_per_s=_number(data["bandwidth_bytes_per_s"], "bandwidth_bytes_per_s", where),
+        bandwidth_bytes_per_s=_number(
+            data["bandwidth_bytes_per_s"], "bandwidth_bytes_per_s", where
+        ),
         cache_bytes=int(_number(data.get("cache_bytes", 0), "cache_bytes", where, positive=False)),
         peak_ops_per_s=MappingProxyType(peaks),
         runtimes=MappingProxyType(runtimes),
@@ -282,6 +363,7 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         memory_efficiency=MappingProxyType(me),
         compute_efficiency_by_precision=MappingProxyType(ce_p),
         memory_efficiency_by_precision=MappingProxyType(me_p),
+        **shape,
         path=where,
     )
 

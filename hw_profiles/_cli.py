@@ -1,0 +1,218 @@
+"""``python -m hw_profiles list|show|calibrate``: inspect the hardware profiles.
+
+Exit codes: 0 ok, 2 usage error (unknown profile, bad file, bad arguments),
+1 failure (whatever ``calibrate`` reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hw_profiles._schema import (
+    KERNEL_CLASSES,
+    PRECISIONS,
+    HardwareProfile,
+    ProfileError,
+    available,
+    load,
+)
+
+_FLOAT_PRECISIONS = {"fp32", "tf32", "fp16", "bf16"}
+_GIB = 2**30
+
+
+def _ops_unit(precision: str) -> str:
+    return "TFLOPS" if precision in _FLOAT_PRECISIONS else "TOPS"
+
+
+def _tera(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e12:g}"
+
+
+def _ridge_points(p: HardwareProfile) -> dict[str, float]:
+    """ops/byte where each precision's roofline turns flat (peak / bandwidth)."""
+    return {k: p.ridge_point(k) for k in PRECISIONS if k in p.peak_ops_per_s}
+
+
+def _summary(p: HardwareProfile) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "display_name": p.display_name,
+        "device_type": p.device_type,
+        "peak_ops_per_s": dict(p.peak_ops_per_s),
+        "bandwidth_bytes_per_s": p.bandwidth_bytes_per_s,
+        "memory_bytes": p.memory_bytes,
+        "cache_bytes": p.cache_bytes,
+        "ridge_point_ops_per_byte": _ridge_points(p),
+    }
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    return "\n".join(lines)
+
+
+def _load_or_usage(name_or_path: str) -> HardwareProfile:
+    try:
+        return load(name_or_path)
+    except ProfileError as e:
+        raise _UsageError(str(e)) from None
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    profiles = [load(n) for n in available()]
+    if args.json:
+        print(json.dumps([_summary(p) for p in profiles], indent=2))
+        return 0
+    header = ["name", "type", "fp32 TFLOPS", "fp16 TFLOPS", "int8 TOPS", "GB/s", "GiB",
+              "ridge fp32 FLOP/B", "ridge fp16 FLOP/B"]
+    rows = []
+    for p in profiles:
+        peaks = p.peak_ops_per_s
+        rows.append([
+            p.name,
+            p.device_type,
+            _tera(peaks.get("fp32")),
+            _tera(peaks.get("fp16")),
+            _tera(peaks.get("int8")),
+            f"{p.bandwidth_bytes_per_s / 1e9:g}",
+            f"{p.memory_bytes / _GIB:g}",
+            f"{p.ridge_point('fp32'):.1f}",
+            f"{p.ridge_point('fp16'):.1f}" if "fp16" in peaks else "-",
+        ])
+    print(_table(header, rows))
+    print("\nPeaks are dense datasheet figures (fp16 = tensor cores with fp32 accumulate where "
+          "present); ridge point = peak / bandwidth. `show NAME` gives sources and details.")
+    return 0
+
+
+def _show_json(p: HardwareProfile) -> dict[str, Any]:
+    d = p.to_dict()
+    d["path"] = p.path
+    d["ridge_point_ops_per_byte"] = _ridge_points(p)
+    d["efficiency_by_kernel_class"] = {
+        prec: {kc: dict(zip(("compute", "memory"), p.efficiency(kc, prec), strict=True))
+               for kc in KERNEL_CLASSES}
+        for prec in p.peak_ops_per_s
+    }
+    return d
+
+
+def _has_efficiencies(p: HardwareProfile) -> bool:
+    return bool(p.compute_efficiency or p.memory_efficiency
+                or p.compute_efficiency_by_precision or p.memory_efficiency_by_precision)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    p = _load_or_usage(args.profile)
+    if args.json:
+        print(json.dumps(_show_json(p), indent=2))
+        return 0
+    out = [
+        f"{p.name}: {p.display_name}" if p.display_name else p.name,
+        f"  file:         {p.path}",
+        f"  device type:  {p.device_type}",
+        f"  source:       {p.source}",
+    ]
+    if p.notes:
+        out.append(f"  notes:        {p.notes}")
+    out += [
+        f"  memory:       {p.memory_bytes / _GIB:g} GiB ({p.memory_bytes:,} bytes)",
+        f"  bandwidth:    {p.bandwidth_bytes_per_s / 1e9:g} GB/s",
+        f"  cache (L2):   {p.cache_bytes / 2**20:g} MiB ({p.cache_bytes:,} bytes)",
+        "",
+    ]
+    peak_rows = [
+        [k, f"{v / 1e12:g} {_ops_unit(k)}", f"{p.ridge_point(k):.1f}"]
+        for k, v in p.peak_ops_per_s.items()
+    ]
+    out.append(_table(["precision", "peak", "ridge point (ops/byte)"], peak_rows))
+    out.append("")
+    rt_rows = [
+        [name, f"{rt.kernel_overhead_s * 1e6:g}", f"{rt.host_overhead_s * 1e6:g}"]
+        for name, rt in p.runtimes.items()
+    ]
+    out.append(_table(["runtime", "kernel overhead (us)", "host overhead (us)"], rt_rows))
+    out.append("")
+    if _has_efficiencies(p):
+        precs = list(p.peak_ops_per_s)
+        header = ["kernel class"] + [f"{q} compute/memory" for q in precs]
+        eff_rows = [
+            [kc] + ["{:.2f}/{:.2f}".format(*p.efficiency(kc, q)) for q in precs]
+            for kc in KERNEL_CLASSES
+        ]
+        out.append("efficiency (fraction of peak compute / bandwidth reached):")
+        out.append(_table(header, eff_rows))
+    else:
+        out.append("efficiency: none set (1.0: layers run at the roofline; "
+                   "`python -m hw_profiles calibrate` measures them)")
+    print("\n".join(out))
+    return 0
+
+
+def _cmd_calibrate(argv: Sequence[str]) -> int:
+    try:
+        mod = importlib.import_module("hw_profiles._calibrate")
+    except ModuleNotFoundError as e:
+        if e.name != "hw_profiles._calibrate":
+            raise
+        print("hw_profiles: calibrate is not available in this installation "
+              "(hw_profiles/_calibrate.py is missing)", file=sys.stderr)
+        return 2
+    rc = mod.main(list(argv))
+    return 0 if rc is None else int(rc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hw_profiles",
+        description="Hardware profiles for the roofnas cost model: datasheet peaks per "
+        "precision, memory bandwidth and size, per-kernel overheads, efficiencies.",
+        epilog="Units: TFLOPS/TOPS = 1e12 ops/s, GB/s = 1e9 bytes/s, GiB = 2^30 bytes; "
+        "ridge point = peak ops/s / bandwidth bytes/s. Exit codes: 0 ok, 2 usage error "
+        "(unknown profile, invalid file), 1 failure.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_list = sub.add_parser("list", help="table of the built-in profiles",
+                            description="One line per built-in profile: device type, fp32/fp16 "
+                            "peaks (TFLOPS), int8 peak (TOPS), bandwidth (GB/s), memory (GiB) "
+                            "and ridge points (FLOP/byte).")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output (SI units)")
+    p_show = sub.add_parser("show", help="every field of one profile",
+                            description="All fields of a profile: source, notes, peaks and "
+                            "ridge point per precision, runtime overheads, efficiencies.")
+    p_show.add_argument("profile", metavar="NAME_OR_PATH",
+                        help=f"a built-in name ({', '.join(available())}) "
+                        "or a path to a .toml file")
+    p_show.add_argument("--json", action="store_true", help="machine-readable output (SI units)")
+    sub.add_parser("calibrate", add_help=False,
+                   help="measure this machine and write a profile "
+                   "(`calibrate --help` for its options)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # calibrate owns its own arguments (hw_profiles._calibrate.main parses them).
+    if argv and argv[0] == "calibrate":
+        return _cmd_calibrate(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return _cmd_list(args) if args.command == "list" else _cmd_show(args)
+    except _UsageError as e:
+        print(f"hw_profiles: error: {e}", file=sys.stderr)
+        return 2
