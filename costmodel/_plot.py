@@ -1,0 +1,154 @@
+"""Roofline charts (Williams, Waterman, Patterson, CACM 2009) of layers and networks.
+
+x: arithmetic intensity in ops per byte moved (``LayerCost.intensity``: FLOPs plus
+other ops over memory access bytes); y: attained ops per second, that is the same
+ops over the predicted latency. The roof is the profile's datasheet figure for
+the precision: min(peak, intensity * bandwidth). Points sit below it by the
+kernel efficiencies and per-kernel overheads of the latency model.
+
+Drawing uses matplotlib's Agg canvas directly, so the process-wide backend is
+left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from costmodel._report import CostReport
+from costmodel._units import check_precision
+from hw_profiles import HardwareProfile, load
+
+__all__ = ["plot_roofline_layers", "plot_roofline_networks", "roofline_points"]
+
+# One colour per kernel class, stable across charts (tab10 order).
+_CLASS_COLOURS = {
+    "dense_conv": "tab:blue",
+    "pointwise_conv": "tab:orange",
+    "group_conv": "tab:green",
+    "depthwise_conv": "tab:red",
+    "linear": "tab:purple",
+    "batchnorm": "tab:brown",
+    "activation": "tab:pink",
+    "elementwise": "tab:gray",
+    "pooling": "tab:olive",
+}
+
+
+class RooflinePoint(NamedTuple):
+    label: str
+    kernel_class: str
+    intensity: float  # ops per byte
+    attained_ops_per_s: float
+
+
+def roofline_points(report: CostReport) -> list[RooflinePoint]:
+    """One point per costed layer; views (no kernel, zero latency) are left out."""
+    points = []
+    for layer in report.layers:
+        if layer.latency_s <= 0 or layer.mac_bytes <= 0:
+            continue
+        ops = layer.flops + layer.other_ops
+        points.append(RooflinePoint(layer.name, layer.kernel_class, layer.intensity,
+                                    ops / layer.latency_s))
+    return points
+
+
+def _network_point(report: CostReport, label: str) -> RooflinePoint:
+    t = report.total
+    if t.latency_s <= 0 or t.mac_bytes <= 0:
+        raise ValueError(f"network {label!r} has latency_s={t.latency_s} and "
+                         f"mac_bytes={t.mac_bytes}; nothing to place on a roofline")
+    return RooflinePoint(label, "network", t.intensity, (t.flops + t.other_ops) / t.latency_s)
+
+
+def _draw_roof(ax: Axes, profile: HardwareProfile, precision: str, xs: Sequence[float]) -> None:
+    peak, bw = profile.peak(precision), profile.bandwidth_bytes_per_s
+    ridge = peak / bw
+    lo = min([*xs, ridge]) / 10
+    hi = max([*xs, ridge]) * 10
+    roof = f"datasheet roofline: {peak / 1e12:g} Tops/s {precision}, {bw / 1e9:g} GB/s"
+    ax.plot([lo, ridge, hi], [lo * bw, peak, peak], color="black", linewidth=1.5, label=roof)
+    ax.axvline(ridge, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity: (FLOPs + other ops) / MAC bytes")
+    ax.set_ylabel("attained ops per second (ops / predicted latency)")
+    ax.grid(True, which="both", linewidth=0.3)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"cannot write the plot: directory {str(out.parent)!r} "
+                                "does not exist")
+    FigureCanvasAgg(fig)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    return out
+
+
+def plot_roofline_layers(report: CostReport, hw: str | Path | HardwareProfile, path: str | Path,
+                         title: str | None = None) -> Path:
+    """Draw each layer of ``report`` on ``hw``'s roofline at the report's precision.
+
+    ``hw`` should be the profile the report was computed for. Returns the path written.
+    """
+    profile = load(hw)
+    points = roofline_points(report)
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    _draw_roof(ax, profile, report.precision, [p.intensity for p in points] or [1.0])
+    for cls, colour in _CLASS_COLOURS.items():
+        mine = [p for p in points if p.kernel_class == cls]
+        if mine:
+            ax.scatter([p.intensity for p in mine], [p.attained_ops_per_s for p in mine],
+                       s=18, color=colour, label=cls, alpha=0.8, edgecolors="none")
+    ax.set_title(title or f"{len(points)} layers on {profile.name} ({report.precision}, "
+                 f"{report.runtime}, batch {report.batch})")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
+                           hw: str | Path | HardwareProfile, precision: str, path: str | Path,
+                           title: str | None = None,
+                           highlight: Sequence[int] | None = None) -> Path:
+    """One point per network (total ops / total latency vs total intensity).
+
+    ``highlight``: indices of networks to mark and label (e.g. the Pareto front).
+    """
+    if len(reports) != len(labels):
+        raise ValueError(f"got {len(reports)=} but {len(labels)=}; one label per report")
+    if not reports:
+        raise ValueError("reports is empty: nothing to plot")
+    check_precision(precision)
+    other = sorted({r.precision for r in reports} - {precision})
+    if other:
+        raise ValueError(f"precision={precision!r} but some reports were costed at {other}")
+    profile = load(hw)
+    marked = set(highlight or ())
+    bad = sorted(i for i in marked if not 0 <= i < len(reports))
+    if bad:
+        raise ValueError(f"highlight={bad} are not indices into {len(reports)} reports")
+    points = [_network_point(r, lab) for r, lab in zip(reports, labels, strict=True)]
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    _draw_roof(ax, profile, precision, [p.intensity for p in points])
+    rest = [p for i, p in enumerate(points) if i not in marked]
+    ax.scatter([p.intensity for p in rest], [p.attained_ops_per_s for p in rest], s=16,
+               color="tab:blue", alpha=0.5, edgecolors="none", label="networks")
+    if marked:
+        top = [points[i] for i in sorted(marked)]
+        ax.scatter([p.intensity for p in top], [p.attained_ops_per_s for p in top], s=40,
+                   color="tab:red", edgecolors="black", linewidths=0.5, label="highlighted")
+        for p in top:
+            ax.annotate(p.label, (p.intensity, p.attained_ops_per_s), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_title(title or f"{len(points)} networks on {profile.name} ({precision})")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

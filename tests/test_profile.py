@@ -1,0 +1,322 @@
+"""``costmodel.profile`` against PyTorch itself: params, MACs, shapes, names, fallbacks."""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from costmodel import CostReport, UnsupportedLayerError, profile
+from costmodel._profile import ProfileInternalError, _Layer, _Site, _to_specs, trace_layers
+from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like
+
+
+def torch_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """FlopCounterMode counts conv, linear and matmul as 2 FLOPs per MAC, and nothing else."""
+    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shapes and counts only; avoids thread contention
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(shape))
+    finally:
+        torch.set_num_threads(threads)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_linear_macs(rep: CostReport) -> int:
+    return sum(layer.macs for layer in rep.layers if layer.op in ("conv2d", "linear"))
+
+
+# --- single layers, generated -------------------------------------------------------------
+
+
+@st.composite
+def conv_cases(draw: st.DrawFn) -> tuple[nn.Conv2d, tuple[int, ...]]:
+    depthwise = draw(st.booleans())
+    if depthwise:
+        cin = draw(st.integers(1, 8))
+        g, cout = cin, cin * draw(st.integers(1, 2))
+    else:
+        g = draw(st.integers(1, 3))
+        cin, cout = g * draw(st.integers(1, 4)), g * draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dil = draw(st.integers(1, 2))
+    pad = draw(st.integers(0, 2))
+    h, w = draw(st.integers(1, 14)), draw(st.integers(1, 14))
+    assume(h + 2 * pad >= dil * (kh - 1) + 1 and w + 2 * pad >= dil * (kw - 1) + 1)
+    conv = nn.Conv2d(cin, cout, (kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                     padding=pad, dilation=dil, groups=g, bias=draw(st.booleans()))
+    return conv, (draw(st.integers(1, 2)), cin, h, w)
+
+
+@settings(max_examples=20, deadline=None)
+@given(conv_cases())
+def test_conv_matches_pytorch(case: tuple[nn.Conv2d, tuple[int, ...]]) -> None:
+    conv, shape = case
+    rep = profile(conv, shape)
+    (layer,) = rep.layers
+    assert layer.op == "conv2d"
+    assert layer.params == n_params(conv)
+    assert layer.bias_params == (conv.out_channels if conv.bias is not None else 0)
+    assert layer.macs == torch_macs(conv, shape)
+    with torch.no_grad():
+        assert layer.out_shape == tuple(conv(torch.zeros(shape)).shape)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 32), st.integers(1, 32), st.booleans(),
+       st.lists(st.integers(1, 4), min_size=1, max_size=3))
+def test_linear_matches_pytorch(fin: int, fout: int, bias: bool, lead: list[int]) -> None:
+    fc = nn.Linear(fin, fout, bias=bias)
+    shape = (*lead, fin)  # 2-D, 3-D and 4-D inputs: every leading dim is a row
+    (layer,) = profile(fc, shape).layers
+    assert layer.params == n_params(fc)
+    assert layer.macs == torch_macs(fc, shape) == math.prod(lead) * fin * fout
+    assert layer.out_shape == (*lead, fout)
+
+
+# --- whole networks -----------------------------------------------------------------------
+
+
+@functools.cache
+def _reference(name: str) -> tuple[CostReport, int, int]:
+    """(report, sum of parameter numels, FlopCounterMode MACs), computed once per network."""
+    factory, shape = {
+        "mobilenet_v2": (MobileNetV2, (1, 3, 224, 224)),
+        "resnet18": (ResNet18, (1, 3, 224, 224)),
+        "cifar_net": (CifarNet, (2, 3, 32, 32)),
+        "shufflenet_v1_like": (ShuffleNetV1Like, (1, 3, 96, 96)),
+    }[name]
+    model = factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every one of them traces with fx, nothing shared
+        rep = profile(model, shape)
+    return rep, n_params(model), torch_macs(model, shape)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("mobilenet_v2", 3_504_872),  # torchvision's published count
+        ("resnet18", 11_689_512),  # torchvision's published count
+        ("cifar_net", 94_762),  # 3*32*9 + 32*64*9 + 64*128*9 + 2*(32+64+128) + 128*10 + 10
+        ("shufflenet_v1_like", None),
+    ],
+)
+def test_reference_nets_match_pytorch(name: str, params: int | None) -> None:
+    rep, numel, macs = _reference(name)
+    assert rep.unsupported == ()
+    assert rep.total.params == numel
+    if params is not None:
+        assert rep.total.params == params
+    assert conv_linear_macs(rep) == macs
+    assert rep.total.flops == 2 * rep.total.macs
+
+
+def test_mobilenet_v2_golden_macs() -> None:
+    rep, _, _ = _reference("mobilenet_v2")
+    # conv + linear: 300,774,272 MACs, torchvision's "0.30 GFLOPS" and the paper's 300M
+    # multiply-adds; BatchNorm adds one MAC per element it normalizes (6,678,112).
+    assert conv_linear_macs(rep) == 300_774_272
+    assert rep.total.macs == 307_452_384
+    assert rep.total.params == 3_504_872
+    assert rep.total.bias_params == 1_000 + 17_056  # classifier bias + BN betas
+    assert len([x for x in rep.layers if x.op == "add"]) == 10  # MobileNetV2 has 10 residuals
+
+
+def test_batch_scales_macs_not_params() -> None:
+    one = profile(CifarNet(), (1, 3, 32, 32))
+    four = profile(CifarNet(), (4, 3, 32, 32))
+    assert four.total.params == one.total.params
+    assert four.total.macs == 4 * one.total.macs
+
+
+# --- names and graph ----------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        z = self.conv2(y)
+        return torch.relu(x + y + z)  # two adds in one owner: add, add_1
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(Block(8), Block(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = x.mean((2, 3))
+        return self.head(torch.flatten(x, 1))
+
+
+def test_residual_names_and_inputs_follow_the_agreed_rule() -> None:
+    rep = profile(Residual(), (1, 3, 8, 8))
+    specs, _ = trace_layers(Residual(), (1, 3, 8, 8))
+    got = [(s.name, s.op, s.inputs) for s in specs]
+    assert got == [
+        ("stem", "conv2d", ("input",)),
+        ("blocks.0.conv1", "conv2d", ("stem",)),
+        ("blocks.0.bn1", "batchnorm2d", ("blocks.0.conv1",)),
+        ("blocks.0.relu", "relu", ("blocks.0.bn1",)),
+        ("blocks.0.conv2", "conv2d", ("blocks.0.relu",)),
+        ("blocks.0.add", "add", ("stem", "blocks.0.relu")),
+        ("blocks.0.add_1", "add", ("blocks.0.add", "blocks.0.conv2")),
+        ("blocks.0.relu_1", "relu", ("blocks.0.add_1",)),
+        ("blocks.1.conv1", "conv2d", ("blocks.0.relu_1",)),
+        ("blocks.1.bn1", "batchnorm2d", ("blocks.1.conv1",)),
+        ("blocks.1.relu", "relu", ("blocks.1.bn1",)),
+        ("blocks.1.conv2", "conv2d", ("blocks.1.relu",)),
+        ("blocks.1.add", "add", ("blocks.0.relu_1", "blocks.1.relu")),
+        ("blocks.1.add_1", "add", ("blocks.1.add", "blocks.1.conv2")),
+        ("blocks.1.relu_1", "relu", ("blocks.1.add_1",)),
+        ("global_avgpool2d", "global_avgpool2d", ("blocks.1.relu_1",)),
+        ("flatten", "flatten", ("global_avgpool2d",)),
+        ("head", "linear", ("flatten",)),
+    ]
+    assert [x.name for x in rep.layers] == [g[0] for g in got]
+    assert rep.by_name["blocks.0.add"].in_shape == (1, 8, 8, 8)
+
+
+def test_shared_relu_module_gets_suffixed_names() -> None:
+    specs, _ = trace_layers(ResNet18(num_classes=10), (1, 3, 32, 32))
+    names = [s.name for s in specs]
+    assert names[:4] == ["conv1", "bn1", "relu", "maxpool"]
+    i = names.index("layer1.0.add")
+    assert names[i + 1] == "layer1.0.relu_1"
+    assert specs[i].inputs == ("layer1.0.bn2", "maxpool")  # out += identity
+
+
+def test_peak_activation_bytes_on_a_chain() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 10))
+    rep = profile(model, (1, 3, 8, 8))
+    # elements live: input 192; conv writes 512 (192 + 512 = 704), input dies;
+    # relu writes 512 while conv's 512 is read (1,024 = peak), conv's dies;
+    # flatten is a view; linear writes 10 while relu's 512 is read (522).
+    # peak 1,024 elements * 4 bytes (fp32) = 4,096; fp16 2,048
+    assert rep.total.peak_activation_bytes == 4_096
+    assert profile(model, (1, 3, 8, 8), precision="fp16").total.peak_activation_bytes == 2_048
+
+
+# --- what cannot be costed ----------------------------------------------------------------
+
+
+class Odd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.adapt = nn.AdaptiveAvgPool2d(2)
+        self.soft = nn.Softmax(dim=1)
+        self.ok = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ok(self.pool(self.conv(x)))
+        y = torch.cat([x, x], 1)
+        x = self.adapt(x) + 1.0  # a scalar add broadcasts
+        return self.soft(x.flatten(1)), y
+
+
+def test_unsupported_modules_are_reported_by_name_and_type() -> None:
+    rep = profile(Odd(), (1, 3, 9, 9))
+    assert rep.unsupported == (
+        "conv (Conv2d: padding_mode='reflect')",
+        "pool (MaxPool2d: ceil_mode=True)",
+        "cat (cat)",
+        "adapt (AdaptiveAvgPool2d: output_size=2 (only 1 is costed))",
+        "add (add: broadcasting or scalar add: operands of shapes [(1, 4, 2, 2)])",
+        "soft (Softmax)",
+    )
+    assert [x.name for x in rep.layers] == ["ok", "flatten"]  # never counted as zero
+    assert rep.to_dict()["unsupported"] == list(rep.unsupported)
+
+
+def test_strict_raises_naming_the_modules() -> None:
+    with pytest.raises(UnsupportedLayerError, match=r"pool \(MaxPool2d: ceil_mode=True\)"):
+        profile(Odd(), (1, 3, 9, 9), strict=True)
+
+
+def test_functional_pool_and_mean_variants() -> None:
+    class Fn(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.max_pool2d(F.hardswish(x), 2)
+            x = F.avg_pool2d(F.silu(x), 3, 1, 1)
+            x = F.adaptive_avg_pool2d(F.relu6(x), 1)
+            return x.mean((-2, -1), keepdim=True).view(x.size(0), -1)
+
+    specs, unsupported = trace_layers(Fn(), (2, 4, 8, 8))
+    assert unsupported == ()
+    assert [s.name for s in specs] == ["hardswish", "maxpool2d", "silu", "avgpool2d", "relu6",
+                                       "global_avgpool2d", "global_avgpool2d_1", "flatten"]
+    assert specs[1].kernel_size == (2, 2) and specs[1].stride == (2, 2)
+    assert specs[3].padding == (1, 1) and specs[3].stride == (1, 1)
+
+
+def test_fx_failure_falls_back_to_hooks_with_a_warning() -> None:
+    class Dynamic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() >= 0:  # data-dependent control flow: fx cannot trace it
+                x = self.conv(x)
+            return self.act(x)
+
+    with pytest.warns(UserWarning, match="falling back to forward hooks"):
+        rep = profile(Dynamic(), (1, 3, 6, 6))
+    assert [(x.name, x.op) for x in rep.layers] == [("conv", "conv2d"), ("act", "relu")]
+    assert rep.total.params == 3 * 4 * 9 + 4
+
+
+def test_training_flags_are_restored() -> None:
+    model = CifarNet()
+    model.train()
+    model.features[1].eval()  # a mixed state survives too
+    profile(model, (1, 3, 32, 32))
+    assert model.training and model.fc.training
+    assert not model.features[1].training
+
+
+def test_formula_shape_mismatch_is_an_internal_error() -> None:
+    site = _Site("node:x", "conv", (1, 3, 8, 8), (1, 4, 7, 7), ("input",), (),
+                 _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3),
+                                   "padding": (1, 1)}), "Conv2d")
+    with pytest.raises(ProfileInternalError, match=r"out_shape=\(1, 4, 8, 8\).*\(1, 4, 7, 7\)"):
+        _to_specs([site])
+
+
+def test_bad_arguments_name_the_value() -> None:
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 0, 8\)"):
+        profile(nn.Conv2d(3, 4, 1), (1, 0, 8))
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 5, 8, 8\).*channels"):
+        profile(nn.Conv2d(3, 4, 1), (1, 5, 8, 8))
+    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
+        profile("resnet18", (1, 3, 8, 8))  # type: ignore[arg-type]
