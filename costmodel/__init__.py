@@ -4,9 +4,12 @@ Conventions: ``macs`` are multiply-accumulates, which the seed lecture calls
 "FLOPs"; ``flops = 2 * macs`` (``FLOPS_PER_MAC``) everywhere in this package.
 """
 
+from costmodel._estimate import estimate
 from costmodel._formulas import Counts, UnsupportedLayerError, count, known_ops, output_shape
 from costmodel._kinds import kernel_class
 from costmodel._latency import KernelTime, LatencyModel, RooflineModel
+from costmodel._plot import plot_roofline_layers, plot_roofline_networks
+from costmodel._profile import profile
 from costmodel._report import CostReport, LayerCost, Totals, analyze
 from costmodel._spec import LayerSpec
 from costmodel._units import (
@@ -33,8 +36,12 @@ __all__ = [
     "analyze",
     "count",
     "elements_to_bytes",
+    "estimate",
     "kernel_class",
     "known_ops",
     "macs_to_flops",
     "output_shape",
+    "plot_roofline_layers",
+    "plot_roofline_networks",
+    "profile",
 ]

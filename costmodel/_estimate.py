@@ -1,0 +1,278 @@
+"""``estimate(arch)``: analytic costs of a search-space architecture, fast.
+
+It equals ``analyze(arch.lower(batch), ...)`` (tests/test_searchspace_agreement.py)
+but never builds the whole layer list: an architecture is a chain of segments
+(stem, blocks, head) and a search samples the same blocks again and again, so
+each segment's summed costs are computed once per (segment, input shape,
+batch, hardware profile, precision, runtime, latency model) and cached.
+
+Composition across segments (segments run one after another):
+- counts and roofline times add up;
+- peak activation memory is the max over segments of the segment's own peak
+  with its input live: at a segment boundary only the boundary tensor is live;
+- latency follows ``costmodel._latency.critical_path``, a two-stage pipeline
+  (host issues, device runs). With H_k, D_k the cumulative host and device
+  times of the non-free kernels, its total is D_n + max(0, max_k H_k - D_{k-1}),
+  so a segment contributes (sum host, sum device, local max of H - D_prev).
+
+Integers (params, MACs, MAC bytes, peak memory) are exact. Float totals are
+summed per segment first, so they can differ from ``analyze`` in the last bits
+(relative error ~1e-15; floating-point addition is not associative). The
+per-layer ``layers`` are computed on first access with ``analyze`` itself, so
+they are exactly ``analyze``'s.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from operator import add
+from typing import Any
+
+from costmodel._formulas import count
+from costmodel._latency import FREE, FUSED, LatencyModel
+from costmodel._report import (
+    _DEFAULT_MODEL,
+    CostReport,
+    LayerCost,
+    Totals,
+    analyze,
+    peak_activation_elements,
+)
+from costmodel._spec import LayerSpec
+from costmodel._units import BITS_PER_ELEMENT, PRECISIONS, check_precision, elements_to_bytes
+from hw_profiles import HardwareProfile, load
+
+_NEG_INF = float("-inf")
+# Model size per storage precision, as analyze reports it (tf32 is stored as fp32).
+_SIZE_BITS = tuple((p, BITS_PER_ELEMENT[p]) for p in PRECISIONS if p != "tf32")
+
+
+# Summed costs of one segment (stem, block or head) at one input shape and context, as a
+# plain tuple (the hot loop reads it by position):
+(_OUT_CHW, _PARAMS, _BIAS, _MACS, _OTHER, _MAC_EL, _MAC_B, _COMPUTE, _MEMORY, _OVERHEAD,
+ _HOST_MINUS_DEVICE, _DEVICE, _LEAD, _PEAK) = range(14)  # fmt: skip
+# _OVERHEAD: device overhead + host cost of the non-free kernels; _HOST_MINUS_DEVICE,
+# _DEVICE: pipeline sums (host minus device, device); _LEAD: max_k (H_k - D_{k-1}) inside
+# the segment with H, D cumulative host and device times (-inf if it has no kernel);
+# _PEAK: live activation elements at the segment's peak, its input included.
+SegmentCost = tuple
+
+
+class _Context:
+    __slots__ = ("bits", "cache", "model", "precision", "profile", "runtime")
+
+    def __init__(self, profile: HardwareProfile, precision: str, runtime: str, model: LatencyModel):
+        self.profile, self.precision, self.runtime, self.model = profile, precision, runtime, model
+        self.bits = BITS_PER_ELEMENT[precision]
+        self.cache: dict[tuple[Any, ...], SegmentCost] = {}
+
+
+# (hw argument, precision, runtime, model, batch) -> context with its segment cache.
+# Profiles and models hash by identity; the key holds them, so an identity is never reused.
+_CONTEXTS: dict[tuple[Any, ...], _Context] = {}
+_MAX_CONTEXTS = 64
+_lower: Any = None  # searchspace._lower, imported on first use (searchspace imports costmodel)
+
+
+def clear_cache() -> None:
+    """Drop every cached segment cost (for benchmarks of a cold start)."""
+    _CONTEXTS.clear()
+
+
+def _context(
+    hw: Any, precision: str, runtime: str, model: LatencyModel | None, batch: int
+) -> _Context:
+    key = (hw, precision, runtime, model, batch)
+    try:
+        return _CONTEXTS[key]
+    except (KeyError, TypeError):
+        pass
+    profile = load(hw)
+    check_precision(precision)
+    profile.runtime(runtime)  # raises naming the runtime
+    ctx = _Context(profile, precision, runtime, model or _DEFAULT_MODEL)
+    if len(_CONTEXTS) >= _MAX_CONTEXTS:  # e.g. a fresh model object per call: drop the oldest
+        del _CONTEXTS[next(iter(_CONTEXTS))]
+    try:
+        _CONTEXTS[key] = ctx
+    except TypeError:  # an unhashable hw argument: do not cache the context
+        pass
+    return ctx
+
+
+def _segment_cost(ctx: _Context, specs: list[LayerSpec], in_elems: int) -> SegmentCost:
+    p = ctx.precision
+    counts = [count(s) for s in specs]
+    mac_bytes = [
+        elements_to_bytes(c.input_elements, p)
+        + elements_to_bytes(c.output_elements, p)
+        + elements_to_bytes(c.weight_elements, p)
+        for c in counts
+    ]
+    times = ctx.model.kernel_times(
+        list(zip(specs, counts, mac_bytes, strict=True)), ctx.profile, p, ctx.runtime
+    )
+    host = dev = 0.0
+    lead = _NEG_INF
+    for t in times:
+        if t.bound in (FREE, FUSED):  # as critical_path: views and fused epilogues issue nothing
+            continue
+        host += t.host_s
+        lead = max(lead, host - dev)
+        dev += t.device_s
+    out_elems = []
+    for c in counts:
+        n = 1
+        for d in c.out_shape:
+            n *= d
+        out_elems.append(n)
+    return (
+        counts[-1].out_shape[1:],
+        sum(c.params for c in counts),
+        sum(c.bias_params for c in counts),
+        sum(c.macs for c in counts),
+        sum(c.other_ops for c in counts),
+        sum(c.mac_elements for c in counts),
+        sum(mac_bytes),
+        sum(t.compute_s for t in times),
+        sum(t.memory_s for t in times),
+        sum(t.overhead_s + t.host_s for t in times if t.bound != FREE),
+        host - dev,
+        dev,
+        lead,
+        peak_activation_elements(specs, [c.alias for c in counts], out_elems, in_elems),
+    )
+
+
+def _segment(
+    ctx: _Context, kind: str, part: Any, num_classes: int, batch: int, chw: tuple[int, ...]
+) -> SegmentCost:
+    """Lower one segment alone and cost it.
+
+    The segment's input is named "input" like the network input, which both
+    peak_activation_elements and a fused runtime's epilogue rule read; every
+    segment starts with a conv (or the head's pool), never with an epilogue op,
+    so the rule gives the same answer as in the whole network.
+    """
+    lw = _lower
+    specs: list[LayerSpec] = []
+    shape = (batch, *chw)
+    if kind == "stem":
+        lw.lower_stem(part, shape, lw.NETWORK_INPUT, specs, "s")
+    elif kind == "head":
+        lw.lower_head(part, num_classes, shape, lw.NETWORK_INPUT, specs, "s")
+    else:
+        lw.lower_block(part, shape, lw.NETWORK_INPUT, specs, "s")
+    in_elems = batch
+    for d in chw:
+        in_elems *= d
+    return _segment_cost(ctx, specs, in_elems)
+
+
+class _LazyCostReport(CostReport):
+    """A CostReport whose per-layer costs are computed on first access of ``layers``.
+
+    Pickling or copying gives a plain ``CostReport`` (layers computed), never the cache.
+    """
+
+    @property  # type: ignore[override]
+    def layers(self) -> tuple[LayerCost, ...]:
+        d = self.__dict__
+        if "_layers" not in d:
+            arch, ctx = d["_arch"], d["_ctx"]
+            rep = analyze(
+                arch.lower(self.input_shape[0]),
+                ctx.profile,
+                ctx.precision,
+                ctx.runtime,
+                model=ctx.model,
+            )
+            d["_layers"] = rep.layers
+        return d["_layers"]
+
+    @layers.setter
+    def layers(self, value: tuple[LayerCost, ...]) -> None:  # dataclasses.replace, __init__
+        self.__dict__["_layers"] = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CostReport, (self.layers, self.total, self.hw, self.precision, self.runtime,
+                             self.input_shape, self.unsupported))  # fmt: skip
+
+
+def estimate(
+    arch: Any,
+    hw: str | HardwareProfile = "t4",
+    precision: str = "fp32",
+    batch: int = 1,
+    runtime: str = "eager",
+    *,
+    model: LatencyModel | None = None,
+) -> CostReport:
+    """Costs of ``arch`` (a ``searchspace.Architecture``) without building it.
+
+    Same result as ``analyze(arch.lower(batch), hw, precision, runtime)``;
+    ``macs`` are multiply-accumulates, ``flops = 2 * macs``.
+    """
+    global _lower
+    if _lower is None:
+        from searchspace import _lower as lw
+
+        _lower = lw
+    if type(batch) is not int or batch < 1:
+        raise ValueError(f"batch={batch!r} must be an int >= 1")
+    ctx = _context(hw, precision, runtime, model, batch)
+    cache = ctx.cache
+    try:
+        chw = arch.input_shape
+        stem = arch.stem
+    except AttributeError:
+        raise TypeError(f"arch={arch!r} must be a searchspace.Architecture") from None
+    # Keys: the part's canonical token (a str: its hash is cached) and the input shape.
+    seg = cache.get((stem.key, chw))
+    if seg is None:
+        seg = cache[(stem.key, chw)] = _segment(ctx, "stem", stem, 0, batch, chw)
+    segs = [seg]
+    chw = seg[0]
+    for stage in arch.stages:
+        for block in stage:
+            seg = cache.get((block.key, chw))
+            if seg is None:
+                seg = cache[(block.key, chw)] = _segment(ctx, "block", block, 0, batch, chw)
+            segs.append(seg)
+            chw = seg[0]
+    head, ncls = arch.head, arch.num_classes
+    seg = cache.get((head.key, ncls, chw))
+    if seg is None:
+        seg = cache[(head.key, ncls, chw)] = _segment(ctx, "head", head, ncls, batch, chw)
+    segs.append(seg)
+    # Columns, summed in C. Pipeline: lead of segment i is (H - D before it) + its local lead.
+    cols = tuple(zip(*segs, strict=False))
+    params = sum(cols[_PARAMS])
+    best = max(0.0, max(map(add, accumulate(cols[_HOST_MINUS_DEVICE], initial=0.0), cols[_LEAD])))
+    p = precision
+    total = Totals(
+        params=params,
+        bias_params=sum(cols[_BIAS]),
+        macs=sum(cols[_MACS]),
+        other_ops=sum(cols[_OTHER]),
+        mac_elements=sum(cols[_MAC_EL]),
+        mac_bytes=sum(cols[_MAC_B]),
+        latency_s=sum(cols[_DEVICE]) + best,
+        compute_s=sum(cols[_COMPUTE]),
+        memory_s=sum(cols[_MEMORY]),
+        overhead_s=sum(cols[_OVERHEAD]),
+        # = elements_to_bytes(peak, precision)
+        peak_activation_bytes=(max(cols[_PEAK]) * ctx.bits + 7) // 8,
+        model_size_bytes={q: (params * b + 7) // 8 for q, b in _SIZE_BITS},
+    )
+    rep = object.__new__(_LazyCostReport)
+    d = rep.__dict__
+    d["total"] = total
+    d["hw"] = ctx.profile.name
+    d["precision"] = p
+    d["runtime"] = runtime
+    d["input_shape"] = (batch, *arch.input_shape)
+    d["unsupported"] = ()
+    d["_arch"] = arch
+    d["_ctx"] = ctx
+    return rep

@@ -1,0 +1,53 @@
+"""Search spaces, architectures, the PyTorch builder and the standalone export.
+
+space = load_space("experiments/spaces/mobile.toml")
+arch = sample(trial, space)                 # Optuna define-by-run
+Architecture.from_string(arch.to_string()) == arch
+arch.lower(batch=1)                         # tuple[costmodel.LayerSpec, ...]
+model = build(arch)                         # torch.nn.Module
+src = export_source(arch)                   # standalone .py source
+"""
+
+from searchspace._arch import ACTIVATIONS, BLOCK_OPS, Architecture, Block, Head, Stem
+from searchspace._build import build, config
+from searchspace._export import export_source
+from searchspace._lower import lower
+from searchspace._sample import sample
+from searchspace._space import (
+    SPACE_OPS,
+    HeadSpace,
+    SearchSpace,
+    SpaceError,
+    StageSpace,
+    StemSpace,
+    load_space,
+    parse_space,
+    round_width,
+)
+from searchspace._zoo import SHUFFLENET_WIDTHS, mobilenet_v2, shufflenet_v1_like
+
+__all__ = [
+    "ACTIVATIONS",
+    "BLOCK_OPS",
+    "SHUFFLENET_WIDTHS",
+    "SPACE_OPS",
+    "Architecture",
+    "Block",
+    "Head",
+    "HeadSpace",
+    "SearchSpace",
+    "SpaceError",
+    "StageSpace",
+    "Stem",
+    "StemSpace",
+    "build",
+    "config",
+    "export_source",
+    "load_space",
+    "lower",
+    "mobilenet_v2",
+    "parse_space",
+    "round_width",
+    "sample",
+    "shufflenet_v1_like",
+]
