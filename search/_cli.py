@@ -1,0 +1,323 @@
+"""``python -m search run|pareto|export|ui|sync-mlflow``: a thin layer over the library.
+
+Exit codes: 0 ok, 1 failure (storage, study, no feasible candidate, MLflow),
+2 usage error (bad flag or config), 130 interrupted (results kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from search._config import DEFAULT_RUN_DIR, ConfigError, ExperimentConfig, load_config
+
+DEFAULT_STORAGE = str(Path(DEFAULT_RUN_DIR) / "optuna.journal")
+DEFAULT_STUDY = "default"
+
+EPILOG_RUN = """\
+examples:
+  python -m search run                                  # the default experiment (a few minutes)
+  python -m search run --config experiments/t4_int8.toml --trials 500 --study int8
+  python -m search run --hw jetson-orin --sampler tpe --seed 3
+  python -m search run --study S                        # again: continues study S
+
+Storage: --storage takes sqlite:///file.db, postgresql://..., or a journal file path
+(default: %(default_storage)s). Ctrl-C stops after the running trial, writes the
+results and exits 130; the same command continues the study later.
+MLflow: MLFLOW_TRACKING_URI when set, else sqlite:///<out-dir>/mlflow.db.
+"""
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help="Optuna storage: sqlite:///F.db, postgresql://..., or a journal file path "
+        "(default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search",
+        description="Hardware-aware multi-objective NAS: accuracy estimate against analytic "
+        "cost (params, MACs, memory access, roofline latency) under hardware budgets.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run or continue a search",
+        description="Run (or continue) a constrained multi-objective search.",
+        epilog=EPILOG_RUN % {"default_storage": DEFAULT_STORAGE},
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", help="experiment TOML (default: the embedded default experiment)")
+    run.add_argument("--trials", type=int, help="trial budget, finished trials included")
+    run.add_argument("--study", help="study name (default: the config's name)")
+    run.add_argument("--storage", help=f"Optuna storage URL or journal path (default: "
+                     f"<out-dir>/optuna.journal, i.e. {DEFAULT_STORAGE})")  # fmt: skip
+    run.add_argument("--seed", type=int, help="sampler and estimator seed")
+    run.add_argument("--hw", help="hardware profile of the primary target (name or .toml path)")
+    run.add_argument("--precision", help="precision of the primary target (fp32, fp16, int8...)")
+    run.add_argument("--sampler", help="nsga2 | tpe | random | gp")
+    run.add_argument("--estimator", help="accuracy estimator kind (see search._estimators)")
+    run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
+    run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes (issue 6)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    par = sub.add_parser("pareto", help="print the Pareto front of a study",
+                         description="Print the feasible Pareto front as a table.")  # fmt: skip
+    _add_study_args(par)
+    par.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+
+    exp = sub.add_parser(
+        "export",
+        help="write standalone PyTorch files of trials",
+        description="Write a standalone PyTorch file (searchspace.export_source) of one trial, "
+        "or of every Pareto trial, with a cost report JSON beside each (<file>.cost.json).",
+    )
+    _add_study_args(exp)
+    which = exp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="trial number")
+    which.add_argument("--pareto", action="store_true", help="every Pareto-front trial")
+    exp.add_argument("--out", required=True, help="FILE.py for --trial, a directory for --pareto")
+    exp.add_argument("--json", action="store_true", help="print the written paths as JSON")
+
+    ui = sub.add_parser(
+        "ui",
+        help="start the MLflow UI on the run store",
+        description="Start `mlflow ui` on the same store that `run` logs to.",
+    )
+    ui.add_argument(
+        "--out-dir", default=DEFAULT_RUN_DIR, help="run directory (default: %(default)s)"
+    )
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+
+    sync = sub.add_parser(
+        "sync-mlflow",
+        help="log what MLflow lacks for a study (exactly once)",
+        description="Rebuild the MLflow view of a study from its Optuna storage: create the "
+        "parent run if missing, log every finished trial that has no child run, correct "
+        "Pareto membership. Running it twice adds nothing.",
+    )
+    _add_study_args(sync)
+    sync.add_argument("--out-dir", default=DEFAULT_RUN_DIR, help="run directory for a local store")
+    sync.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search._run import StorageError, StudyMismatchError
+
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "pareto":
+            return _pareto(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "ui":
+            return _ui(args)
+        if args.command == "sync-mlflow":
+            return _sync(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (StorageError, StudyMismatchError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: the running trial is lost, the rest kept
+        print("interrupted; finished trials are kept in the storage", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # e.g. an estimator's dataset is missing
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        if args.command == "run":
+            print("finished trials are kept in the storage; the same command continues",
+                  file=sys.stderr)  # fmt: skip
+        return 1
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.config)
+    return cfg.with_overrides(
+        trials=args.trials, study=args.study, storage=args.storage, seed=args.seed, hw=args.hw,
+        precision=args.precision, sampler=args.sampler, estimator=args.estimator,
+        run_dir=args.out_dir, mlflow=False if args.no_mlflow else None,
+    )  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from search._run import run_study
+
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials={args.trials} must be >= 1")
+    cfg = _config_from_args(args)
+    if args.workers != 1:
+        try:
+            from search._workers import run_workers  # issue 6
+        except ImportError:
+            print(f"error: --workers={args.workers}: several workers are not available yet "
+                  "(issue 6); run the same command in several shells instead", file=sys.stderr)
+            return 2
+        result = run_workers(cfg, args.workers, progress=not args.quiet)
+    else:
+        result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=True)
+    if args.json:
+        print(json.dumps(asdict(result), indent=1, default=str))
+    else:
+        _print_run_summary(cfg, result)
+    if result.interrupted:
+        return 130
+    if result.n_finished and not result.n_feasible:
+        print(result.no_feasible_message(cfg), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_run_summary(cfg: ExperimentConfig, r: object) -> None:
+    from search._run import RunResult
+
+    assert isinstance(r, RunResult)
+    state = "interrupted" if r.interrupted else "done"
+    print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
+          f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
+          f"{r.estimator_calls} estimator calls, {r.elapsed_s:.1f} s")  # fmt: skip
+    print(f"storage: {r.storage}")
+    if r.artifacts:
+        print(f"results: {Path(r.artifacts[0]).parent}")
+    if r.mlflow_parent_run_id:
+        print(f"MLflow parent run: {r.mlflow_parent_run_id} (python -m search ui "
+              f"--out-dir {r.run_dir})")  # fmt: skip
+    if r.mlflow_error:
+        print(f"warning: {r.mlflow_error}", file=sys.stderr)
+    print(f"next: python -m search pareto --study {r.study_name} --storage {r.storage}")
+
+
+def _open(args: argparse.Namespace) -> tuple[object, ExperimentConfig]:
+    from search._run import load_existing_study, study_config
+
+    study = load_existing_study(args.study, args.storage)
+    return study, study_config(study)
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from search._results import format_table, pareto_table
+
+    study, cfg = _open(args)
+    rows = pareto_table(study, cfg)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps({"study": args.study, "objectives": [o.name for o in cfg.objectives],
+                          "pareto": rows}, indent=1))  # fmt: skip
+        return 0
+    if not rows:
+        print(f"study {args.study!r}: no feasible trial yet, the front is empty")
+        return 0
+    cols = ["trial"] + [o.name for o in cfg.objectives]
+    cols += [f"{m}@{cfg.primary.name}" for m in ("params", "macs", "latency_s")
+             if m not in cols and f"{m}@{cfg.primary.name}" not in cols]  # fmt: skip
+    cols.append("arch")
+    print(f"study {args.study!r}: {len(rows)} Pareto trials "
+          "(macs = multiply-accumulates; FLOPs = 2 x MACs)")  # fmt: skip
+    print(format_table(rows, cols))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from search._results import export_trial, pareto_trials
+
+    study, cfg = _open(args)
+    out = Path(args.out)
+    written: list[Path] = []
+    if args.pareto:
+        front = pareto_trials(study)  # type: ignore[arg-type]
+        if not front:
+            print(f"error: study {args.study!r} has no feasible Pareto trial", file=sys.stderr)
+            return 1
+        for t in front:
+            written += export_trial(study, cfg, t.number, out / f"trial_{t.number}.py")  # type: ignore[arg-type]
+    else:
+        if out.suffix != ".py":
+            raise ConfigError(f"--out={args.out!r} must name a .py file for --trial")
+        written += export_trial(study, cfg, args.trial, out)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps([str(p) for p in written]))
+    else:
+        for p in written:
+            print(p)
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from search._mlflow import tracking_uri_for
+
+    uri = tracking_uri_for(args.out_dir)
+    if uri.startswith(("http://", "https://")):
+        print(f"MLFLOW_TRACKING_URI={uri} is a tracking server: open {uri} in a browser")
+        return 0
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    if not Path(args.out_dir).exists() and uri.startswith("sqlite"):
+        print(f"warning: run directory {args.out_dir!r} does not exist yet", file=sys.stderr)
+    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)")
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 130
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from search import _mlflow as mlv
+
+    study, cfg = _open(args)
+    uri = mlv.tracking_uri_for(args.out_dir, cfg.mlflow.tracking_uri)
+    exp_name = study.user_attrs.get(mlv.ATTR_EXPERIMENT) or mlv.default_experiment_name(cfg)  # type: ignore[attr-defined]
+    root = None if uri.startswith("http") else Path(args.out_dir) / "mlartifacts"
+    try:
+        res = mlv.sync(
+            study,  # type: ignore[arg-type]
+            tracking_uri=uri,
+            experiment_name=exp_name,
+            objective_names=[o.name for o in cfg.objectives],
+            artifact_root=root,
+            params=mlv.parent_params(cfg, args.storage),
+        )
+    except Exception as e:
+        print(f"error: MLflow at {uri} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**asdict(res), "tracking_uri": uri, "experiment": exp_name}))
+    else:
+        print(f"parent run {res.parent_run_id} in {exp_name!r} at {uri}: wrote {res.written} "
+              f"child runs ({res.already} were there), corrected Pareto membership of "
+              f"{res.pareto_updated}")  # fmt: skip
+    return 0

@@ -1,0 +1,198 @@
+"""Taking results away: the Pareto table, exported sources with cost reports, models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search._config import ExperimentConfig
+
+log = logging.getLogger("search")
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible Pareto front (Optuna's ``best_trials``), by trial number."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def trial_row(t: FrozenTrial, cfg: ExperimentConfig) -> dict[str, Any]:
+    """One flat row: trial, objectives, constraint values, costs per target, arch."""
+    info = t.user_attrs.get("roofnas", {})
+    row: dict[str, Any] = {"trial": t.number}
+    for o, v in zip(cfg.objectives, t.values or [None] * len(cfg.objectives), strict=True):
+        row[o.name] = v
+    for name, v in t.constraints.items():
+        row[f"constraint:{name}"] = v
+    for target, costs in info.get("costs", {}).items():
+        for k, v in costs.items():
+            row[f"{k}@{target}"] = v
+    row["arch"] = info.get("arch", "")
+    return row
+
+
+def pareto_table(study: optuna.Study, cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    return [trial_row(t, cfg) for t in pareto_trials(study)]
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain fixed-width table (MACs are multiply-accumulates; FLOPs = 2 x MACs)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials) or trials[number].number != number:
+        match = [t for t in trials if t.number == number]
+        if not match:
+            raise KeyError(f"trial={number} is not in study {study.study_name!r} "
+                           f"({len(trials)} trials, numbers 0..{len(trials) - 1})")
+        return match[0]
+    return trials[number]
+
+
+def arch_of(t: FrozenTrial) -> Any:
+    import searchspace
+
+    s = t.user_attrs.get("roofnas", {}).get("arch")
+    if not s:
+        raise KeyError(f"trial {t.number} has no architecture (state {t.state.name})")
+    return searchspace.Architecture.from_string(s)
+
+
+def cost_reports(arch: Any, cfg: ExperimentConfig) -> dict[str, Any]:
+    import costmodel
+
+    return {
+        t.name: costmodel.estimate(
+            arch, hw=t.profile, precision=t.precision, batch=t.batch, runtime=t.runtime
+        )
+        for t in cfg.hardware
+    }
+
+
+def export_trial(study: optuna.Study, cfg: ExperimentConfig, number: int, out: Path) -> list[Path]:
+    """A standalone PyTorch file (``searchspace.export_source``) and its cost report JSON."""
+    import searchspace
+
+    t = get_trial(study, number)
+    arch = arch_of(t)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(searchspace.export_source(arch))
+    reports = cost_reports(arch, cfg)
+    report_path = out.with_suffix(".cost.json")
+    doc = {
+        "study": study.study_name,
+        "trial": t.number,
+        "state": t.state.name,
+        "arch": arch.to_string(),
+        "objectives": dict(zip([o.name for o in cfg.objectives], t.values or [], strict=False)),
+        "constraints": t.constraints,
+        "params": reports[cfg.primary.name].total.params,
+        "reports": {name: r.to_dict() for name, r in reports.items()},
+    }
+    report_path.write_text(json.dumps(doc, indent=1))
+    return [out, report_path]
+
+
+def write_results(study: optuna.Study, cfg: ExperimentConfig, out_dir: Path) -> tuple[str, ...]:
+    """pareto.csv, pareto.json, the plots and each Pareto architecture's source."""
+    from search._plots import plot_pareto, plot_roofline
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = pareto_table(study, cfg)
+    files: list[Path] = []
+    columns = sorted({k for r in rows for k in r}, key=_column_order(cfg))
+    csv_path = out_dir / "pareto.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    files.append(csv_path)
+    json_path = out_dir / "pareto.json"
+    json_path.write_text(json.dumps({"study": study.study_name, "config": cfg.to_dict(),
+                                     "pareto": rows}, indent=1))
+    files.append(json_path)
+    trials = study.get_trials(deepcopy=False)
+    try:
+        files.append(plot_pareto(trials, cfg, {r["trial"] for r in rows}, out_dir / "pareto.png"))
+        files.extend(plot_roofline(trials, cfg, {r["trial"] for r in rows}, out_dir))
+    except Exception as e:  # a plot must never cost the results
+        log.warning("plotting failed: %s", e)
+    for r in rows:
+        try:
+            files.extend(export_trial(study, cfg, r["trial"], out_dir / "pareto" /
+                                      f"trial_{r['trial']}.py"))
+        except Exception as e:
+            log.warning("export of trial %s failed: %s", r["trial"], e)
+    return tuple(str(p) for p in files)
+
+
+def _column_order(cfg: ExperimentConfig) -> Any:
+    first = ["trial"] + [o.name for o in cfg.objectives]
+
+    def key(c: str) -> tuple[int, str]:
+        if c in first:
+            return (first.index(c), c)
+        if c == "arch":
+            return (10_000, c)
+        return (100 + (0 if c.startswith("constraint:") else 1), c)
+
+    return key
+
+
+def chosen_trials(study: optuna.Study, cfg: ExperimentConfig, k: int) -> list[FrozenTrial]:
+    """Up to ``k`` Pareto trials spread along the front (sorted by the first objective)."""
+    front = pareto_trials(study)
+    if not front or k <= 0:
+        return []
+    front.sort(key=lambda t: t.values[0])
+    if len(front) <= k:
+        return front
+    idx = sorted({round(i * (len(front) - 1) / max(k - 1, 1)) for i in range(k)})
+    return [front[i] for i in idx]
+
+
+def log_models(view: Any, study: optuna.Study, cfg: ExperimentConfig,
+               trials: Sequence[FrozenTrial]) -> None:
+    """``mlflow.pytorch.log_model`` under the parent run (batch-2 example: not locked to 1)."""
+    if not trials:
+        return
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    import searchspace
+
+    mlflow.set_tracking_uri(view.tracking_uri)
+    with mlflow.start_run(run_id=view.parent_run_id):
+        for t in trials:
+            arch = arch_of(t)
+            model = searchspace.build(arch).eval()
+            c, h, w = arch.input_shape
+            example = np.random.default_rng(0).standard_normal((2, c, h, w)).astype("float32")
+            mlflow.pytorch.log_model(
+                model,
+                name=f"pareto_trial_{t.number}",
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )

@@ -1,0 +1,141 @@
+"""`python -m search`: exit codes (0 ok, 1 failure, 2 usage) and messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search._cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse: --help and usage errors
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("cmd", ["run", "pareto", "export", "ui", "sync-mlflow"])
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+    code, out, _ = run_cli(capsys, cmd, "--help")
+    assert code == 0 and "usage: python -m search " + cmd in out
+
+
+def test_run_help_explains_storage_and_resume(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run_cli(capsys, "run", "--help")
+    assert "--trials" in out and "--storage" in out and "continues" in out and "130" in out
+
+
+def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "run", "--trails", "3")
+    assert code == 2 and "--trails" in err
+
+
+def test_unknown_config_key_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    text = (ROOT / "experiments" / "default.toml").read_text()
+    cfg.write_text(text.replace("seed = 0", "seed = 0\npopulation = 3"))
+    code, _, err = run_cli(capsys, "run", "--config", str(cfg), "--out-dir", str(tmp_path))
+    assert code == 2 and "unknown key 'population'" in err
+
+
+def test_unknown_profile_exits_2_listing_known_ones(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, "run", "--hw", "t5", "--out-dir", str(tmp_path))
+    assert code == 2 and "unknown hardware profile 't5'" in err and "'t4'" in err
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "run", "--config", str(tmp_path / "nope.toml"))
+    assert code == 2 and "nope.toml" in err
+
+
+def test_unwritable_storage_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where a directory is needed: unwritable even as root
+    code, _, err = run_cli(
+        capsys, "run", "--trials", "2", "--estimator", "none", "--no-mlflow", "--quiet",
+        "--storage", str(blocker / "sub" / "optuna.journal"), "--out-dir", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 1 and "cannot create directory" in err and "storage=" in err
+
+
+def test_pareto_on_a_missing_store_or_study(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, "pareto", "--study", "s", "--storage", str(tmp_path / "x"))
+    assert code == 1 and "does not exist" in err
+
+
+def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = str(tmp_path / "o" / "optuna.journal")
+    code, out, err = run_cli(
+        capsys, "run", "--trials", "6", "--study", "S", "--storage", store, "--seed", "1",
+        "--estimator", "none", "--no-mlflow", "--out-dir", str(tmp_path / "o"), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n_finished"] == 6 and summary["study_name"] == "S"
+
+    code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store, "--json")
+    assert code == 0
+    rows = json.loads(out)["pareto"]
+    assert [r["trial"] for r in rows] == list(summary["pareto"])
+    code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store)
+    assert code == 0 and "accuracy" in out and "FLOPs = 2 x MACs" in out
+
+    n = rows[0]["trial"]
+    target = tmp_path / "m.py"
+    code, out, _ = run_cli(
+        capsys, "export", "--study", "S", "--storage", store, "--trial", str(n),
+        "--out", str(target),
+    )  # fmt: skip
+    assert code == 0 and target.is_file() and target.with_suffix(".cost.json").is_file()
+    assert "class Net" in target.read_text()
+    code, _, err = run_cli(
+        capsys, "export", "--study", "S", "--storage", store, "--trial", "99", "--out",
+        str(target),
+    )  # fmt: skip
+    assert code == 1 and "trial=99" in err
+    code, out, _ = run_cli(
+        capsys, "export", "--study", "S", "--storage", store, "--pareto",
+        "--out", str(tmp_path / "front"), "--json",
+    )  # fmt: skip
+    assert code == 0 and len(json.loads(out)) == 2 * len(rows)
+
+    code, _, err = run_cli(capsys, "pareto", "--study", "T", "--storage", store)
+    assert code == 1 and "studies: ['S']" in err
+
+
+def test_no_feasible_candidate_exits_1_with_the_culprit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "tight.toml"
+    text = (ROOT / "experiments" / "default.toml").read_text()
+    cfg.write_text(text.replace("params = 250_000", "params = 10"))
+    code, _, err = run_cli(
+        capsys, "run", "--config", str(cfg), "--trials", "3", "--estimator", "none",
+        "--no-mlflow", "--quiet", "--out-dir", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 1 and "'params' rejected the most (3 of 3)" in err and "closest seen" in err
+
+
+def test_ui_dry_run_prints_the_store_and_url(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, out, _ = run_cli(capsys, "ui", "--out-dir", str(tmp_path), "--port", "5123", "--dry-run")
+    assert code == 0 and "http://127.0.0.1:5123" in out
+    assert f"sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    code, out, _ = run_cli(capsys, "ui", "--dry-run")
+    assert code == 0 and "http://127.0.0.1:5999" in out
