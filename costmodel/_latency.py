@@ -1,39 +1,84 @@
-"""Roofline latency (Williams, Waterman, Patterson, CACM 2009) with fixed costs.
+"""Roofline latency (Williams, Waterman, Patterson, CACM 2009) with documented corrections.
 
-A kernel takes at least max(ops / attainable peak, bytes / attainable
-bandwidth); to that we add the runtime's fixed per-kernel cost. The attainable
-figures are the profile's datasheet peaks times its per-kernel-class
-efficiency (PALEO's "platform percent of peak"); a profile without efficiency
-tables gives the bare roofline.
+The prior: a kernel takes at least max(ops / attainable peak, bytes / attainable
+bandwidth). Every correction below is a named profile parameter (TOML data,
+hw_profiles/_schema.py), each one switched off by its default, so a datasheet
+profile without them is the bare roofline plus fixed costs:
 
-Host cost per op call (framework dispatch) adds to the kernel on a CPU, where
-one thread does both. On an accelerator the host enqueues kernels
-asynchronously, so the network takes the critical path of a two-stage
-pipeline: kernel i starts when the host has issued it and kernel i-1 ended.
+1. Fixed costs per runtime ("eager" / "graph" / "fused"): a device-side cost
+   per kernel and a host-side cost per op call, plus a per-kernel-class host
+   extra (``class_host_overhead_s``: a CPU conv picks and sets up an algorithm,
+   a ReLU does not). Field-facts section 3: ~11 us per eager kernel from
+   Python, ~1 us from a CUDA graph.
+2. Fusion ("fused" runtime, as TensorRT / TFLite / oneDNN post-ops; nn-Meter,
+   Zhang et al., MobiSys 2021): batch norm and activations run as the epilogue
+   of the kernel that produced their input; their intermediate tensors never
+   reach memory and they launch nothing. Decided from the layer and its
+   producer's name only (``LayerSpec.inputs``), so it stays block-local.
+3. Host/device overlap on accelerators: the host enqueues kernels
+   asynchronously (``critical_path``); on a CPU one thread does both and the
+   host cost adds to the kernel.
+4. Efficiency per kernel class and precision, for compute and memory
+   (PALEO's "platform percent of peak", Qi et al., ICLR 2017), times shape
+   factors on the compute side:
+   - parallel work: W / (W + W_half), W = output elements
+     (``saturation_output_elements``): a small output cannot fill the device;
+   - wave quantisation: W / (ceil(W / wave) * wave) (``wave_output_elements``);
+   - reduction length: K / (K + K_half), K = MACs per output element, conv and
+     linear only (``saturation_reduction_elements``): short dot products
+     (depthwise, tiny cin) do not amortise loads;
+   - tensor-core alignment: channels per group not a multiple of 8 at fp16 /
+     bf16 / int8 / int4 (``unaligned_channels_efficiency``; NVIDIA's
+     "Deep Learning Performance" guide asks for multiples of 8).
+5. Cache: a kernel whose whole working set (mac bytes) fits in ``cache_bytes``
+   streams at ``cache_bandwidth_bytes_per_s`` instead of DRAM bandwidth.
+6. Overlap of compute and memory (``memory_compute_overlap``, 1 = the
+   roofline's max): time = max(c, m) + (1 - overlap) * min(c, m). A single
+   CPU thread hides little of its memory traffic under its arithmetic
+   (ShuffleNet V2's G1: at equal MACs the layer with more memory access is
+   slower even when compute-bound).
+
+Every factor only ever lowers an efficiency or raises a bandwidth when the
+corresponding hardware figure rises, so latency never rises when peak or
+bandwidth rise (tests/test_latency.py checks it with Hypothesis).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from costmodel import _spec as S
 from costmodel._formulas import Counts
 from costmodel._kinds import kernel_class
 from costmodel._spec import LayerSpec
 from costmodel._units import BITS_PER_ELEMENT, macs_to_flops
 from hw_profiles import HardwareProfile
 
-COMPUTE, MEMORY, OVERHEAD, FREE = "compute", "memory", "overhead", "free"
+COMPUTE, MEMORY, OVERHEAD, FREE, FUSED = "compute", "memory", "overhead", "free", "fused"
+NETWORK_INPUT = "input"
+
+# Ops a fused runtime runs as the epilogue of their producer's kernel.
+EPILOGUE_OPS = frozenset({S.BATCHNORM2D, *S.ACTIVATIONS})
+# Classes whose compute is a reduction (dot products) over K = MACs per output.
+REDUCTION_CLASSES = frozenset(
+    {"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear"}
+)
+# Classes that run on tensor cores at low precision and want aligned channels.
+TENSOR_CORE_CLASSES = frozenset({"dense_conv", "pointwise_conv", "group_conv", "linear"})
+TENSOR_CORE_PRECISIONS = frozenset({"fp16", "bf16", "int8", "int4"})
+ALIGN_CHANNELS = 8
 
 
 @dataclass(frozen=True, slots=True)
 class KernelTime:
-    compute_s: float  # roofline compute time at attainable peak
+    compute_s: float  # roofline compute time at attainable (shape-corrected) peak
     memory_s: float  # roofline memory time at attainable bandwidth
-    overhead_s: float  # fixed device-side cost per kernel
-    host_s: float  # host-side cost of issuing the op
+    overhead_s: float  # fixed cost per kernel (on a CPU: host dispatch included)
+    host_s: float  # host-side cost of issuing the op (accelerators: overlaps)
     device_s: float  # max(compute, memory) + overhead
-    bound: str  # compute | memory | overhead | free
+    bound: str  # compute | memory | overhead | free (a view) | fused (an epilogue)
 
 
 class LatencyModel(Protocol):
@@ -49,23 +94,84 @@ class LatencyModel(Protocol):
 
 
 _FREE = KernelTime(0.0, 0.0, 0.0, 0.0, 0.0, FREE)
+_FUSED = KernelTime(0.0, 0.0, 0.0, 0.0, 0.0, FUSED)
+
+
+def is_fused(spec: LayerSpec, runtime: str, follows_layer: bool) -> bool:
+    """Whether a fused runtime runs ``spec`` as the epilogue of its producer's kernel.
+
+    Batch norm and activations fuse into whatever kernel produced their input
+    (conv + BN + ReLU, add + ReLU, ...); only one reading the network input
+    itself has no kernel to join. ``follows_layer`` is used for a layer without
+    ``inputs`` (a chain): whether a layer precedes it.
+    """
+    if runtime != "fused" or spec.op not in EPILOGUE_OPS:
+        return False
+    if spec.inputs:
+        return spec.inputs[0] != NETWORK_INPUT
+    return follows_layer
+
+
+def _aligned(spec: LayerSpec) -> bool:
+    g = spec.groups if spec.op == S.CONV2D else 1
+    return (spec.in_channels // g) % ALIGN_CHANNELS == 0 and (
+        spec.out_channels // g
+    ) % ALIGN_CHANNELS == 0
+
+
+def compute_efficiency(
+    spec: LayerSpec, counts: Counts, hw: HardwareProfile, precision: str, cls: str
+) -> float:
+    """Fraction of peak compute this kernel reaches: class efficiency x shape factors."""
+    eff, _ = hw.efficiency(cls, precision)
+    work = max(counts.output_elements, 1)
+    if hw.wave_output_elements > 0:
+        wave = hw.wave_output_elements
+        eff *= work / (math.ceil(work / wave) * wave)
+    if hw.saturation_output_elements > 0:
+        eff *= work / (work + hw.saturation_output_elements)
+    if cls in REDUCTION_CLASSES and hw.saturation_reduction_elements > 0:
+        k = counts.macs / work
+        eff *= k / (k + hw.saturation_reduction_elements)
+    if cls in TENSOR_CORE_CLASSES and precision in TENSOR_CORE_PRECISIONS and not _aligned(spec):
+        eff *= hw.unaligned_channels_efficiency
+    return eff
+
+
+def memory_bandwidth(mac_bytes: int, hw: HardwareProfile) -> float:
+    """DRAM bandwidth, or the cache's when the kernel's working set fits in it."""
+    bw = hw.bandwidth_bytes_per_s
+    if hw.cache_bandwidth_bytes_per_s > 0 and mac_bytes <= hw.cache_bytes:
+        bw = max(bw, hw.cache_bandwidth_bytes_per_s)
+    return bw
 
 
 def roofline_time(
-    spec: LayerSpec, counts: Counts, mac_bytes: int, hw: HardwareProfile, precision: str, runtime: str
+    spec: LayerSpec,
+    counts: Counts,
+    mac_bytes: int,
+    hw: HardwareProfile,
+    precision: str,
+    runtime: str,
+    *,
+    fused: bool = False,
 ) -> KernelTime:
     if counts.alias:
         return _FREE
-    ce, me = hw.efficiency(kernel_class(spec), precision)
+    if fused:
+        return _FUSED
+    cls = kernel_class(spec)
+    _, me = hw.efficiency(cls, precision)
     ops = macs_to_flops(counts.macs) + counts.other_ops
-    compute_s = ops / (hw.peak(precision) * ce)
-    memory_s = mac_bytes / (hw.bandwidth_bytes_per_s * me)
+    compute_s = ops / (hw.peak(precision) * compute_efficiency(spec, counts, hw, precision, cls))
+    memory_s = mac_bytes / (memory_bandwidth(mac_bytes, hw) * me)
     rt = hw.runtime(runtime)
     overhead_s = rt.kernel_overhead_s
-    host_s = rt.host_overhead_s
+    host_s = rt.host_s(cls)
     if hw.device_type == "cpu":  # one thread dispatches and computes
         overhead_s, host_s = overhead_s + host_s, 0.0
-    roof = max(compute_s, memory_s)
+    # Roofline max, plus the part of the shorter phase that does not overlap the longer.
+    roof = max(compute_s, memory_s) + (1.0 - hw.memory_compute_overlap) * min(compute_s, memory_s)
     if overhead_s > roof:
         bound = OVERHEAD
     else:
@@ -74,7 +180,7 @@ def roofline_time(
 
 
 class RooflineModel:
-    """The interpretable prior: roofline per kernel plus the runtime's fixed costs."""
+    """The interpretable prior: roofline per kernel, fixed costs, fusion and shape factors."""
 
     def kernel_times(
         self,
@@ -83,19 +189,24 @@ class RooflineModel:
         precision: str,
         runtime: str,
     ) -> list[KernelTime]:
-        return [roofline_time(s, c, b, hw, precision, runtime) for s, c, b in layers]
+        return [
+            roofline_time(s, c, b, hw, precision, runtime, fused=is_fused(s, runtime, i > 0))
+            for i, (s, c, b) in enumerate(layers)
+        ]
 
 
 def critical_path(times: list[KernelTime]) -> list[float]:
     """Each layer's share of network latency when the host issues kernels ahead.
 
     host_t: when the host has issued kernel i; dev_t: when kernel i ends.
-    The returned increments sum to the network latency.
+    The returned increments sum to the network latency, which lies between
+    max(sum host, sum device) and their sum. On a CPU host_s is 0 and this is
+    the plain sum of device times. Views and fused epilogues issue nothing.
     """
     host_t = dev_t = 0.0
     shares = []
     for t in times:
-        if t.bound == FREE:
+        if t.bound in (FREE, FUSED):
             shares.append(0.0)
             continue
         host_t += t.host_s

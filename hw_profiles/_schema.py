@@ -113,6 +113,9 @@ class HardwareProfile:
     # Compute efficiency factor for a conv / linear whose channels are not a
     # multiple of 8 at a tensor-core precision (fp16, bf16, int8, int4).
     unaligned_channels_efficiency: float = 1.0
+    # Fraction of the shorter of compute and memory time hidden under the longer:
+    # 1 is the roofline's max(compute, memory), 0 their sum (no overlap).
+    memory_compute_overlap: float = 1.0
     path: str = ""
 
     def peak(self, precision: str) -> float:
@@ -192,13 +195,15 @@ _DEFAULT_RUNTIMES: dict[str, dict[str, RuntimeParams]] = {
 }
 
 # Shape-dependence keys (all optional; defaults switch the term off) and their
-# defaults. ``unaligned_channels_efficiency`` is a fraction in (0, 1].
+# defaults. ``unaligned_channels_efficiency`` is a fraction in (0, 1],
+# ``memory_compute_overlap`` one in [0, 1].
 SHAPE_KEYS: dict[str, float] = {
     "cache_bandwidth_bytes_per_s": 0.0,
     "saturation_output_elements": 0.0,
     "saturation_reduction_elements": 0.0,
     "wave_output_elements": 0.0,
     "unaligned_channels_efficiency": 1.0,
+    "memory_compute_overlap": 1.0,
 }
 
 _TOP_KEYS = {
@@ -224,6 +229,7 @@ _RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"
 _CALIBRATION_KEYS = {
     "date", "device", "host", "torch_version", "method", "validation",
     "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
+    "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
 }
 
 
@@ -339,6 +345,11 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
     shape = {
         k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()
     }
+    if shape["memory_compute_overlap"] > 1.0:
+        raise ProfileError(
+            f"{where}: memory_compute_overlap={shape['memory_compute_overlap']!r} "
+            "must be a fraction in [0, 1]"
+        )
     if not 0.0 < shape["unaligned_channels_efficiency"] <= 1.0:
         raise ProfileError(
             f"{where}: unaligned_channels_efficiency="

@@ -1,0 +1,153 @@
+"""ShuffleNet V2 guidelines G1 and G2 on this CPU: measured and predicted side by side.
+
+Ma et al., "ShuffleNet V2", ECCV 2018, Sec. 2 and Tables 1-2: a network of 10
+blocks, each two 1x1 convolutions, on a 56x56 input;
+- G1: c1 -> c2 -> c1 at fixed MACs (c1 * c2 constant) for c1:c2 = 1:1, 1:2,
+  1:6, 1:12; equal widths minimise memory access cost (MAC);
+- G2: c -> c 1x1 group convolutions at fixed MACs (c^2 / g constant) for
+  g = 1, 2, 4, 8; more groups, more memory access at equal MACs.
+Widths are the paper's Table 1 / Table 2 rows ("x1" level). MACs are
+multiply-accumulates (what the paper and the seed call FLOPs).
+
+    .venv/bin/python experiments/shufflenet_guidelines.py \
+        --hw experiments/results/calibrated_cpu.toml
+
+writes experiments/results/shufflenet_guidelines.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from costmodel import LayerSpec, analyze
+from hw_profiles import load
+from hw_profiles._calibrate import make_timer
+
+# (c1, c2) and (c, g) from Ma et al. 2018, Table 1 and Table 2 (x1 rows).
+G1_ROWS = [("1:1", 128, 128), ("1:2", 90, 180), ("1:6", 52, 312), ("1:12", 36, 432)]
+G2_ROWS = [(1, 128), (2, 180), (4, 256), (8, 360)]
+# Paper's GTX 1080Ti batches/s for the same rows (shared/notes/field-facts.md, section 2).
+G1_PAPER_GPU = [1480, 1296, 876, 748]
+G2_PAPER_GPU = [2451, 1725, 1026, 634]
+BLOCKS = 10
+
+
+def net(widths: list[tuple[int, int, int]]) -> tuple[nn.Module, list[tuple[int, int, int]]]:
+    """1x1 convs (cin, cout, groups) in sequence, no bias, as the paper's blocks."""
+    return nn.Sequential(*[nn.Conv2d(a, b, 1, groups=g, bias=False) for a, b, g in widths]), widths
+
+
+def specs(widths: list[tuple[int, int, int]], batch: int, size: int) -> list[LayerSpec]:
+    out, prev = [], "input"
+    for i, (a, b, g) in enumerate(widths):
+        out.append(LayerSpec("conv2d", (batch, a, size, size), b, groups=g, name=str(i),
+                             inputs=(prev,)))
+        prev = str(i)
+    return out
+
+
+def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    hw = load(hw_path)
+    timer = make_timer("cpu")
+    cases: list[tuple[str, str, list[tuple[int, int, int]]]] = []
+    for ratio, c1, c2 in G1_ROWS:
+        cases.append(("G1", f"c1:c2={ratio} ({c1},{c2})", [(c1, c2, 1), (c2, c1, 1)] * BLOCKS))
+    for g, c in G2_ROWS:
+        cases.append(("G2", f"g={g} (c={c})", [(c, c, g), (c, c, g)] * BLOCKS))
+    models = [net(w)[0].eval() for _, _, w in cases]
+    xs = [torch.randn(batch, w[0][0], size, size) for _, _, w in cases]
+    best = [float("inf")] * len(cases)
+    with torch.inference_mode():
+        for _ in range(rounds):  # interleaved rounds: a burst of load hits one round
+            for i, (m, x) in enumerate(zip(models, xs, strict=True)):
+                best[i] = min(best[i], timer(lambda m=m, x=x: m(x), repeats=5, min_s=5e-3))
+    rows = []
+    for (guide, label, w), t in zip(cases, best, strict=True):
+        rep = analyze(specs(w, batch, size), hw, "fp32", "eager")
+        rows.append({
+            "guideline": guide,
+            "case": label,
+            "macs": rep.total.macs,
+            "mac_bytes": rep.total.mac_bytes,
+            "measured_ms": t * 1e3,
+            "predicted_ms": rep.total.latency_s * 1e3,
+            "measured_batches_per_s": 1 / t,
+            "predicted_batches_per_s": 1 / rep.total.latency_s,
+        })
+    return {"hw": hw_path, "profile_source": hw.source, "batch": batch, "size": size,
+            "blocks": BLOCKS, "threads": 1, "rounds": rounds, "torch": torch.__version__,
+            "rows": rows}
+
+
+def to_markdown(res: dict[str, Any], command: str) -> str:
+    lines = [
+        "# ShuffleNet V2 guidelines G1, G2 on this CPU: measured vs predicted",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{res['blocks']} blocks of two 1x1 convs, input {res['size']}x{res['size']}, batch "
+        f"{res['batch']}, fp32, {res['threads']} torch thread, eager; measured: thread CPU "
+        f"time, median of 5 repeats, minimum over {res['rounds']} rounds; predicted: "
+        f"`costmodel.analyze` with `{res['hw']}` ({res['profile_source']}). "
+        "MACs = multiply-accumulates (the paper's \"FLOPs\").",
+        "",
+        "| guideline | case | MACs | MAC bytes | measured ms | predicted ms | measured "
+        "batches/s | predicted batches/s | paper GPU batches/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    paper = G1_PAPER_GPU + G2_PAPER_GPU
+    for r, p in zip(res["rows"], paper, strict=True):
+        lines.append(
+            f"| {r['guideline']} | {r['case']} | {r['macs']:,} | {r['mac_bytes']:,} | "
+            f"{r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
+            f"{r['measured_batches_per_s']:.1f} | {r['predicted_batches_per_s']:.1f} | {p} |"
+        )
+    for g in ("G1", "G2"):
+        rows = [r for r in res["rows"] if r["guideline"] == g]
+        m = [r["measured_ms"] for r in rows]
+        q = [r["predicted_ms"] for r in rows]
+        lines += [
+            "",
+            f"{g}: measured slowdown from first to last case x{m[-1] / m[0]:.2f}, predicted "
+            f"x{q[-1] / q[0]:.2f}; measured order "
+            f"{'increasing' if m == sorted(m) else 'not monotone'}, predicted order "
+            f"{'increasing' if q == sorted(q) else 'not monotone'}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hw", default="experiments/results/calibrated_cpu.toml",
+                   help="profile to predict with (default: the calibrated CPU profile)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", type=int, default=56, help="input height = width (paper: 56)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default="experiments/results", help="output folder")
+    args = p.parse_args(argv)
+    if min(args.batch, args.size, args.rounds) < 1:
+        print("shufflenet_guidelines: --batch, --size and --rounds must be >= 1",
+              file=sys.stderr)
+        return 2
+    res = run(args.hw, args.batch, args.size, args.rounds)
+    command = "python experiments/shufflenet_guidelines.py " + " ".join(argv or sys.argv[1:])
+    res["command"] = command
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shufflenet_guidelines.json").write_text(json.dumps(res, indent=1) + "\n")
+    md = to_markdown(res, command)
+    (out / "shufflenet_guidelines.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""The latency model: roofline arithmetic, fixed costs, fusion, overlap and shape factors."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from costmodel import LayerSpec, analyze, count
+from costmodel._latency import (
+    COMPUTE,
+    FUSED,
+    MEMORY,
+    OVERHEAD,
+    critical_path,
+    is_fused,
+    roofline_time,
+)
+from hw_profiles import parse_profile
+
+
+def make_profile(**over: Any) -> Any:
+    doc: dict[str, Any] = {
+        "name": "synthetic",
+        "source": "test",
+        "device_type": "gpu",
+        "memory_bytes": 1 << 30,
+        "bandwidth_bytes_per_s": 1e11,
+        "peak_ops_per_s": {"fp32": 1e12, "fp16": 8e12},
+        "runtime": {
+            "eager": {"kernel_overhead_s": 2e-6, "host_overhead_s": 10e-6},
+            "graph": {"kernel_overhead_s": 1e-6},
+            "fused": {"kernel_overhead_s": 1e-6},
+        },
+    }
+    doc.update(over)
+    return parse_profile(doc, "<test>")
+
+
+def conv(cin: int = 16, cout: int = 32, hw: int = 32, k: int = 3, n: int = 1, g: int = 1,
+         **kw: Any) -> LayerSpec:
+    return LayerSpec("conv2d", (n, cin, hw, hw), cout, k, 1, k // 2, groups=g, **kw)
+
+
+def conv_bn_relu(cin: int, cout: int, hw: int, n: int = 1) -> list[LayerSpec]:
+    return [
+        conv(cin, cout, hw, n=n, name="conv", inputs=("input",)),
+        LayerSpec("batchnorm2d", (n, cout, hw, hw), name="bn", inputs=("conv",)),
+        LayerSpec("relu", (n, cout, hw, hw), name="act", inputs=("bn",)),
+    ]
+
+
+def kt(spec: LayerSpec, hw: Any, precision: str = "fp32", runtime: str = "eager") -> Any:
+    c = count(spec)
+    b = 4 if precision == "fp32" else 2
+    return roofline_time(spec, c, b * c.mac_elements, hw, precision, runtime)
+
+
+def test_roofline_arithmetic_conv() -> None:
+    hw = make_profile()
+    t = kt(conv(), hw)
+    # MACs = 3*3*16*32*32*32 = 4,718,592 -> 9,437,184 FLOPs / 1e12 = 9.437184 us
+    assert t.compute_s == pytest.approx(9.437184e-6)
+    # elements: in 16*32*32 = 16,384 + out 32*32*32 = 32,768 + weights 3*3*16*32 = 4,608
+    # = 53,760 * 4 bytes = 215,040 bytes / 1e11 B/s = 2.1504 us
+    assert t.memory_s == pytest.approx(2.1504e-6)
+    # GPU eager: device = max(9.437, 2.150) + 2 us kernel overhead; host 10 us overlaps
+    assert t.device_s == pytest.approx(11.437184e-6)
+    assert t.host_s == pytest.approx(10e-6)
+    assert t.bound == COMPUTE
+
+
+def test_efficiency_and_shape_factors_arithmetic() -> None:
+    hw = make_profile(
+        compute_efficiency={"dense_conv": 0.5},
+        saturation_output_elements=32768.0,
+        saturation_reduction_elements=144.0,
+    )
+    t = kt(conv(), hw)
+    # W = 32,768 outputs: 32768 / (32768 + 32768) = 0.5; K = 4,718,592 / 32,768 = 144
+    # MACs per output: 144 / (144 + 144) = 0.5; efficiency 0.5 * 0.5 * 0.5 = 0.125
+    assert t.compute_s == pytest.approx(9.437184e-6 / 0.125)
+
+
+def test_memory_compute_overlap() -> None:
+    none = kt(conv(), make_profile(memory_compute_overlap=0.0))
+    half = kt(conv(), make_profile(memory_compute_overlap=0.5))
+    # compute 9.437184 us, memory 2.1504 us, + 2 us kernel overhead:
+    # no overlap: 9.437184 + 2.1504 + 2 = 13.587584 us; half: 9.437184 + 1.0752 + 2
+    assert none.device_s == pytest.approx(13.587584e-6)
+    assert half.device_s == pytest.approx(12.512384e-6)
+
+
+def test_unaligned_channels_penalty_only_at_tensor_core_precisions() -> None:
+    hw = make_profile(unaligned_channels_efficiency=0.25)
+    aligned, odd = conv(16, 32), conv(16, 30)
+    # fp16 at 8e12: aligned 9,437,184 FLOPs -> 1.1796 us; 30 channels: 8,847,360 FLOPs / 2e12
+    assert kt(aligned, hw, "fp16").compute_s == pytest.approx(9437184 / 8e12)
+    assert kt(odd, hw, "fp16").compute_s == pytest.approx(8847360 / (8e12 * 0.25))
+    assert kt(odd, hw, "fp32").compute_s == pytest.approx(8847360 / 1e12)
+
+
+def test_cache_bandwidth_for_small_working_sets() -> None:
+    hw = make_profile(cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12)
+    small = LayerSpec("relu", (1, 16, 32, 32))  # 2 * 16,384 * 4 = 131,072 B, fits in 1 MiB
+    big = LayerSpec("relu", (1, 64, 64, 64))  # 2 * 262,144 * 4 = 2,097,152 B, does not
+    assert kt(small, hw).memory_s == pytest.approx(131072 / 1e12)
+    assert kt(big, hw).memory_s == pytest.approx(2097152 / 1e11)
+
+
+def test_bound_labels() -> None:
+    hw = make_profile()
+    assert kt(LayerSpec("relu", (1, 8, 4, 4)), hw).bound == OVERHEAD
+    assert kt(LayerSpec("relu", (64, 256, 56, 56)), hw).bound == MEMORY
+    assert kt(conv(256, 256, 56, n=8), hw).bound == COMPUTE
+
+
+def test_class_host_overhead() -> None:
+    doc_rt = {"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 4e-6,
+                        "class_host_overhead_s": {"depthwise_conv": 90e-6}}}
+    hw = make_profile(device_type="cpu", runtime=doc_rt)
+    dw = conv(32, 32, 8, g=32)
+    # CPU: host cost adds to the kernel: 4 us + 90 us extra for a depthwise conv
+    assert kt(dw, hw).overhead_s == pytest.approx(94e-6)
+    assert kt(LayerSpec("relu", (1, 8, 4, 4)), hw).overhead_s == pytest.approx(4e-6)
+
+
+def test_fusion_rule_uses_the_producer_only() -> None:
+    net = conv_bn_relu(16, 32, 8)
+    assert [is_fused(s, "fused", i > 0) for i, s in enumerate(net)] == [False, True, True]
+    assert not any(is_fused(s, "eager", True) for s in net)
+    first_bn = LayerSpec("batchnorm2d", (1, 3, 8, 8), name="bn", inputs=("input",))
+    assert not is_fused(first_bn, "fused", False)
+    rep = analyze(net, make_profile(), "fp32", "fused")
+    assert [layer.bound for layer in rep.layers][1:] == [FUSED, FUSED]
+    assert rep.total.latency_s == pytest.approx(rep.layers[0].latency_s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cin=st.sampled_from([3, 8, 16, 24, 64]),
+    cout=st.sampled_from([8, 16, 30, 64, 128]),
+    hw_=st.sampled_from([4, 8, 16, 32]),
+    n=st.sampled_from([1, 8, 32]),
+    device=st.sampled_from(["gpu", "cpu"]),
+)
+def test_fused_never_slower_than_eager(cin: int, cout: int, hw_: int, n: int, device: str) -> None:
+    prof = make_profile(device_type=device)
+    net = conv_bn_relu(cin, cout, hw_, n)
+    eager = analyze(net, prof, "fp32", "eager").total.latency_s
+    fused = analyze(net, prof, "fp32", "fused").total.latency_s
+    assert fused <= eager
+
+
+def _bigger(prof: Any, **scale: float) -> Any:
+    peaks = {p: v * scale.get("peak", 1.0) for p, v in prof.peak_ops_per_s.items()}
+    return dataclasses.replace(
+        prof,
+        peak_ops_per_s=peaks,
+        bandwidth_bytes_per_s=prof.bandwidth_bytes_per_s * scale.get("bw", 1.0),
+        cache_bandwidth_bytes_per_s=prof.cache_bandwidth_bytes_per_s * scale.get("cbw", 1.0),
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    layer=st.sampled_from(["dense", "dw", "pw", "group", "relu", "bn", "pool", "linear"]),
+    c=st.sampled_from([8, 12, 32, 96, 256]),
+    size=st.sampled_from([2, 7, 16, 56]),
+    n=st.sampled_from([1, 4, 32]),
+    precision=st.sampled_from(["fp32", "fp16"]),
+    device=st.sampled_from(["gpu", "cpu"]),
+    factor=st.floats(1.0, 100.0),
+    which=st.sampled_from(["peak", "bw", "cbw"]),
+)
+def test_latency_never_rises_when_peak_or_bandwidth_rises(
+    layer: str, c: int, size: int, n: int, precision: str, device: str, factor: float,
+    which: str,
+) -> None:
+    specs = {
+        "dense": conv(c, c, size, n=n),
+        "dw": conv(c, c, size, n=n, g=c),
+        "pw": conv(c, 2 * c, size, k=1, n=n),
+        "group": conv(c, c, size, n=n, g=4),
+        "relu": LayerSpec("relu", (n, c, size, size)),
+        "bn": LayerSpec("batchnorm2d", (n, c, size, size)),
+        "pool": LayerSpec("maxpool2d", (n, c, size, size), kernel_size=2, stride=2),
+        "linear": LayerSpec("linear", (n, c * size), c),
+    }
+    spec = specs[layer]
+    prof = make_profile(
+        device_type=device,
+        cache_bytes=1 << 20,
+        cache_bandwidth_bytes_per_s=3e11,
+        saturation_output_elements=5000.0,
+        saturation_reduction_elements=20.0,
+        wave_output_elements=4096.0,
+        unaligned_channels_efficiency=0.5,
+        memory_compute_overlap=0.3,
+        compute_efficiency={"depthwise_conv": 0.2, "fp16": {"dense_conv": 0.6}},
+        memory_efficiency={"batchnorm": 0.5},
+    )
+    faster = _bigger(prof, **{which: factor})
+    for rt in ("eager", "graph", "fused"):
+        slow = analyze([spec], prof, precision, rt).total.latency_s
+        fast = analyze([spec], faster, precision, rt).total.latency_s
+        assert fast <= slow * (1 + 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([2, 4, 8, 16, 32]), min_size=1, max_size=8),
+    cs=st.lists(st.sampled_from([8, 16, 64, 256]), min_size=8, max_size=8),
+    n=st.sampled_from([1, 64]),
+)
+def test_gpu_eager_latency_between_max_and_sum_of_host_and_device(
+    sizes: list[int], cs: list[int], n: int
+) -> None:
+    prof = make_profile()
+    net = []
+    prev = "input"
+    for i, s in enumerate(sizes):
+        name = f"l{i}"
+        net.append(conv(cs[i], cs[i], s, n=n, name=name, inputs=(prev,)) if i % 2 == 0
+                   else LayerSpec("relu", (n, cs[i], s, s), name=name, inputs=(prev,)))
+        prev = name
+    rep = analyze(net, prof, "fp32", "eager")
+    counts = [count(s) for s in net]
+    times = [roofline_time(s, c, 4 * c.mac_elements, prof, "fp32", "eager")
+             for s, c in zip(net, counts, strict=True)]
+    host = sum(t.host_s for t in times)
+    dev = sum(t.device_s for t in times)
+    assert max(host, dev) * (1 - 1e-12) <= rep.total.latency_s <= (host + dev) * (1 + 1e-12)
+    assert sum(critical_path(times)) == pytest.approx(rep.total.latency_s)
+
+
+def test_cpu_latency_is_the_plain_sum() -> None:
+    prof = make_profile(device_type="cpu")
+    net = conv_bn_relu(16, 32, 16)
+    rep = analyze(net, prof, "fp32", "eager")
+    times = [kt(s, prof) for s in net]
+    assert all(t.host_s == 0 for t in times)
+    assert rep.total.latency_s == pytest.approx(sum(t.device_s for t in times))
+
+
+def test_estimate_equals_analyze_with_fusion_and_shape_factors() -> None:
+    searchspace = pytest.importorskip("searchspace")
+    from costmodel import estimate
+
+    if not hasattr(searchspace, "mobilenet_v2"):
+        pytest.skip("searchspace zoo not available")
+    arch = searchspace.mobilenet_v2()
+    prof = make_profile(
+        cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=3e11,
+        saturation_output_elements=5000.0, saturation_reduction_elements=20.0,
+    )
+    for rt in ("eager", "fused"):
+        for batch in (1, 8):
+            a = analyze(arch.lower(batch), prof, "fp32", rt).total.latency_s
+            e = estimate(arch, prof, "fp32", batch, rt).total.latency_s
+            assert e == pytest.approx(a, rel=1e-12)
