@@ -204,7 +204,8 @@ def format_table(rep: CostReport) -> str:
                                                for p, b in t.model_size_bytes.items()),
         f"  peak activations     {_bytes(t.peak_activation_bytes)} at {rep.precision}",
         f"  latency              {t.latency_s * 1e3:.4f} ms (compute {t.compute_s * 1e3:.4f}"
-        f" ms, memory {t.memory_s * 1e3:.4f} ms, overhead {t.overhead_s * 1e3:.4f} ms)",
+        f" ms, memory {t.memory_s * 1e3:.4f} ms, fixed costs {t.overhead_s * 1e3:.4f} ms;"
+        " sums over layers, which overlap)",
     ]
     if rep.unsupported:
         lines.append(f"  NOT COSTED           {len(rep.unsupported)}: "

@@ -62,10 +62,13 @@ class Totals:
     other_ops: int
     mac_elements: int
     mac_bytes: int
-    latency_s: float
+    latency_s: float  # the network's critical path (what a user measures)
+    # Sums over layers of each component. They are not parts of latency_s: roofline
+    # compute and memory overlap within a kernel, and on accelerators the host's
+    # dispatch cost (included in overhead_s) overlaps device work.
     compute_s: float
     memory_s: float
-    overhead_s: float
+    overhead_s: float  # fixed costs: per-kernel device overhead + host dispatch
     peak_activation_bytes: int  # largest set of live activations, network input included
     model_size_bytes: dict[str, int] = field(default_factory=dict)  # per precision
 

@@ -384,18 +384,24 @@ def available() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.toml"))
 
 
-_CACHE: dict[str, HardwareProfile] = {}
+# name or path -> (profile, mtime_ns of a user file; None for a built-in)
+_CACHE: dict[str, tuple[HardwareProfile, int | None]] = {}
 
 
 def load(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
-    """A built-in profile by name, a TOML file by path, or a profile passed through."""
+    """A built-in profile by name, a TOML file by path, or a profile passed through.
+
+    Loaded profiles are cached; a user's file is read again when it changes on disk.
+    """
     if isinstance(name_or_path, HardwareProfile):
         return name_or_path
     key = str(name_or_path)
-    if key in _CACHE:
-        return _CACHE[key]
+    hit = _CACHE.get(key)
+    if hit is not None and (hit[1] is None or _mtime_ns(Path(key)) == hit[1]):
+        return hit[0]
     path = Path(key)
-    if path.suffix != ".toml" and path.parent == Path("."):
+    builtin = path.suffix != ".toml" and path.parent == Path(".")
+    if builtin:
         path = DATA_DIR / f"{key}.toml"
         if not path.exists():
             hint = difflib.get_close_matches(key, available(), n=1)
@@ -406,11 +412,19 @@ def load(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
             )
     elif not path.exists():
         raise ProfileError(f"hardware profile file {key!r} does not exist")
+    mtime = None if builtin else _mtime_ns(path)
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: not valid TOML: {e}") from None
     profile = parse_profile(data, str(path))
-    _CACHE[key] = profile
+    _CACHE[key] = (profile, mtime)
     return profile
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

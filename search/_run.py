@@ -13,6 +13,7 @@ worker process (issue 6) on a shared storage. Per trial:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import signal
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import _workers
 from search._config import ConfigError, ExperimentConfig, parse_config
 from search._objectives import (
     constraint_value,
@@ -119,7 +121,11 @@ class Objective:
             from search._estimators import EstimatorConfig, make_estimator
 
             ecfg = EstimatorConfig.from_dict({"seed": self.cfg.seed, **self.cfg.estimator})
-            self._estimator = make_estimator(ecfg, tuple(arch.input_shape), arch.num_classes)
+            # space=: proxy_rank ranks against a reference population drawn once from the
+            # space (seeded), so a trial's score does not depend on the order of trials.
+            self._estimator = make_estimator(
+                ecfg, tuple(arch.input_shape), arch.num_classes, space=self.space
+            )
         return self._estimator
 
     def reports(self, arch: Any) -> dict[str, CostReport]:
@@ -209,7 +215,7 @@ class FrontTracker:
 
     def add(self, t: FrozenTrial) -> bool:
         """Returns True when the front changed."""
-        if t.state not in DONE_STATES:
+        if t.state not in DONE_STATES or _workers.is_surplus_trial(t):
             return False
         self.n_finished += 1
         for k, v in t.constraints.items():
@@ -384,6 +390,9 @@ def run_study(
         root = None if uri.startswith(("http", "databricks")) else run_dir / "mlartifacts"
         view = mlv.MlflowView(uri, mlv.default_experiment_name(cfg), cfg.study_name, root)
         try:
+            down = _workers.mlflow_reachable(uri)
+            if down is not None:
+                raise ConnectionError(down)
             view.ensure_parent(study, mlv.parent_params(cfg, cfg.storage_url))
         except Exception as e:
             mlflow_error = _mlflow_down(e)
@@ -442,18 +451,33 @@ def run_study(
             running.stop()
 
     remaining = cfg.trials - tracker.n_finished
+    started = datetime.datetime.now()
+    # one architecture that breaks the estimator (torch raises RuntimeError) is a FAIL trial,
+    # not the end of the search
+    catch = (RuntimeError, FloatingPointError)
     with _Stop() as stop:
         try:
-            if remaining > 0:
+            if local_sampler and remaining > 0:
                 work.optimize(
                     objective,
                     n_trials=remaining,
                     callbacks=[callback],
-                    # one architecture that breaks the estimator (torch raises
-                    # RuntimeError) is a FAIL trial, not the end of the search
-                    catch=(RuntimeError, FloatingPointError),
+                    catch=catch,
                     gc_after_trial=False,
                     show_progress_bar=False,
+                )
+            elif not local_sampler:
+                # Shared storage (issue 6): every worker's trials are in it while they run,
+                # with heartbeats; the budget of cfg.trials is global; a worker whose share is
+                # done waits for the others' running trials, so a killed one's is retried.
+                _workers.reseed_for_worker(study.sampler, cfg.storage_url)
+                _workers.optimize_shared(
+                    study,
+                    objective,
+                    total_trials=cfg.trials,
+                    callbacks=[callback],
+                    catch=catch,
+                    should_stop=lambda: stop.requested,
                 )
         finally:
             close_storage(study._storage)  # held trial data out, fsync
@@ -461,7 +485,11 @@ def run_study(
         bar.close()
 
     # Summary from the storage (the truth; other workers may have added trials).
-    done = [t for t in study.get_trials(deepcopy=False) if t.state in DONE_STATES]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in DONE_STATES and not _workers.is_surplus_trial(t)
+    ]
     pareto = tuple(sorted(t.number for t in study.best_trials)) if done else ()
     final = FrontTracker(cfg)
     for t in done:
@@ -475,9 +503,16 @@ def run_study(
     if view is not None:
         try:
             flush(force=True)
-            if view is not None and final_sync:
+            others = _workers.other_workers(study, started) if final_sync else set()
+            if others:
+                log.warning(
+                    "%d other worker(s) shared this study: once all are done, run `python -m "
+                    "search sync-mlflow --study %s --storage ...` to log what a killed worker "
+                    "left out", len(others), cfg.study_name,
+                )  # fmt: skip
+            if view is not None and final_sync and not others:
                 view.catch_up(study, [o.name for o in cfg.objectives])
-            if view is not None:
+            if view is not None and write_artifacts:
                 _log_parent_artifacts(view, study, cfg, final, out_dir, artifacts)
                 view.finish_parent("KILLED" if stop.requested else "FINISHED")
         except Exception as e:

@@ -126,6 +126,19 @@ def test_user_toml_loads_by_path(tmp_path: Path) -> None:
     assert p.runtime("eager").host_overhead_s == 11e-6
 
 
+def test_user_toml_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    import os
+
+    f = tmp_path / "mydev.toml"
+    f.write_text(MINIMAL_TOML)
+    first = load(f)
+    assert load(f) is first  # unchanged file: cached
+    f.write_text(MINIMAL_TOML.replace("mydev", "mydev2"))
+    st_ = f.stat()
+    os.utime(f, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1_000_000))  # a later edit
+    assert load(f).name == "mydev2"
+
+
 def test_missing_file_and_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="does not exist"):
         load(tmp_path / "nope.toml")
