@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--estimator", help="accuracy estimator kind (see search._estimators)")
     run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    run.add_argument("--workers", type=int, default=1, help="local worker processes (issue 6)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="local worker processes sharing the study and its budget (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
@@ -184,7 +185,12 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         result = run_workers(cfg, args.workers, progress=not args.quiet)
     else:
-        result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=True)
+        # One process on the journal: the fast in-memory sampler. On an RDB storage (maybe one
+        # of several machines, issue 6) every worker's trials must be in the shared storage.
+        from search._workers import is_rdb_url
+
+        local = not is_rdb_url(cfg.storage_url)
+        result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=local)
     if args.json:
         print(json.dumps(asdict(result), indent=1, default=str))
     else:

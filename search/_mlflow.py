@@ -133,6 +133,7 @@ class MlflowView:
     def client(self) -> MlflowClient:
         if self._client is None:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -167,6 +168,14 @@ class MlflowView:
                 run_name=self.study_name,
                 tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"},
             )
+            # Another worker may have made the parent meanwhile (issue 6): use theirs.
+            now = study.user_attrs
+            theirs = now.get(ATTR_PARENT)
+            if theirs and theirs != run_id and now.get(ATTR_TRACKING) == self.tracking_uri:
+                c.delete_run(run.info.run_id)
+                self.parent_run_id = theirs
+                self.logged = self._existing_children()
+                return theirs
             self.parent_run_id = run.info.run_id
             study.set_user_attr(ATTR_PARENT, self.parent_run_id)
             study.set_user_attr(ATTR_TRACKING, self.tracking_uri)

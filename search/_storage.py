@@ -34,6 +34,8 @@ from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
+from search import _workers
+
 _DEFERRABLE = (JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR)
 _SYSTEM_ATTR = JournalOperation.SET_TRIAL_SYSTEM_ATTR
 _USER_ATTR = JournalOperation.SET_TRIAL_USER_ATTR
@@ -181,7 +183,8 @@ def open_storage(url: str, *, batch_trial_writes: bool = True) -> optuna.storage
         if url.startswith("sqlite:///"):
             _check_writable_dir(Path(url[len("sqlite:///") :]).parent, f"storage={url!r}")
         try:
-            return optuna.storages.RDBStorage(url)
+            # heartbeats + retry of a killed worker's trial (issue 6)
+            return _workers.open_rdb_storage(url)
         except Exception as e:
             raise StorageError(f"storage={url!r} cannot be opened: {e}") from None
     path = Path(url)
@@ -190,7 +193,8 @@ def open_storage(url: str, *, batch_trial_writes: bool = True) -> optuna.storage
         raise StorageError(f"storage={url!r} is not a file")
     try:
         backend = GroupCommitFileBackend(str(path))
-        return BatchingJournalStorage(backend, batch_trial_writes=batch_trial_writes)
+        storage = BatchingJournalStorage(backend, batch_trial_writes=batch_trial_writes)
+        return _workers.enable_heartbeat(storage)  # issue 6: a killed worker's trial is retried
     except OSError as e:
         raise StorageError(f"storage={url!r} cannot be written: {e.strerror}") from None
 
