@@ -191,7 +191,7 @@ def scatter_plot(points: Sequence[ValidationPoint], title: str, path: Path) -> N
 
 def validate(
     hw: str, device: str, space: str, n: int, batch: int, runtime: str, seed: int,
-    threads: int, rounds: int = 3,
+    threads: int, rounds: int = 3, repeats: int | None = None, min_s: float = 5e-3,
 ) -> tuple[list[ValidationPoint], ValidationSummary, dict[str, Any]]:
     import torch
 
@@ -203,7 +203,9 @@ def validate(
     profile = load(hw)
     archs = sample_architectures(space, n, seed)
     t0 = time.perf_counter()
-    measured = measure_latencies(archs, batch, device, rounds=rounds, runtime=runtime)
+    measured = measure_latencies(
+        archs, batch, device, rounds=rounds, repeats=repeats, min_s=min_s, runtime=runtime
+    )
     points = []
     for arch, t in zip(archs, measured, strict=True):
         rep = costmodel.estimate(arch, hw=profile, precision="fp32", batch=batch, runtime=runtime)
@@ -219,6 +221,8 @@ def validate(
         "seed": seed,
         "threads": threads,
         "rounds": rounds,
+        "repeats": repeats,
+        "min_s": min_s,
         "host": platform.node(),
         "torch_version": torch.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -249,7 +253,8 @@ def write_results(
         "",
         f"{meta['date']}, host {meta['host']}, torch {meta['torch_version']}, "
         f"{meta['threads']} thread(s), space {meta['space']}, seed {meta['seed']}.",
-        "Measured: warm-up, inner loop >= 5 ms, best of 7 repeats (4 above batch 8), minimum over "
+        f"Measured: warm-up, inner loop >= {meta.get('min_s', 5e-3) * 1e3:g} ms, best of "
+        f"{meta.get('repeats') or '7 (4 above batch 8)'} repeats, minimum over "
         f"{meta['rounds']} rounds. Predicted: `costmodel.estimate` (fp32).",
         "",
         "| architectures | Spearman | Kendall | median abs error | within 10% | within 25% "
@@ -290,6 +295,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--rounds", type=int, default=3,
                    help="measurement rounds; the minimum over rounds is kept (default 3)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per round, the best kept (default 7, 4 above batch 8)")
+    p.add_argument("--min-ms", type=float, default=5.0,
+                   help="shortest inner timing loop in ms (default 5)")
     p.add_argument("--out", default="experiments/results", help="output folder")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     return p
@@ -298,9 +307,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    for key in ("n", "threads", "rounds"):
+    for key in ("n", "threads", "rounds", "repeats", "min_ms"):
+        if getattr(args, key) is None:
+            continue
         if getattr(args, key) < 1:
-            print(f"validate: --{key}={getattr(args, key)} must be >= 1", file=sys.stderr)
+            print(f"validate: --{key.replace('_', '-')}={getattr(args, key)} must be >= 1",
+                  file=sys.stderr)
             return 2
     batches = args.batch or [1]
     if any(b < 1 for b in batches):
@@ -326,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {}
     for b in batches:
         points, summary, meta = validate(args.hw, args.device, args.space, args.n, b,
-                                         args.runtime, args.seed, args.threads, args.rounds)
+                                         args.runtime, args.seed, args.threads, args.rounds,
+                                         args.repeats, args.min_ms / 1e3)
         stem = f"validation_{args.device}_b{b}" + (
             "" if args.runtime == "eager" else f"_{args.runtime}")
         paths = write_results(points, summary, meta, Path(args.out), stem, command)
