@@ -36,10 +36,11 @@ from costmodel._report import (
     LayerCost,
     Totals,
     analyze,
+    layer_mac_bytes,
     peak_activation_elements,
 )
 from costmodel._spec import LayerSpec
-from costmodel._units import BITS_PER_ELEMENT, PRECISIONS, check_precision, elements_to_bytes
+from costmodel._units import BITS_PER_ELEMENT, PRECISIONS, check_precision
 from hw_profiles import HardwareProfile, load
 
 _NEG_INF = float("-inf")
@@ -103,12 +104,7 @@ def _context(
 def _segment_cost(ctx: _Context, specs: list[LayerSpec], in_elems: int) -> SegmentCost:
     p = ctx.precision
     counts = [count(s) for s in specs]
-    mac_bytes = [
-        elements_to_bytes(c.input_elements, p)
-        + elements_to_bytes(c.output_elements, p)
-        + elements_to_bytes(c.weight_elements, p)
-        for c in counts
-    ]
+    mac_bytes = [layer_mac_bytes(c, p) for c in counts]
     times = ctx.model.kernel_times(
         list(zip(specs, counts, mac_bytes, strict=True)), ctx.profile, p, ctx.runtime
     )

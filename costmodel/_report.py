@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from costmodel._formulas import count
+from costmodel._formulas import Counts, count
 from costmodel._latency import FREE, KernelTime, LatencyModel, RooflineModel, critical_path
 from costmodel._spec import LayerSpec
 from costmodel._units import PRECISIONS, check_precision, elements_to_bytes, macs_to_flops
@@ -168,6 +168,15 @@ def peak_activation_elements(
     return peak
 
 
+def layer_mac_bytes(c: Counts, precision: str) -> int:
+    """Memory access cost in bytes: each tensor packed at the precision (int4 rounds up)."""
+    return (
+        elements_to_bytes(c.input_elements, precision)
+        + elements_to_bytes(c.output_elements, precision)
+        + elements_to_bytes(c.weight_elements, precision)
+    )
+
+
 _DEFAULT_MODEL = RooflineModel()
 
 
@@ -188,12 +197,7 @@ def analyze(
     if not specs:
         raise ValueError("a network needs at least one layer to be costed")
     counts = [count(s) for s in specs]
-    mac_bytes = [
-        elements_to_bytes(c.input_elements, precision)
-        + elements_to_bytes(c.output_elements, precision)
-        + elements_to_bytes(c.weight_elements, precision)
-        for c in counts
-    ]
+    mac_bytes = [layer_mac_bytes(c, precision) for c in counts]
     times: list[KernelTime] = (model or _DEFAULT_MODEL).kernel_times(
         list(zip(specs, counts, mac_bytes, strict=True)), profile, precision, runtime
     )

@@ -115,7 +115,7 @@ def measure_latencies(
     import torch
 
     import searchspace
-    from hw_profiles._calibrate import make_timer
+    from hw_profiles._calibrate import capture_cuda_graph, make_timer
 
     timer = make_timer(device)
     calls = []
@@ -125,7 +125,8 @@ def measure_latencies(
         if runtime != "eager":
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript: still works
         if runtime == "graph" and device == "cuda":
-            calls.append((_cuda_graph(model, x), None))
+            with torch.inference_mode():
+                calls.append((capture_cuda_graph(model, x), None))
             continue
         if runtime == "graph":
             with torch.no_grad():
@@ -142,23 +143,6 @@ def measure_latencies(
                 fn = model if x is None else (lambda m=model, x=x: m(x))
                 best[i] = min(best[i], timer(fn, repeats=repeats, min_s=min_s, best=True))
     return best
-
-
-def _cuda_graph(model: Any, x: Any) -> Any:
-    """The forward pass captured once as a CUDA graph; returns its replay function."""
-    import torch
-
-    with torch.inference_mode():
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                model(x)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            model(x)
-    return g.replay
 
 
 def scatter_plot(points: Sequence[ValidationPoint], title: str, path: Path) -> None:

@@ -53,6 +53,25 @@ NETWORK_BATCHES = (1, 32, 1, 32, 8)  # calibration networks cycle through these 
 # --------------------------------------------------------------------------- timing
 
 
+def capture_cuda_graph(model: Any, x: Any) -> Callable[[], Any]:
+    """``model(x)`` captured once as a CUDA graph (after a side-stream warm-up); its replay.
+
+    Runs in the caller's autograd mode (validation wraps it in inference mode).
+    """
+    import torch
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        model(x)
+    return g.replay
+
+
 def make_timer(device: str) -> Callable[..., float]:
     """Median seconds per call of ``fn`` (warm-up, inner loop of >= min_s, repeats).
 
@@ -429,20 +448,7 @@ def measure_runtime_overheads(device: str, timer: Callable[..., float]) -> dict[
         return build
 
     def cuda_graph(make: Callable[[int], nn.Module]) -> Callable[[int], Any]:
-        def build(n: int) -> Callable[[], Any]:
-            m = make(n)
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    m(x)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                m(x)
-            return g.replay
-
-        return build
+        return lambda n: capture_cuda_graph(make(n), x)
 
     out = {"eager": slope(eager)}
     with torch.inference_mode(False), torch.no_grad():
