@@ -214,15 +214,9 @@ def format_table(rep: CostReport) -> str:
 
 
 def _validate(argv: list[str]) -> int:
-    try:
-        validate = importlib.import_module("costmodel._validate")
-    except ModuleNotFoundError as e:
-        if e.name != "costmodel._validate":
-            raise
-        print("error: `python -m costmodel validate` is not available in this version "
-              "(costmodel._validate is missing)", file=sys.stderr)
-        return 2
-    return int(validate.main(argv) or 0)
+    from costmodel._validate import main  # lazy: it imports the search space and timers
+
+    return int(main(argv) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

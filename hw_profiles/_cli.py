@@ -7,7 +7,6 @@ Exit codes: 0 ok, 2 usage error (unknown profile, bad file, bad arguments),
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -165,15 +164,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(argv: Sequence[str]) -> int:
-    try:
-        mod = importlib.import_module("hw_profiles._calibrate")
-    except ModuleNotFoundError as e:
-        if e.name != "hw_profiles._calibrate":
-            raise
-        print("hw_profiles: calibrate is not available in this installation "
-              "(hw_profiles/_calibrate.py is missing)", file=sys.stderr)
-        return 2
-    rc = mod.main(list(argv))
+    from hw_profiles._calibrate import main  # lazy: it imports torch
+
+    rc = main(list(argv))
     return 0 if rc is None else int(rc)
 
 

@@ -160,11 +160,9 @@ def test_validate_subcommand_is_delegated(monkeypatch: pytest.MonkeyPatch) -> No
     assert seen == [["--hw", "t4"]]
 
 
-def test_validate_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "costmodel._validate", None)  # import fails
-    assert main(["validate"]) == 2
-    assert "costmodel._validate is missing" in capsys.readouterr().err
+def test_validate_unknown_profile_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--hw", "t5"]) == 2
+    assert "'t5'" in capsys.readouterr().err
 
 
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
