@@ -37,6 +37,11 @@ log = logging.getLogger("search.mlflow")
 TAG_TRIAL = "roofnas.trial_number"
 TAG_STUDY = "roofnas.study"
 TAG_ROLE = "roofnas.role"
+# Study name + the storage's study id: a study deleted and made again under the same
+# name never adopts the old study's parent run.
+TAG_STUDY_KEY = "roofnas.study_key"
+# Longer than the gap between a worker creating its parent run and another seeing it.
+PARENT_ELECTION_WAIT_S = 1.0
 TAG_PARETO = "roofnas.pareto"
 ATTR_PARENT = "roofnas.mlflow_parent_run_id"
 ATTR_TRACKING = "roofnas.mlflow_tracking_uri"
@@ -163,20 +168,26 @@ class MlflowView:
             except Exception:  # deleted or another store: make a new parent
                 self.parent_run_id = None
         if self.parent_run_id is None:
-            run = c.create_run(
+            key = _study_key(study)
+            mine = c.create_run(
                 self.experiment_id,
                 run_name=self.study_name,
-                tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"},
-            )
-            # Another worker may have made the parent meanwhile (issue 6): use theirs.
-            now = study.user_attrs
-            theirs = now.get(ATTR_PARENT)
-            if theirs and theirs != run_id and now.get(ATTR_TRACKING) == self.tracking_uri:
-                c.delete_run(run.info.run_id)
-                self.parent_run_id = theirs
+                tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent", TAG_STUDY_KEY: key},
+            ).info.run_id
+            # Workers starting together each make a parent, and study attributes have no
+            # compare-and-swap (issue 6). Each waits out the creation window, then all pick
+            # the same one, the oldest (start time, then id); the others delete theirs.
+            time.sleep(PARENT_ELECTION_WAIT_S)
+            chosen = self._elect_parent(key) or mine
+            if chosen != mine:
+                c.delete_run(mine)
+                self.parent_run_id = chosen
+                study.set_user_attr(ATTR_PARENT, chosen)
+                study.set_user_attr(ATTR_TRACKING, self.tracking_uri)
+                study.set_user_attr(ATTR_EXPERIMENT, self.experiment_name)
                 self.logged = self._existing_children()
-                return theirs
-            self.parent_run_id = run.info.run_id
+                return chosen
+            self.parent_run_id = mine
             study.set_user_attr(ATTR_PARENT, self.parent_run_id)
             study.set_user_attr(ATTR_TRACKING, self.tracking_uri)
             study.set_user_attr(ATTR_EXPERIMENT, self.experiment_name)
@@ -191,6 +202,16 @@ class MlflowView:
         else:
             self.logged = self._existing_children()
         return self.parent_run_id
+
+    def _elect_parent(self, key: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{TAG_ROLE}` = 'parent' and tags.`{TAG_STUDY_KEY}` = '{key}'",
+            max_results=1000,
+        )
+        if not runs:
+            return None
+        return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
 
     def _existing_children(self) -> dict[int, tuple[str, bool]]:
         """trial number -> (child run id, Pareto tag) of the parent's live children."""
@@ -286,6 +307,14 @@ class MlflowView:
 
     def finish_parent(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status)
+
+
+def _study_key(study: optuna.Study) -> str:
+    import hashlib
+
+    # Hashed so that any study name is safe inside an MLflow filter string. Optuna has no
+    # public study id; _study_id is stable per storage.
+    return hashlib.sha1(f"{study.study_name}#{study._study_id}".encode()).hexdigest()[:16]
 
 
 def _safe(name: str) -> str:
