@@ -53,7 +53,7 @@ from costmodel import _spec as S
 from costmodel._formulas import Counts
 from costmodel._kinds import kernel_class
 from costmodel._spec import LayerSpec
-from costmodel._units import BITS_PER_ELEMENT, macs_to_flops
+from costmodel._units import macs_to_flops
 from hw_profiles import HardwareProfile
 
 COMPUTE, MEMORY, OVERHEAD, FREE, FUSED = "compute", "memory", "overhead", "free", "fused"
@@ -214,7 +214,3 @@ def critical_path(times: list[KernelTime]) -> list[float]:
         shares.append(end - dev_t)
         dev_t = end
     return shares
-
-
-def bits(precision: str) -> int:
-    return BITS_PER_ELEMENT[precision]

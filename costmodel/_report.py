@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
 from costmodel._formulas import Counts, count
+from costmodel._kinds import kernel_class
 from costmodel._latency import FREE, KernelTime, LatencyModel, RooflineModel, critical_path
 from costmodel._spec import LayerSpec
 from costmodel._units import PRECISIONS, check_precision, elements_to_bytes, macs_to_flops
@@ -224,11 +226,11 @@ def analyze(
         for s, c, b, t, share in zip(specs, counts, mac_bytes, times, shares, strict=True)
     )
     in_shape = input_shape or specs[0].in_shape
-    in_elems = 1
-    for d in in_shape:
-        in_elems *= d
     peak = peak_activation_elements(
-        specs, [c.alias for c in counts], [_numel(c.out_shape) for c in counts], in_elems
+        specs,
+        [c.alias for c in counts],
+        [math.prod(c.out_shape) for c in counts],
+        math.prod(in_shape),
     )
     params = sum(layer.params for layer in layers)
     total = Totals(
@@ -256,14 +258,5 @@ def analyze(
     )
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def _kernel_class(spec: LayerSpec, alias: bool) -> str:
-    from costmodel._kinds import kernel_class
-
     return "view" if alias else kernel_class(spec)
