@@ -20,19 +20,38 @@ profile without them is the bare roofline plus fixed costs:
    host cost adds to the kernel.
 4. Efficiency per kernel class and precision, for compute and memory
    (PALEO's "platform percent of peak", Qi et al., ICLR 2017), times shape
-   factors on the compute side:
+   factors on the compute side. The class is the algorithm the runtime picks
+   where a profile models that choice (``conv_dispatch``; PyTorch on a CPU
+   runs small single-image convs natively instead of with oneDNN, at a
+   different fixed cost: costmodel/_kinds.py):
    - parallel work: W / (W + W_half), W = output elements
      (``saturation_output_elements``): a small output cannot fill the device;
    - wave quantisation: W / (ceil(W / wave) * wave) (``wave_output_elements``);
    - reduction length: K / (K + K_half), K = MACs per output element, conv and
      linear only (``saturation_reduction_elements``): short dot products
      (depthwise, tiny cin) do not amortise loads;
+   - output channels per group: N / (N + N_half), conv (not depthwise) and
+     linear (``saturation_output_channels``): a GEMM with a narrow N side
+     (a group conv of few channels per group) reuses each input load little;
    - tensor-core alignment: channels per group not a multiple of 8 at fp16 /
      bf16 / int8 / int4 (``unaligned_channels_efficiency``; NVIDIA's
-     "Deep Learning Performance" guide asks for multiples of 8).
+     "Deep Learning Performance" guide asks for multiples of 8);
+   - SIMD lane use on a CPU (``simd_lanes``): oneDNN blocks channels by the
+     vector width, so a conv with c input channels per group fills
+     c / (ceil(c / lanes) * lanes) of each vector, likewise for its output
+     channels: a group conv of 4 channels per group at 8 lanes runs at 1/4
+     (measured on the development VM: 3.5-4.3 GFLOPS against 16-19 at 8 per
+     group).
 5. Cache: a kernel whose whole working set (mac bytes) fits in ``cache_bytes``
-   streams at ``cache_bandwidth_bytes_per_s`` instead of DRAM bandwidth.
-6. Overlap of compute and memory (``memory_compute_overlap``, 1 = the
+   streams at ``cache_bandwidth_bytes_per_s`` instead of DRAM bandwidth; with
+   ``cache_falloff_exponent`` > 0 the cache's share falls smoothly with the
+   working set (a CPU's effective share of a shared last-level cache is fitted).
+6. Fresh memory (CPU): an output above ``mmap_threshold_bytes`` is mmapped
+   anew by malloc on every call and each written page faults
+   (``page_fault_s_per_byte`` per output byte; 0.8 ns/B, 3.2 us per 4 KiB page
+   on the development VM): a 48 MiB activation costs ~40 ms of kernel time,
+   more than its arithmetic. PyTorch's CPU allocator has no cache.
+7. Overlap of compute and memory (``memory_compute_overlap``, 1 = the
    roofline's max): time = max(c, m) + (1 - overlap) * min(c, m). A single
    CPU thread hides little of its memory traffic under its arithmetic
    (ShuffleNet V2's G1: at equal MACs the layer with more memory access is
@@ -51,9 +70,9 @@ from typing import Protocol
 
 from costmodel import _spec as S
 from costmodel._formulas import Counts
-from costmodel._kinds import kernel_class
+from costmodel._kinds import latency_class
 from costmodel._spec import LayerSpec
-from costmodel._units import macs_to_flops
+from costmodel._units import elements_to_bytes, macs_to_flops
 from hw_profiles import HardwareProfile
 
 COMPUTE, MEMORY, OVERHEAD, FREE, FUSED = "compute", "memory", "overhead", "free", "fused"
@@ -63,10 +82,14 @@ NETWORK_INPUT = "input"
 EPILOGUE_OPS = frozenset({S.BATCHNORM2D, *S.ACTIVATIONS})
 # Classes whose compute is a reduction (dot products) over K = MACs per output.
 REDUCTION_CLASSES = frozenset(
-    {"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear"}
+    {"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear", "native_conv"}
 )
+# Classes that are GEMMs with N = output channels per group.
+GEMM_CLASSES = REDUCTION_CLASSES - {"depthwise_conv"}
 # Classes that run on tensor cores at low precision and want aligned channels.
-TENSOR_CORE_CLASSES = frozenset({"dense_conv", "pointwise_conv", "group_conv", "linear"})
+TENSOR_CORE_CLASSES = frozenset(
+    {"dense_conv", "pointwise_conv", "group_conv", "linear", "native_conv"}
+)
 TENSOR_CORE_PRECISIONS = frozenset({"fp16", "bf16", "int8", "int4"})
 ALIGN_CHANNELS = 8
 
@@ -119,6 +142,11 @@ def _aligned(spec: LayerSpec) -> bool:
     ) % ALIGN_CHANNELS == 0
 
 
+def _lane_use(channels: int, lanes: float) -> float:
+    """Share of SIMD vectors that ``channels`` fill: c / (ceil(c / lanes) * lanes)."""
+    return channels / (math.ceil(channels / lanes) * lanes)
+
+
 def compute_efficiency(
     spec: LayerSpec, counts: Counts, hw: HardwareProfile, precision: str, cls: str
 ) -> float:
@@ -133,17 +161,34 @@ def compute_efficiency(
     if cls in REDUCTION_CLASSES and hw.saturation_reduction_elements > 0:
         k = counts.macs / work
         eff *= k / (k + hw.saturation_reduction_elements)
+    if cls in GEMM_CLASSES and hw.saturation_output_channels > 0:
+        n = spec.out_channels // (spec.groups if spec.op == S.CONV2D else 1)
+        eff *= n / (n + hw.saturation_output_channels)
+    if cls in GEMM_CLASSES and hw.simd_lanes > 0:
+        g = spec.groups if spec.op == S.CONV2D else 1
+        eff *= _lane_use(spec.in_channels // g, hw.simd_lanes)
+        eff *= _lane_use(spec.out_channels // g, hw.simd_lanes)
     if cls in TENSOR_CORE_CLASSES and precision in TENSOR_CORE_PRECISIONS and not _aligned(spec):
         eff *= hw.unaligned_channels_efficiency
     return eff
 
 
 def memory_bandwidth(mac_bytes: int, hw: HardwareProfile) -> float:
-    """DRAM bandwidth, or the cache's when the kernel's working set fits in it."""
+    """DRAM bandwidth, or the cache's when the kernel's working set fits in it.
+
+    With ``cache_falloff_exponent`` p > 0 the share of traffic served by the
+    cache falls smoothly, h = 1 / (1 + (bytes / cache_bytes)^p), and the
+    bandwidth is the harmonic blend 1 / (h / cache_bw + (1 - h) / dram_bw).
+    """
     bw = hw.bandwidth_bytes_per_s
-    if hw.cache_bandwidth_bytes_per_s > 0 and mac_bytes <= hw.cache_bytes:
-        bw = max(bw, hw.cache_bandwidth_bytes_per_s)
-    return bw
+    cache_bw = max(bw, hw.cache_bandwidth_bytes_per_s)
+    if hw.cache_bandwidth_bytes_per_s <= 0 or hw.cache_bytes <= 0:
+        return bw
+    p = hw.cache_falloff_exponent
+    if p <= 0:
+        return cache_bw if mac_bytes <= hw.cache_bytes else bw
+    hit = 1.0 / (1.0 + (mac_bytes / hw.cache_bytes) ** p)
+    return 1.0 / (hit / cache_bw + (1.0 - hit) / bw)
 
 
 def roofline_time(
@@ -160,7 +205,7 @@ def roofline_time(
         return _FREE
     if fused:
         return _FUSED
-    cls = kernel_class(spec)
+    cls = latency_class(spec, hw.conv_dispatch, hw.threads)
     _, me = hw.efficiency(cls, precision)
     ops = macs_to_flops(counts.macs) + counts.other_ops
     compute_s = ops / (hw.peak(precision) * compute_efficiency(spec, counts, hw, precision, cls))
@@ -168,6 +213,10 @@ def roofline_time(
     rt = hw.runtime(runtime)
     overhead_s = rt.kernel_overhead_s
     host_s = rt.host_s(cls)
+    if hw.page_fault_s_per_byte > 0:
+        out_bytes = elements_to_bytes(counts.output_elements, precision)
+        if out_bytes > hw.mmap_threshold_bytes:
+            overhead_s += out_bytes * hw.page_fault_s_per_byte
     if hw.device_type == "cpu":  # one thread dispatches and computes
         overhead_s, host_s = overhead_s + host_s, 0.0
     # Roofline max, plus the part of the shorter phase that does not overlap the longer.

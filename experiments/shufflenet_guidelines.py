@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from costmodel import LayerSpec, analyze
+from costmodel._validate import lower_quantile, sample_calls
 from hw_profiles import load
-from hw_profiles._calibrate import make_timer
+from hw_profiles._calibrate import steady_state_allocator
 
 # (c1, c2) and (c, g) from Ma et al. 2018, Table 1 and Table 2 (x1 rows).
 G1_ROWS = [("1:1", 128, 128), ("1:2", 90, 180), ("1:6", 52, 312), ("1:12", 36, 432)]
@@ -55,8 +56,8 @@ def specs(widths: list[tuple[int, int, int]], batch: int, size: int) -> list[Lay
 
 def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
     torch.set_num_threads(1)
+    steady_state_allocator()  # as calibration and validation measure
     hw = load(hw_path)
-    timer = make_timer("cpu")
     cases: list[tuple[str, str, list[tuple[int, int, int]]]] = []
     for ratio, c1, c2 in G1_ROWS:
         cases.append(("G1", f"c1:c2={ratio} ({c1},{c2})", [(c1, c2, 1), (c2, c1, 1)] * BLOCKS))
@@ -64,11 +65,10 @@ def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
         cases.append(("G2", f"g={g} (c={c})", [(c, c, g), (c, c, g)] * BLOCKS))
     models = [net(w)[0].eval() for _, _, w in cases]
     xs = [torch.randn(batch, w[0][0], size, size) for _, _, w in cases]
-    best = [float("inf")] * len(cases)
-    with torch.inference_mode():
-        for _ in range(rounds):  # interleaved rounds: a burst of load hits one round
-            for i, (m, x) in enumerate(zip(models, xs, strict=True)):
-                best[i] = min(best[i], timer(lambda m=m, x=x: m(x), repeats=5, min_s=5e-3))
+    # As `costmodel validate` measures: one pass per case per round, interleaved
+    # rounds, the lower decile of the samples.
+    calls = [lambda m=m, x=x: m(x) for m, x in zip(models, xs, strict=True)]
+    best = [lower_quantile(s, 0.1) for s in sample_calls(calls, "cpu", rounds=rounds)]
     rows = []
     for (guide, label, w), t in zip(cases, best, strict=True):
         rep = analyze(specs(w, batch, size), hw, "fp32", "eager")
@@ -95,7 +95,7 @@ def to_markdown(res: dict[str, Any], command: str) -> str:
         "",
         f"{res['blocks']} blocks of two 1x1 convs, input {res['size']}x{res['size']}, batch "
         f"{res['batch']}, fp32, {res['threads']} torch thread, eager; measured: thread CPU "
-        f"time, median of 5 repeats, minimum over {res['rounds']} rounds; predicted: "
+        f"time, lower decile of {res['rounds']} interleaved rounds; predicted: "
         f"`costmodel.analyze` with `{res['hw']}` ({res['profile_source']}). "
         "MACs = multiply-accumulates (the paper's \"FLOPs\").",
         "",
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="profile to predict with (default: the calibrated CPU profile)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--size", type=int, default=56, help="input height = width (paper: 56)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--out", default="experiments/results", help="output folder")
     args = p.parse_args(argv)
     if min(args.batch, args.size, args.rounds) < 1:

@@ -2,27 +2,31 @@
 
 ``python -m hw_profiles calibrate --device cpu|cuda --out FILE.toml`` measures
 - ceilings: DRAM bandwidth (large copies), cache bandwidth (copies that fit in
-  the last-level cache), peak compute per precision (large matmuls);
+  the last-level cache), peak compute per precision (large matmuls); on a CPU
+  also the cost of fresh pages for outputs malloc maps anew (``measure_page_faults``);
 - fixed costs per runtime: a chain of tiny ops run eagerly, as a TorchScript
   graph (CUDA graph replay on cuda) and conv + BN + ReLU folded and fused
   (``torch.jit.freeze`` + ``optimize_for_inference``);
 - single kernels of every class over a seeded sweep of shapes (on a CPU each
   timed among 31 others, as in a network: ``measure_in_context``);
 - whole calibration networks drawn from a search space with the calibration
-  seed (default 40, batch 1, 32, 1, 32, 8 in turn), whose time the model predicts
-  as the composition of its per-layer times;
+  seed (default 40, batch 1, 32, 1, 32, 8 in turn), measured exactly as
+  ``python -m costmodel validate`` measures (``measure_latencies``), whose time
+  the model predicts as the composition of its per-layer times;
 and fits the profile's parameters to both by least squares on log time through
 the very latency model the cost model uses (costmodel/_latency.py), so the
-fitted numbers mean what the model means: fixed cost per kernel class,
-compute / memory efficiency per class, the saturation constants and the
-compute / memory overlap; ceilings stay as measured. A quarter of the
+fitted numbers mean what the model means: fixed cost per kernel class
+(on a CPU PyTorch's native conv path is its own class, ``conv_dispatch``),
+compute / memory efficiency per class, the saturation constants, the channel
+alignment factor, the effective cache size and its fall-off, the fresh-page
+cost and the compute / memory overlap; bandwidths and peaks stay as measured. A quarter of the
 benchmarks and of the networks is held out of a first fit and their errors
 recorded (``holdout_median_abs_error``, ``network_holdout_median_abs_error``);
 the profile is then refitted on all of them. ``python -m costmodel validate``
 draws its architectures with another seed, so it never sees these.
 
-On the 2-core EPYC development machine, one thread, other work running: about
-2 minutes (``--quick``: under 1 minute).
+On the 2-core EPYC development machine, one thread, otherwise idle: about
+2.5 minutes (``--quick``: under 1 minute).
 """
 
 from __future__ import annotations
@@ -72,8 +76,8 @@ def capture_cuda_graph(model: Any, x: Any) -> Callable[[], Any]:
     return g.replay
 
 
-def make_timer(device: str) -> Callable[..., float]:
-    """Median seconds per call of ``fn`` (warm-up, inner loop of >= min_s, repeats).
+def make_clock(device: str) -> tuple[Callable[[], float], Callable[[], None]]:
+    """The clock to time ``device`` work with, and the synchronisation to call around it.
 
     On a CPU with one torch thread all work runs on the calling thread, so we
     read that thread's CPU clock (CLOCK_THREAD_CPUTIME_ID): equal to wall time
@@ -84,12 +88,44 @@ def make_timer(device: str) -> Callable[..., float]:
     """
     import torch
 
-    cuda = device == "cuda"
-    clock = time.thread_time if not cuda and torch.get_num_threads() == 1 else time.perf_counter
+    if device == "cuda":
+        return time.perf_counter, torch.cuda.synchronize
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    return clock, lambda: None
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
+
+def steady_state_allocator() -> str:
+    """Fix glibc malloc at the state a long-running process converges to; say what was set.
+
+    glibc raises its mmap threshold each time a larger mmapped block is freed,
+    up to 32 MiB, and its trim threshold to twice that (mallopt(3)), so how many
+    fresh pages a forward pass faults on depends on what ran before in the
+    process: measured back to back, the same 16 batch-32 networks got 13% faster
+    from one pass over them to the third. Setting both thresholds to their
+    converged values makes every measurement see the steady state, and matches
+    the latency model's fresh-page term (outputs above 32 MiB). Elsewhere: nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    if sys.platform != "linux":
+        return "default"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_MAX_BYTES) == 1
+        ok = ok and libc.mallopt(m_trim_threshold, 2 * MMAP_THRESHOLD_MAX_BYTES) == 1
+    except (OSError, AttributeError):
+        return "default"
+    return "glibc mmap threshold 32 MiB, trim threshold 64 MiB" if ok else "default"
+
+
+def make_timer(device: str) -> Callable[..., float]:
+    """Median seconds per call of ``fn`` (warm-up, inner loop of >= min_s, repeats).
+
+    Clock and synchronisation: ``make_clock``.
+    """
+    clock, sync = make_clock(device)
 
     def timer(
         fn: Callable[[], Any], *, repeats: int = 7, min_s: float = 2e-3, max_inner: int = 2000,
@@ -119,7 +155,8 @@ def make_timer(device: str) -> Callable[..., float]:
 
 
 def measure_in_context(
-    calls: Sequence[Callable[[], Any]], *, group: int = 32, passes: int = 15, seed: int = 0
+    calls: Sequence[Callable[[], Any]], *, group: int = 32, passes: int = 60,
+    passes_per_visit: int = 5, quantile: float = 0.1, seed: int = 0,
 ) -> list[float]:
     """Seconds per call of each layer run among ``group - 1`` others (CPU).
 
@@ -128,10 +165,16 @@ def measure_in_context(
     2-core development machine the sum of looped single-layer times was 0.55x
     the network's forward time, the sum over groups of 6 layers 0.6x, and over
     a group of all its ~40 layers 1.1x. So the layers run in shuffled groups
-    of ``group``, pass after pass, each call
-    timed alone with the thread's CPU clock (see ``make_timer``; one torch
-    thread), lower quartile over passes. The clock's own cost is subtracted.
+    of ``group``, each call timed alone with the thread's CPU clock (see
+    ``make_clock``; one torch thread), minus the clock's own cost. The groups
+    are visited in turn, ``passes_per_visit`` passes a visit, until every layer
+    has ``passes`` samples: like the networks' rounds (costmodel/_validate.py),
+    this spreads a layer's samples over the whole run, whose speed drifts from
+    second to second on a shared VM. A layer's time is the same lower quantile
+    of its samples as a network's.
     """
+    from costmodel._validate import lower_quantile
+
     rng = random.Random(seed)
     order = list(range(len(calls)))
     rng.shuffle(order)
@@ -140,23 +183,19 @@ def measure_in_context(
     for _ in range(1000):
         clock()
     clock_s = (clock() - t0) / 1000
-    out = [0.0] * len(calls)
-    for start in range(0, len(order), group):
-        idx = order[start : start + group]
-        fns = [calls[i] for i in idx]
-        for fn in fns:  # warm-up: allocations, algorithm choice
-            fn()
-            fn()
-        samples: list[list[float]] = [[] for _ in idx]
-        for _ in range(passes):
-            for k, fn in enumerate(fns):
-                a = clock()
-                fn()
-                samples[k].append(clock() - a - clock_s)
-        for k, i in enumerate(idx):
-            # Lower quartile: contention only ever adds time (cache pollution, stalls).
-            out[i] = max(sorted(samples[k])[len(samples[k]) // 4], 1e-8)
-    return out
+    groups = [order[start : start + group] for start in range(0, len(order), group)]
+    for fn in calls:  # warm-up: allocations, algorithm choice
+        fn()
+        fn()
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(math.ceil(passes / passes_per_visit)):
+        for idx in groups:
+            for _ in range(passes_per_visit):
+                for i in idx:
+                    a = clock()
+                    calls[i]()
+                    samples[i].append(clock() - a - clock_s)
+    return [max(lower_quantile(s, quantile), 1e-8) for s in samples]
 
 
 # --------------------------------------------------------------------------- modules
@@ -320,6 +359,8 @@ class Ceilings:
     cache_bytes: int
     memory_bytes: int
     peak_ops_per_s: dict[str, float]
+    mmap_threshold_bytes: float = 0.0
+    page_fault_s_per_byte: float = 0.0
 
 
 def _cpu_cache_bytes() -> int:
@@ -337,6 +378,21 @@ def _cpu_cache_bytes() -> int:
         mult = {"K": 1024, "M": 1024**2}.get(size[-1], 1)
         best = max(best, int(size.rstrip("KM")) * mult)
     return best
+
+
+def _cpu_simd_lanes() -> int:
+    """fp32 lanes per vector from the CPU flags (Linux): 16 AVX-512, 8 AVX/AVX2, else 4."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith(("flags", "Features"))), [])
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags or "avx" in flags:
+        return 8
+    return 4
 
 
 def _memory_bytes(device: str) -> int:
@@ -397,7 +453,36 @@ def measure_ceilings(device: str, quick: bool, timer: Callable[..., float]) -> C
         a = torch.randn(size, size, device=device)
         peaks["tf32"] = 2 * size**3 / timer(lambda: a @ a, repeats=5, min_s=0.0, best=True)
         torch.backends.cuda.matmul.allow_tf32 = False
-    return Ceilings(bandwidth, cache_bw, cache, _memory_bytes(device), peaks)
+    threshold = per_byte = 0.0
+    if device == "cpu":
+        threshold, per_byte = measure_page_faults(timer)
+    return Ceilings(bandwidth, cache_bw, cache, _memory_bytes(device), peaks, threshold, per_byte)
+
+
+# glibc raises M_MMAP_THRESHOLD dynamically up to DEFAULT_MMAP_THRESHOLD_MAX:
+# 4 MiB * sizeof(long) = 32 MiB on 64-bit (mallopt(3)); a larger block is always mmapped.
+MMAP_THRESHOLD_MAX_BYTES = 32 * 2**20
+
+
+def measure_page_faults(timer: Callable[..., float]) -> tuple[float, float]:
+    """(threshold bytes, seconds per output byte) of fresh pages for outputs above it.
+
+    A ReLU writing 16 MiB reuses freed heap memory; one writing 64 MiB gets a
+    new mapping and faults on every page. The excess of the large call over 4x
+    the small one, per output byte, is the cost of a fresh page. Best of
+    repeats: both contain no contention then. 0 where the excess is not
+    measurable (another allocator, huge pages).
+    """
+    import torch
+
+    small = torch.rand(16 * 2**20 // 4)
+    big = torch.rand(64 * 2**20 // 4)
+    t_small = timer(lambda: torch.relu(small), repeats=7, min_s=0.0, best=True)
+    t_big = timer(lambda: torch.relu(big), repeats=5, min_s=0.0, best=True)
+    per_byte = (t_big - 4 * t_small) / (64 * 2**20)
+    if per_byte <= 0.05 * t_small / (16 * 2**20):  # under 5% of the streaming cost: none
+        return 0.0, 0.0
+    return float(MMAP_THRESHOLD_MAX_BYTES), per_byte
 
 
 # --------------------------------------------------------------------------- runtimes
@@ -480,7 +565,7 @@ def _param_names(classes: Sequence[str]) -> list[str]:
     names = [f"host:{c}" for c in classes]
     names += [f"ce:{c}" for c in classes]
     names += [f"me:{c}" for c in classes]
-    return [*names, "sat_out", "sat_red", "overlap"]
+    return [*names, "sat_out", "sat_red", "sat_oc", "cache", "cache_p", "fault", "overlap"]
 
 
 def apply_params(
@@ -509,6 +594,10 @@ def apply_params(
         memory_efficiency=MappingProxyType(me),
         saturation_output_elements=vals.get("sat_out", base.saturation_output_elements),
         saturation_reduction_elements=vals.get("sat_red", base.saturation_reduction_elements),
+        saturation_output_channels=vals.get("sat_oc", base.saturation_output_channels),
+        cache_bytes=int(vals["cache"]) if "cache" in vals else base.cache_bytes,
+        cache_falloff_exponent=vals.get("cache_p", base.cache_falloff_exponent),
+        page_fault_s_per_byte=vals.get("fault", base.page_fault_s_per_byte),
         memory_compute_overlap=min(vals.get("overlap", base.memory_compute_overlap), 1.0),
     )
 
@@ -575,10 +664,16 @@ def fit_profile(
     import numpy as np
     from scipy.optimize import least_squares
 
-    from costmodel._kinds import kernel_class
+    from costmodel._kinds import latency_class
 
-    classes = sorted({kernel_class(s) for s in specs}, key=KERNEL_CLASSES.index)
+    classes = sorted({latency_class(s, base.conv_dispatch, base.threads) for s in specs},
+                     key=KERNEL_CLASSES.index)
     names = _param_names(classes)
+    if base.device_type != "cpu" or not base.cache_bandwidth_bytes_per_s:
+        # A GPU keeps its datasheet L2 size and the step between L2 and DRAM.
+        names = [n for n in names if n not in ("cache", "cache_p")]
+    if base.page_fault_s_per_byte <= 0:  # not measured: no fresh-page term to refine
+        names = [n for n in names if n != "fault"]
     y = np.log(np.asarray(times_s, dtype=float))
     y_net = np.log(np.asarray([t for _, t in nets], dtype=float))
     net_pred = _net_predictor(base, nets, precision)
@@ -589,14 +684,24 @@ def fit_profile(
             kind = n.split(":")[0]
             v.append({"host": math.log(5e-6), "ce": math.log(0.5), "me": math.log(0.5),
                       "sat_out": math.log(1e3), "sat_red": math.log(16.0),
+                      "sat_oc": math.log(4.0),
+                      "cache": math.log(max(base.cache_bytes, 1 << 20) / 4),
+                      "cache_p": math.log(2.0),
+                      "fault": math.log(max(base.page_fault_s_per_byte, 1e-12)),
                       "overlap": math.log(0.5)}[kind])
         return np.asarray(v)
 
     lo = np.asarray([{"host": math.log(1e-8), "ce": math.log(1e-3), "me": math.log(1e-3),
                       "sat_out": math.log(1e-2), "sat_red": math.log(1e-2),
+                      "sat_oc": math.log(1e-2),
+                      "cache": math.log(1 << 16), "cache_p": math.log(0.5),
+                      "fault": math.log(1e-14),
                       "overlap": math.log(1e-3)}[n.split(":")[0]] for n in names])
     hi = np.asarray([{"host": math.log(1e-2), "ce": 0.0, "me": 0.0, "sat_out": math.log(1e8),
-                      "sat_red": math.log(1e5), "overlap": 0.0}[n.split(":")[0]]
+                      "sat_red": math.log(1e5), "sat_oc": math.log(1e4),
+                      "cache": math.log(1 << 28), "cache_p": math.log(8.0),
+                      "fault": math.log(1e-8),
+                      "overlap": 0.0}[n.split(":")[0]]
                      for n in names])
 
     def solve(idx: Sequence[int], net_idx: Sequence[int]) -> np.ndarray:
@@ -651,29 +756,48 @@ def fit_profile(
 
 def measure_networks(
     space: str, n: int, batches: Sequence[int], device: str, seed: int = CALIBRATION_SEED
-) -> list[tuple[tuple[Any, ...], float]]:
-    """Random architectures of a search space (calibration seed), lowered and timed."""
-    from costmodel._validate import measure_latencies, sample_architectures
+) -> tuple[list[tuple[tuple[Any, ...], float]], dict[int, float]]:
+    """Random architectures of a search space (calibration seed), lowered and timed.
+
+    Also returns the reference network's time per batch (``costmodel._validate.
+    REFERENCE_ARCH``, timed in the same rounds): the machine's speed while
+    calibrating, which validation compares with its own.
+    """
+    from costmodel._validate import (
+        DEFAULT_QUANTILE,
+        lower_quantile,
+        measure_samples,
+        reference_architecture,
+        sample_architectures,
+    )
 
     archs = sample_architectures(space, n, seed)
     out: list[tuple[tuple[Any, ...], float]] = []
+    reference: dict[int, float] = {}
     for b in sorted(set(batches)):
         group = [a for i, a in enumerate(archs) if batches[i % len(batches)] == b]
-        # Interleaved rounds, minimum kept: a burst of load hits one round of one network.
-        times = measure_latencies(group, b, device, rounds=3)  # as validation measures
+        # Exactly as validation measures (same protocol and statistic): the fitted
+        # level is then the level that validation checks.
+        samples = measure_samples([*group, reference_architecture()], b, device)
+        reference[b] = lower_quantile(samples.pop(), DEFAULT_QUANTILE)
+        times = [lower_quantile(s, DEFAULT_QUANTILE) for s in samples]
         out += [(a.lower(b), t) for a, t in zip(group, times, strict=True)]
-    return out
+    return out, reference
 
 
 # --------------------------------------------------------------------------- TOML
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict):  # an inline table
+        return "{ " + ", ".join(f"{k} = {_fmt(x)}" for k, x in v.items()) + " }"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:  # sizes in bytes: exact
+            return f"{int(v)}.0"
         return f"{v:.6g}" if "e" in f"{v:.6g}" or "." in f"{v:.6g}" else f"{v:.6g}.0"
     s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{s}"'
@@ -689,6 +813,8 @@ def profile_to_toml(hw: HardwareProfile, calibration: dict[str, Any], header: st
     lines.append(f"memory_bytes = {hw.memory_bytes}")
     lines.append(f"bandwidth_bytes_per_s = {_fmt(float(hw.bandwidth_bytes_per_s))}")
     lines.append(f"cache_bytes = {hw.cache_bytes}")
+    lines.append(f"conv_dispatch = {_fmt(hw.conv_dispatch)}")
+    lines.append(f"threads = {hw.threads}")
     for k in SHAPE_KEYS:
         lines.append(f"{k} = {_fmt(float(getattr(hw, k)))}")
     lines += ["", "[peak_ops_per_s]"]
@@ -748,6 +874,12 @@ def calibrate(
     from hw_profiles._schema import parse_profile
 
     t_start = time.perf_counter()
+    allocator = steady_state_allocator() if device == "cpu" else "caching (torch.cuda)"
+    print_ = log
+
+    def log(msg: str) -> None:  # the caller's log, with the elapsed time
+        print_(f"[{time.perf_counter() - t_start:5.1f} s] {msg}")
+
     torch.manual_seed(CALIBRATION_SEED)
     torch.set_num_threads(threads)
     if device == "cuda":
@@ -776,7 +908,9 @@ def calibrate(
         ceil = measure_ceilings(device, quick, timer)
     log(f"bandwidth {ceil.bandwidth_bytes_per_s / 1e9:.1f} GB/s, cache "
         f"{ceil.cache_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({ceil.cache_bytes} B), peaks "
-        + ", ".join(f"{p} {v / 1e9:.1f} GOPS" for p, v in ceil.peak_ops_per_s.items()))
+        + ", ".join(f"{p} {v / 1e9:.1f} GOPS" for p, v in ceil.peak_ops_per_s.items())
+        + f"; fresh pages above {ceil.mmap_threshold_bytes / 2**20:.0f} MiB: "
+        f"{ceil.page_fault_s_per_byte * 1e9:.2f} ns/B")
     overheads = measure_runtime_overheads(device, timer)
     log("per-op fixed cost: " + ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in overheads.items()))
 
@@ -785,7 +919,7 @@ def calibrate(
     with torch.inference_mode():
         if device == "cpu":
             calls = [layer_call(spec, device) for spec in specs]
-            times = measure_in_context(calls, passes=9 if quick else 15, seed=CALIBRATION_SEED)
+            times = measure_in_context(calls, passes=20 if quick else 60, seed=CALIBRATION_SEED)
         else:  # per-call timing would need a sync per kernel: loop each kernel instead
             for spec in specs:
                 times.append(timer(layer_call(spec, device), repeats=5 if quick else 7))
@@ -831,14 +965,21 @@ def calibrate(
         "bandwidth_bytes_per_s": ceil.bandwidth_bytes_per_s,
         "cache_bytes": ceil.cache_bytes,
         "cache_bandwidth_bytes_per_s": ceil.cache_bandwidth_bytes_per_s,
+        "mmap_threshold_bytes": ceil.mmap_threshold_bytes,
+        "page_fault_s_per_byte": ceil.page_fault_s_per_byte,
         "peak_ops_per_s": ceil.peak_ops_per_s,
         "runtime": runtimes,
+        # PyTorch's own CPU algorithm choice; a GPU profile keeps one class per conv kind.
+        "conv_dispatch": "pytorch_cpu" if device == "cpu" else "none",
+        "simd_lanes": float(_cpu_simd_lanes()) if device == "cpu" else 0.0,
+        "threads": threads,
     }
     base = parse_profile(doc, "<calibration>")
     nets: list[tuple[tuple[Any, ...], float]] = []
+    reference: dict[int, float] = {}
     if space and networks > 0:
         with torch.inference_mode():
-            nets = measure_networks(space, networks, NETWORK_BATCHES, device)
+            nets, reference = measure_networks(space, networks, NETWORK_BATCHES, device)
         log(f"measured {len(nets)} calibration networks from {space} "
             f"(seed {CALIBRATION_SEED}, batches {list(NETWORK_BATCHES)})")
     if raw_out is not None:
@@ -890,7 +1031,13 @@ def calibrate(
         "network_fit_median_abs_error": _r4(fit.network_fit_median_abs_error),
         "network_holdout_median_abs_error": _r4(fit.network_holdout_median_abs_error),
         "duration_s": round(duration, 1),
+        "allocator": allocator,
     }
+    if reference:
+        from costmodel._validate import REFERENCE_ARCH
+
+        calib["reference_arch"] = REFERENCE_ARCH
+        calib["reference_s"] = {f"b{b}": t for b, t in sorted(reference.items())}
     return hw, calib
 
 

@@ -38,7 +38,14 @@ KERNEL_CLASSES = (
     "activation",
     "elementwise",
     "pooling",
+    # PyTorch's own CPU convolution (im2col + GEMM, ``_slow_conv2d_forward``),
+    # which it picks over oneDNN for small single-image convs; only profiles with
+    # ``conv_dispatch = "pytorch_cpu"`` use it (costmodel/_kinds.py).
+    "native_conv",
 )
+# How a profile's runtime picks a convolution algorithm: "none" (one class per
+# conv kind) or "pytorch_cpu" (PyTorch's CPU dispatch between oneDNN and native).
+CONV_DISPATCH = ("none", "pytorch_cpu")
 
 DATA_DIR = Path(__file__).with_name("data")
 
@@ -107,6 +114,25 @@ class HardwareProfile:
     # Reduction length (MACs per output element) at which a conv / linear kernel
     # reaches half its compute efficiency: K / (K + K_half).
     saturation_reduction_elements: float = 0.0
+    # Output channels per group at which a conv (not depthwise) / linear kernel
+    # reaches half its compute efficiency: N / (N + N_half), a GEMM's narrow side.
+    saturation_output_channels: float = 0.0
+    # 0: a working set up to ``cache_bytes`` moves at the cache's bandwidth, a larger
+    # one at DRAM's (a step). p > 0: a share 1 / (1 + (bytes / cache_bytes)^p) of
+    # the traffic hits the cache (a smooth fall-off, fitted by CPU calibration).
+    cache_falloff_exponent: float = 0.0
+    # SIMD lanes of a CPU at fp32 (8 with AVX2, 16 with AVX-512): oneDNN blocks
+    # channels by this width, so a GEMM-like conv / linear uses only c / (ceil(c /
+    # lanes) * lanes) of each vector, for its input and for its output channels
+    # per group. 0: off (GPUs: ``unaligned_channels_efficiency`` instead).
+    simd_lanes: float = 0.0
+    # A CPU framework without a caching allocator gets an output larger than
+    # ``mmap_threshold_bytes`` freshly mmapped by malloc on every call, and pays a
+    # page fault per page it writes: ``page_fault_s_per_byte`` per output byte.
+    # glibc: M_MMAP_THRESHOLD rises dynamically to at most 32 MiB on 64-bit
+    # (mallopt(3)). 0: off (GPU caching allocators reuse memory).
+    mmap_threshold_bytes: float = 0.0
+    page_fault_s_per_byte: float = 0.0
     # Output elements one full wave of the device computes; work is rounded up
     # to whole waves (wave quantisation). 0: off.
     wave_output_elements: float = 0.0
@@ -116,6 +142,10 @@ class HardwareProfile:
     # Fraction of the shorter of compute and memory time hidden under the longer:
     # 1 is the roofline's max(compute, memory), 0 their sum (no overlap).
     memory_compute_overlap: float = 1.0
+    # Algorithm choice for convolutions (CONV_DISPATCH) and the CPU threads the
+    # profile describes (PyTorch's dispatch depends on them).
+    conv_dispatch: str = "none"
+    threads: int = 1
     path: str = ""
 
     def peak(self, precision: str) -> float:
@@ -170,6 +200,8 @@ class HardwareProfile:
                 **{p: dict(v) for p, v in self.memory_efficiency_by_precision.items()},
             },
             **{k: getattr(self, k) for k in SHAPE_KEYS},
+            "conv_dispatch": self.conv_dispatch,
+            "threads": self.threads,
         }
 
 
@@ -201,6 +233,11 @@ SHAPE_KEYS: dict[str, float] = {
     "cache_bandwidth_bytes_per_s": 0.0,
     "saturation_output_elements": 0.0,
     "saturation_reduction_elements": 0.0,
+    "saturation_output_channels": 0.0,
+    "cache_falloff_exponent": 0.0,
+    "simd_lanes": 0.0,
+    "mmap_threshold_bytes": 0.0,
+    "page_fault_s_per_byte": 0.0,
     "wave_output_elements": 0.0,
     "unaligned_channels_efficiency": 1.0,
     "memory_compute_overlap": 1.0,
@@ -220,6 +257,8 @@ _TOP_KEYS = {
     "compute_efficiency": dict,
     "memory_efficiency": dict,
     "calibration": dict,
+    "conv_dispatch": str,
+    "threads": int,
     **{k: float for k in SHAPE_KEYS},
 }
 _REQUIRED = (
@@ -230,6 +269,7 @@ _CALIBRATION_KEYS = {
     "date", "device", "host", "torch_version", "method", "validation",
     "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
     "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
+    "reference_arch", "reference_s", "allocator",
 }
 
 
@@ -355,6 +395,14 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
             f"{where}: unaligned_channels_efficiency="
             f"{shape['unaligned_channels_efficiency']!r} must be a fraction in (0, 1]"
         )
+    conv_dispatch = data.get("conv_dispatch", "none")
+    if conv_dispatch not in CONV_DISPATCH:
+        raise ProfileError(
+            f"{where}: conv_dispatch={conv_dispatch!r} is not one of {list(CONV_DISPATCH)}"
+        )
+    threads = int(data.get("threads", 1))
+    if threads < 1:
+        raise ProfileError(f"{where}: threads={threads!r} must be >= 1")
     ce, ce_p = _efficiency_table(data.get("compute_efficiency", {}), "compute_efficiency", where)
     me, me_p = _efficiency_table(data.get("memory_efficiency", {}), "memory_efficiency", where)
     return HardwareProfile(
@@ -375,6 +423,8 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         compute_efficiency_by_precision=MappingProxyType(ce_p),
         memory_efficiency_by_precision=MappingProxyType(me_p),
         **shape,
+        conv_dispatch=conv_dispatch,
+        threads=threads,
         path=where,
     )
 

@@ -192,3 +192,62 @@ def test_schema_shape_keys_defaults_and_errors() -> None:
     bad_rt = {"eager": {"kernel_overhead_s": 0.0, "class_host_overhead_s": {"convs": 1e-6}}}
     with pytest.raises(ProfileError, match="convs"):
         parse_profile({**base, "runtime": bad_rt})
+
+
+def test_schema_conv_dispatch_and_threads() -> None:
+    from hw_profiles import ProfileError
+
+    base = {"name": "x", "source": "s", "device_type": "cpu", "memory_bytes": 1,
+            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9}}
+    hw = parse_profile(base)
+    assert (hw.conv_dispatch, hw.threads, hw.cache_falloff_exponent) == ("none", 1, 0.0)
+    hw = parse_profile({**base, "conv_dispatch": "pytorch_cpu", "threads": 4})
+    assert (hw.conv_dispatch, hw.threads) == ("pytorch_cpu", 4)
+    with pytest.raises(ProfileError, match=r"conv_dispatch='onednn' is not one of"):
+        parse_profile({**base, "conv_dispatch": "onednn"})
+    with pytest.raises(ProfileError, match=r"threads=0 must be >= 1"):
+        parse_profile({**base, "threads": 0})
+
+
+def test_lower_quantile_matches_numpy() -> None:
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from costmodel._validate import lower_quantile
+
+    # 10 samples 1..10: position 0.1 x 9 = 0.9 between 1 and 2 -> 1.9
+    assert lower_quantile([float(x) for x in range(10, 0, -1)], 0.1) == pytest.approx(1.9)
+    assert lower_quantile([3.0], 0.1) == 3.0
+    with pytest.raises(ValueError, match=r"quantile=1\.5"):
+        lower_quantile([1.0], 1.5)
+
+    @settings(max_examples=60, deadline=None)
+    @given(xs=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=50),
+           q=st.floats(0.0, 1.0))
+    def prop(xs: list[float], q: float) -> None:
+        assert lower_quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)), rel=1e-9)
+
+    prop()
+
+
+def test_calibration_table_with_reference_round_trips(tmp_path: Path) -> None:
+    truth = true_cpu_profile()
+    path = tmp_path / "p.toml"
+    calib = {"date": "2026-01-01", "reference_arch": "in_c3_h32_w32_n10:x",
+             "reference_s": {"b1": 0.004, "b32": 0.09}, "allocator": "default"}
+    path.write_text(profile_to_toml(truth, calib))
+    assert "reference_s = { b1 = 0.004, b32 = 0.09 }" in path.read_text()
+    assert load_fresh(path).to_dict() == {**truth.to_dict(), "source": truth.source}
+
+
+def test_steady_state_allocator_reports_what_it_set() -> None:
+    import sys
+
+    from hw_profiles._calibrate import steady_state_allocator
+
+    said = steady_state_allocator()
+    if sys.platform == "linux":
+        assert said.startswith("glibc mmap threshold 32 MiB") or said == "default"  # musl
+    else:
+        assert said == "default"

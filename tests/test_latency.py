@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import pytest
@@ -262,3 +263,100 @@ def test_estimate_equals_analyze_with_fusion_and_shape_factors() -> None:
             a = analyze(arch.lower(batch), prof, "fp32", rt).total.latency_s
             e = estimate(arch, prof, "fp32", batch, rt).total.latency_s
             assert e == pytest.approx(a, rel=1e-12)
+
+
+def test_output_channel_saturation_and_cpu_simd_lanes() -> None:
+    cpu = make_profile(device_type="cpu", saturation_output_channels=8.0, simd_lanes=8.0)
+    gpu = make_profile(saturation_output_channels=8.0, unaligned_channels_efficiency=0.5)
+    # 32 -> 32, g=4, 8x8: 2,048 outputs x (8 x 9) = 147,456 MACs = 294,912 FLOPs;
+    # N = 8 output channels per group: 8 / (8 + 8) = 0.5; 8 channels fill 8 lanes.
+    assert kt(conv(32, 32, 8, g=4), cpu).compute_s == pytest.approx(294912 / (1e12 * 0.5))
+    # 24 -> 24, g=4: 1,536 outputs x (6 x 9) = 82,944 MACs = 165,888 FLOPs; N = 6: 6 / 14;
+    # 6 input and 6 output channels per group fill 6 of 8 lanes each: x (6/8)^2 on a CPU.
+    assert kt(conv(24, 24, 8, g=4), cpu).compute_s == pytest.approx(
+        165888 / (1e12 * 6 / 14 * (6 / 8) ** 2))
+    # A GPU at fp32 has no lane factor, and tensor-core alignment only applies at fp16.
+    assert kt(conv(24, 24, 8, g=4), gpu).compute_s == pytest.approx(165888 / (1e12 * 6 / 14))
+    # 90 channels: ceil(90 / 8) = 12 vectors of 8, 90 / 96 used (the paper's 1:2 G1 row).
+    wide = LayerSpec("conv2d", (1, 90, 8, 8), 96, 1)  # 64 x 96 outputs x 90 = 552,960 MACs
+    assert kt(wide, cpu).compute_s == pytest.approx(
+        1105920 / (1e12 * 96 / 104 * 90 / 96))
+    # Depthwise runs its own kernel, not a GEMM over channels: neither factor.
+    dw = conv(32, 32, 8, g=32)
+    assert kt(dw, cpu).compute_s == pytest.approx(2 * count(dw).macs / 1e12)
+
+
+def test_cache_falloff_blends_cache_and_dram_bandwidth() -> None:
+    from costmodel._latency import memory_bandwidth
+
+    step = make_profile(cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12)
+    smooth = make_profile(cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12,
+                          cache_falloff_exponent=2.0)
+    # relu on 1x32x64x64: in + out = 2 x 131,072 x 4 B = 1,048,576 B = cache_bytes,
+    # so half the traffic hits: 1,048,576 x (0.5 / 1e12 + 0.5 / 1e11) s.
+    at = LayerSpec("relu", (1, 32, 64, 64))
+    assert kt(at, smooth).memory_s == pytest.approx(1048576 * (0.5 / 1e12 + 0.5 / 1e11))
+    assert kt(at, step).memory_s == pytest.approx(1048576 / 1e12)  # the step: fits
+    sizes = [1 << k for k in range(10, 30)]
+    bws = [memory_bandwidth(b, smooth) for b in sizes]
+    assert all(a >= b for a, b in itertools.pairwise(bws))  # never rises with size
+    assert 1e11 <= bws[-1] < 1.01e11 and 0.99e12 < bws[0] <= 1e12
+
+
+def test_native_conv_class_only_where_the_profile_models_pytorch_dispatch() -> None:
+    from costmodel._kinds import latency_class
+
+    rt = {"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 5e-6,
+                    "class_host_overhead_s": {"dense_conv": 80e-6, "native_conv": 20e-6}}}
+    plain = make_profile(device_type="cpu", runtime=rt)
+    torch_cpu = make_profile(device_type="cpu", runtime=rt, conv_dispatch="pytorch_cpu")
+    small = conv(8, 8, 8)  # 3x3, batch 1, 512 input elements: PyTorch runs it natively
+    big_kernel = conv(8, 8, 8, k=5)  # 5x5: oneDNN
+    assert latency_class(small, "pytorch_cpu") == "native_conv"
+    assert latency_class(big_kernel, "pytorch_cpu") == "dense_conv"
+    assert latency_class(small) == "dense_conv"
+    assert kt(small, plain).overhead_s == pytest.approx(85e-6)
+    assert kt(small, torch_cpu).overhead_s == pytest.approx(25e-6)
+    assert kt(big_kernel, torch_cpu).overhead_s == pytest.approx(85e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.sampled_from([1, 1, 2, 16]), c=st.sampled_from([4, 8, 16, 48]),
+    size=st.sampled_from([2, 7, 16, 32]), k=st.sampled_from([1, 3, 5]),
+    stride=st.sampled_from([1, 2]), groups=st.sampled_from(["1", "2", "dw"]),
+    threads=st.sampled_from([1, 1, 2]),
+)
+def test_pytorch_cpu_dispatch_rule_matches_the_installed_torch(
+    n: int, c: int, size: int, k: int, stride: int, groups: str, threads: int
+) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    from torch.profiler import ProfilerActivity, profile
+
+    from costmodel._kinds import pytorch_cpu_uses_onednn
+
+    g = c if groups == "dw" else int(groups)
+    spec = LayerSpec("conv2d", (n, c, size, size), c, k, stride, k // 2, groups=g)
+    m = torch.nn.Conv2d(c, c, k, stride, k // 2, groups=g, bias=False).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            m(torch.randn(n, c, size, size))
+    finally:
+        torch.set_num_threads(before)
+    ran_onednn = any("mkldnn_convolution" in e.key for e in prof.key_averages())
+    assert ran_onednn == pytorch_cpu_uses_onednn(spec, threads)
+
+
+def test_fresh_page_cost_for_outputs_above_the_mmap_threshold() -> None:
+    hw = make_profile(device_type="cpu", mmap_threshold_bytes=float(32 * 2**20),
+                      page_fault_s_per_byte=1e-9)
+    small = LayerSpec("relu", (1, 64, 256, 256))  # 4,194,304 x 4 B = 16 MiB output: reused
+    big = LayerSpec("relu", (1, 256, 256, 256))  # 16,777,216 x 4 B = 64 MiB output: fresh
+    off = make_profile(device_type="cpu")
+    assert kt(small, hw).overhead_s == pytest.approx(kt(small, off).overhead_s)
+    # 67,108,864 B x 1 ns/B = 67.1 ms on top of the dispatch cost
+    assert kt(big, hw).overhead_s - kt(big, off).overhead_s == pytest.approx(0.067108864)

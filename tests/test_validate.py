@@ -1,0 +1,80 @@
+"""``python -m costmodel validate``: the measuring protocol and the written results.
+
+Nothing here asserts how fast a network runs; only that the protocol takes the
+samples it says, and that the results carry both statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from costmodel._validate import lower_quantile, main, measure_samples, sample_architectures
+
+SPACE = Path(__file__).resolve().parents[1] / "experiments" / "spaces" / "cifar.toml"
+
+
+def test_measure_samples_takes_rounds_times_repeats_samples() -> None:
+    archs = sample_architectures(str(SPACE), 2, seed=3)
+    samples = measure_samples(archs, 1, "cpu", rounds=3, repeats=2, min_s=0.0)
+    assert [len(s) for s in samples] == [6, 6]
+    assert all(t > 0 for s in samples for t in s)
+
+
+def test_validate_writes_both_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    argv = ["--hw", "t4", "--device", "cpu", "--space", str(SPACE), "--n", "3",
+            "--rounds", "3", "--min-ms", "0.1", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
+    assert out["b1"]["summary"] == doc["summary"]
+    assert doc["meta"]["rounds"] == 3 and doc["meta"]["quantile"] == 0.1
+    assert doc["summary_vs_median"]["n"] == doc["summary"]["n"] == 3
+    for p in doc["points"]:
+        # The lower decile of a network's samples never exceeds their median.
+        assert 0 < p["measured_s"] <= p["measured_median_s"]
+    md = (tmp_path / "validation_cpu_b1.md").read_text()
+    assert "| 0.1-quantile | 3 |" in md and "| median | 3 |" in md
+
+
+@pytest.mark.parametrize("flag,value", [("--quantile", "1.5"), ("--rounds", "0"),
+                                        ("--min-ms", "0")])
+def test_validate_rejects_bad_protocol_values(flag: str, value: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--hw", "t4", flag, value]) == 2
+    assert f"{flag}={value}" in capsys.readouterr().err
+
+
+def test_lower_quantile_ignores_a_slow_burst() -> None:
+    # 100 clean samples 5 ms x (1 + i / 1000) and 30 slowed to 7.5 ms by a neighbour.
+    # Decile: position 0.1 x 129 = 12.9 -> 5 ms x 1.0129 = 5.0645 ms, a clean sample;
+    # the median, position 64.5 -> 5 ms x 1.0645 = 5.3225 ms, moved with the burst.
+    samples = [5e-3 * (1 + i / 1000) for i in range(100)] + [7.5e-3] * 30
+    assert lower_quantile(samples, 0.1) == pytest.approx(5.0645e-3)
+    assert lower_quantile(samples, 0.5) == pytest.approx(5.3225e-3)
+
+
+def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from costmodel._validate import REFERENCE_ARCH, calibration_reference
+    from hw_profiles._schema import DATA_DIR
+
+    prof = tmp_path / "cal.toml"
+    prof.write_text((DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
+                    f'reference_arch = "{REFERENCE_ARCH}"\n'
+                    "reference_s = { b1 = 0.004, b32 = 0.09 }\n")
+    assert calibration_reference(str(prof)) == {1: 0.004, 32: 0.09}
+    assert calibration_reference("t4") == {}  # a datasheet profile has no reference
+    argv = ["--hw", str(prof), "--space", str(SPACE), "--n", "3", "--rounds", "3",
+            "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
+    factor = doc["meta"]["speed_factor"]
+    assert factor == pytest.approx(0.004 / doc["meta"]["reference_s"])
+    # The normalized summary is the plain one on measured times scaled by the factor.
+    errs = sorted(abs(p["predicted_s"] / (p["measured_s"] * factor) - 1) for p in doc["points"])
+    assert doc["summary_speed_normalized"]["median_abs_error"] == pytest.approx(errs[1])
+    assert json.loads(capsys.readouterr().out)["b1"]["speed_factor"] == factor
