@@ -6,6 +6,7 @@ samples it says, and that the results carry both statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -78,3 +79,23 @@ def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
     errs = sorted(abs(p["predicted_s"] / (p["measured_s"] * factor) - 1) for p in doc["points"])
     assert doc["summary_speed_normalized"]["median_abs_error"] == pytest.approx(errs[1])
     assert json.loads(capsys.readouterr().out)["b1"]["speed_factor"] == factor
+
+
+def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -> None:
+    import costmodel
+    import searchspace
+    from costmodel._validate import calibration_reference
+    from hw_profiles import load
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "results" / "calibrated_cpu.toml"
+    hw = load(str(path))
+    assert hw.device_type == "cpu" and hw.conv_dispatch == "pytorch_cpu" and hw.simd_lanes == 8
+    assert set(calibration_reference(str(path))) == {1, 8, 32}
+    arch = searchspace.mobilenet_v2()
+    rep = costmodel.estimate(arch, hw=hw, batch=1)
+    # MobileNetV2's 1x1 convs at batch 1 run natively under PyTorch's dispatch, at the
+    # native class's fixed cost: without the dispatch the prediction changes.
+    plain = dataclasses.replace(hw, conv_dispatch="none")
+    assert rep.total.latency_s > 0
+    assert costmodel.estimate(arch, hw=plain, batch=1).total.latency_s != pytest.approx(
+        rep.total.latency_s, rel=1e-3)
