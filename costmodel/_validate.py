@@ -202,42 +202,11 @@ def measure_samples(
         rounds = default_rounds(batch)
     import torch
 
+    from hw_profiles._calibrate import sample_calls
+
     with torch.inference_mode():
         calls = _forward_calls(archs, batch, device, runtime)
         return sample_calls(calls, device, rounds=rounds, repeats=repeats, min_s=min_s)
-
-
-def sample_calls(
-    calls: Sequence[Callable[[], Any]], device: str, *, rounds: int, repeats: int = 1,
-    min_s: float = DEFAULT_MIN_S,
-) -> list[list[float]]:
-    """``rounds x repeats`` timed samples of each call, visited in turn (``measure_samples``)."""
-    import torch
-
-    from hw_profiles._calibrate import make_clock
-
-    clock, sync = make_clock(device)
-    samples: list[list[float]] = [[] for _ in calls]
-    with torch.inference_mode():
-        inner = []
-        for fn in calls:
-            for _ in range(3):  # allocator, oneDNN / cuDNN primitive caches
-                fn()
-            sync()
-            t0 = clock()
-            fn()
-            sync()
-            inner.append(max(1, math.ceil(min_s / max(clock() - t0, 1e-7))))
-        for _ in range(rounds):
-            for i, fn in enumerate(calls):
-                for _ in range(repeats):
-                    sync()
-                    t0 = clock()
-                    for _ in range(inner[i]):
-                        fn()
-                    sync()
-                    samples[i].append((clock() - t0) / inner[i])
-    return samples
 
 
 def measure_latencies(

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from costmodel import LayerSpec, analyze
-from costmodel._validate import lower_quantile, sample_calls
+from costmodel._validate import lower_quantile
 from hw_profiles import load
-from hw_profiles._calibrate import steady_state_allocator
+from hw_profiles._calibrate import sample_calls, steady_state_allocator
 
 # (c1, c2) and (c, g) from Ma et al. 2018, Table 1 and Table 2 (x1 rows).
 G1_ROWS = [("1:1", 128, 128), ("1:2", 90, 180), ("1:6", 52, 312), ("1:12", 36, 432)]
@@ -68,7 +68,9 @@ def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
     # As `costmodel validate` measures: one pass per case per round, interleaved
     # rounds, the lower decile of the samples.
     calls = [lambda m=m, x=x: m(x) for m, x in zip(models, xs, strict=True)]
-    best = [lower_quantile(s, 0.1) for s in sample_calls(calls, "cpu", rounds=rounds)]
+    with torch.inference_mode():
+        samples = sample_calls(calls, "cpu", rounds=rounds)
+    best = [lower_quantile(s, 0.1) for s in samples]
     rows = []
     for (guide, label, w), t in zip(cases, best, strict=True):
         rep = analyze(specs(w, batch, size), hw, "fp32", "eager")

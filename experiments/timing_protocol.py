@@ -134,12 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             halves = agreement([f(s[0::2]) for s in two[0]], [f(s[1::2]) for s in two[0]])
             results[name][stat] = {**between, "halves_" + "spearman": halves["spearman"]}
         print(f"{name}: done at {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    series = drift(archs[5], args.drift_s)
+    probe = archs[min(5, len(archs) - 1)]
+    series = drift(probe, args.drift_s)
     doc = {
         "command": COMMAND,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__, "n": len(archs), "batch": 1, "threads": 1,
-        "results": results, "drift_arch": archs[5].to_string(), "drift": series,
+        "results": results, "drift_arch": probe.to_string(), "drift": series,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.out)

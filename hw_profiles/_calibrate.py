@@ -120,34 +120,48 @@ def steady_state_allocator() -> str:
     return "glibc mmap threshold 32 MiB, trim threshold 64 MiB" if ok else "default"
 
 
-def make_timer(device: str) -> Callable[..., float]:
-    """Median seconds per call of ``fn`` (warm-up, inner loop of >= min_s, repeats).
+def sample_calls(
+    calls: Sequence[Callable[[], Any]], device: str, *, rounds: int, repeats: int = 1,
+    min_s: float = 1e-3, max_inner: int = 2000,
+) -> list[list[float]]:
+    """``rounds x repeats`` timed samples (seconds per call) of each call, visited in turn.
 
-    Clock and synchronisation: ``make_clock``.
+    Warm-up, then each sample times an inner loop of at least ``min_s`` (at most
+    ``max_inner`` calls; one call for anything slower). Rounds visit the calls
+    in turn so that each call's samples spread over the whole run. Clock and
+    synchronisation: ``make_clock``. Runs in the caller's autograd mode.
     """
     clock, sync = make_clock(device)
+    inner = []
+    for fn in calls:
+        for _ in range(3):  # allocator, oneDNN / cuDNN primitive caches
+            fn()
+        sync()
+        t0 = clock()
+        fn()
+        sync()
+        inner.append(int(min(max_inner, max(1, math.ceil(min_s / max(clock() - t0, 1e-7))))))
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for i, fn in enumerate(calls):
+            for _ in range(repeats):
+                sync()
+                t0 = clock()
+                for _ in range(inner[i]):
+                    fn()
+                sync()
+                samples[i].append((clock() - t0) / inner[i])
+    return samples
+
+
+def make_timer(device: str) -> Callable[..., float]:
+    """Median (or best) seconds per call of ``fn`` over ``repeats`` samples (``sample_calls``)."""
 
     def timer(
         fn: Callable[[], Any], *, repeats: int = 7, min_s: float = 2e-3, max_inner: int = 2000,
         best: bool = False,
     ) -> float:
-        fn()
-        sync()
-        t0 = clock()
-        fn()
-        sync()
-        one = max(clock() - t0, 1e-7)
-        inner = int(min(max_inner, max(1, math.ceil(min_s / one))))
-        for _ in range(min(inner, 5)):  # warm-up
-            fn()
-        samples = []
-        for _ in range(repeats):
-            sync()
-            t0 = clock()
-            for _ in range(inner):
-                fn()
-            sync()
-            samples.append((clock() - t0) / inner)
+        samples = sample_calls([fn], device, rounds=repeats, min_s=min_s, max_inner=max_inner)[0]
         # Ceilings take the best repeat (contention only slows); timings the median.
         return min(samples) if best else statistics.median(samples)
 

@@ -99,3 +99,20 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -
     assert rep.total.latency_s > 0
     assert costmodel.estimate(arch, hw=plain, batch=1).total.latency_s != pytest.approx(
         rep.total.latency_s, rel=1e-3)
+
+
+def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--hw", str(root / "experiments" / "results" / "calibrated_cpu.toml"),
+            "--size", "4", "--rounds", "2", "--out", str(tmp_path)]
+    assert mod.main(argv) == 0
+    res = json.loads((tmp_path / "shufflenet_guidelines.json").read_text())
+    assert [r["guideline"] for r in res["rows"]] == ["G1"] * 4 + ["G2"] * 4
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in res["rows"])
