@@ -26,7 +26,7 @@ the profile is then refitted on all of them. ``python -m costmodel validate``
 draws its architectures with another seed, so it never sees these.
 
 On the 2-core EPYC development machine, one thread, otherwise idle: about
-2.5 minutes (``--quick``: under 1 minute).
+2.5-3.5 minutes (``--quick``: under 1 minute).
 """
 
 from __future__ import annotations
