@@ -135,16 +135,19 @@ def is_fused(spec: LayerSpec, runtime: str, follows_layer: bool) -> bool:
     return follows_layer
 
 
-def _aligned(spec: LayerSpec) -> bool:
+def _per_group(spec: LayerSpec) -> tuple[int, int]:
+    """(input, output) channels per group of a conv or linear layer."""
     g = spec.groups if spec.op == S.CONV2D else 1
-    return (spec.in_channels // g) % ALIGN_CHANNELS == 0 and (
-        spec.out_channels // g
-    ) % ALIGN_CHANNELS == 0
+    return spec.in_channels // g, spec.out_channels // g
 
 
-def _lane_use(channels: int, lanes: float) -> float:
-    """Share of SIMD vectors that ``channels`` fill: c / (ceil(c / lanes) * lanes)."""
-    return channels / (math.ceil(channels / lanes) * lanes)
+def _aligned(spec: LayerSpec) -> bool:
+    return all(c % ALIGN_CHANNELS == 0 for c in _per_group(spec))
+
+
+def _fill(n: float, unit: float) -> float:
+    """Share of whole units that ``n`` fills, n / (ceil(n / unit) * unit): waves, SIMD lanes."""
+    return n / (math.ceil(n / unit) * unit)
 
 
 def compute_efficiency(
@@ -154,20 +157,18 @@ def compute_efficiency(
     eff, _ = hw.efficiency(cls, precision)
     work = max(counts.output_elements, 1)
     if hw.wave_output_elements > 0:
-        wave = hw.wave_output_elements
-        eff *= work / (math.ceil(work / wave) * wave)
+        eff *= _fill(work, hw.wave_output_elements)
     if hw.saturation_output_elements > 0:
         eff *= work / (work + hw.saturation_output_elements)
     if cls in REDUCTION_CLASSES and hw.saturation_reduction_elements > 0:
         k = counts.macs / work
         eff *= k / (k + hw.saturation_reduction_elements)
     if cls in GEMM_CLASSES and hw.saturation_output_channels > 0:
-        n = spec.out_channels // (spec.groups if spec.op == S.CONV2D else 1)
+        n = _per_group(spec)[1]
         eff *= n / (n + hw.saturation_output_channels)
     if cls in GEMM_CLASSES and hw.simd_lanes > 0:
-        g = spec.groups if spec.op == S.CONV2D else 1
-        eff *= _lane_use(spec.in_channels // g, hw.simd_lanes)
-        eff *= _lane_use(spec.out_channels // g, hw.simd_lanes)
+        cin, cout = _per_group(spec)
+        eff *= _fill(cin, hw.simd_lanes) * _fill(cout, hw.simd_lanes)
     if cls in TENSOR_CORE_CLASSES and precision in TENSOR_CORE_PRECISIONS and not _aligned(spec):
         eff *= hw.unaligned_channels_efficiency
     return eff

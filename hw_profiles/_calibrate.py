@@ -778,9 +778,7 @@ def measure_networks(
     calibrating, which validation compares with its own.
     """
     from costmodel._validate import (
-        DEFAULT_QUANTILE,
-        lower_quantile,
-        measure_samples,
+        measure_latencies,
         reference_architecture,
         sample_architectures,
     )
@@ -792,9 +790,8 @@ def measure_networks(
         group = [a for i, a in enumerate(archs) if batches[i % len(batches)] == b]
         # Exactly as validation measures (same protocol and statistic): the fitted
         # level is then the level that validation checks.
-        samples = measure_samples([*group, reference_architecture()], b, device)
-        reference[b] = lower_quantile(samples.pop(), DEFAULT_QUANTILE)
-        times = [lower_quantile(s, DEFAULT_QUANTILE) for s in samples]
+        times = measure_latencies([*group, reference_architecture()], b, device)
+        reference[b] = times.pop()
         out += [(a.lower(b), t) for a, t in zip(group, times, strict=True)]
     return out, reference
 
