@@ -1,17 +1,24 @@
 """Exact analytic costs (params, MACs, FLOPs, memory access) and roofline latency.
 
-Conventions: ``macs`` are multiply-accumulates, which the seed lecture calls
-"FLOPs"; ``flops = 2 * macs`` (``FLOPS_PER_MAC``) everywhere in this package.
+Conventions: ``macs`` are multiply-accumulates, which ZOMI's lecture on model
+miniaturization calls "FLOPs"; ``flops = 2 * macs`` (``FLOPS_PER_MAC``) everywhere
+in this package.
+
+Two ways in: ``profile(module)`` traces any ``torch.nn.Module``; ``estimate(x)``
+costs anything that lowers itself to layer specs (``Lowerable``, e.g. a
+``searchspace.Architecture``), from cached per-segment sums when it is
+``Segmented``. Measuring, calibration and validation live in private modules
+(``_measure``, ``_calibrate``, ``_validate``) that the command lines drive.
 """
 
-from costmodel._estimate import estimate
+from costmodel._estimate import Lowerable, Segment, Segmented, estimate
 from costmodel._formulas import Counts, UnsupportedLayerError, count, known_ops, output_shape
 from costmodel._kinds import kernel_class
 from costmodel._latency import KernelTime, LatencyModel, RooflineModel
 from costmodel._plot import plot_roofline_layers, plot_roofline_networks
-from costmodel._profile import profile
 from costmodel._report import CostReport, LayerCost, Totals, analyze
-from costmodel._spec import LayerSpec
+from costmodel._spec import NETWORK_INPUT, LayerSpec
+from costmodel._trace import profile
 from costmodel._units import (
     BITS_PER_ELEMENT,
     FLOPS_PER_MAC,
@@ -23,6 +30,7 @@ from costmodel._units import (
 __all__ = [
     "BITS_PER_ELEMENT",
     "FLOPS_PER_MAC",
+    "NETWORK_INPUT",
     "PRECISIONS",
     "CostReport",
     "Counts",
@@ -30,7 +38,10 @@ __all__ = [
     "LatencyModel",
     "LayerCost",
     "LayerSpec",
+    "Lowerable",
     "RooflineModel",
+    "Segment",
+    "Segmented",
     "Totals",
     "UnsupportedLayerError",
     "analyze",

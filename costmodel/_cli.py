@@ -1,7 +1,9 @@
 """``python -m costmodel FILE.py:FACTORY``: per-layer costs of any model on a hardware profile.
 
 Thin by design: it loads the model, calls ``costmodel.profile`` and prints the
-report. ``python -m costmodel validate ...`` is handed to ``costmodel._validate``.
+report. ``python -m costmodel validate ...`` samples architectures of a search
+space (this is command-line glue, so it may reach up to ``searchspace``) and
+hands them to ``costmodel._validate``.
 """
 
 from __future__ import annotations
@@ -10,24 +12,35 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import searchspace
 from costmodel._formulas import UnsupportedLayerError
+from costmodel._measure import DEFAULT_MIN_S, DEFAULT_QUANTILE
+from costmodel._plot import plot_roofline_layers
 from costmodel._report import CostReport
+from costmodel._trace import DEFAULT_INPUT_SHAPE, TraceInternalError, profile
 from costmodel._units import PRECISIONS
-from hw_profiles import ProfileError, available
+from hw_profiles import RUNTIMES, ProfileError, available, load
 
 CONVENTIONS = (
-    "Conventions: MACs = multiply-accumulates (what the seed lecture calls \"FLOPs\"); "
+    "Conventions: MACs = multiply-accumulates (what ZOMI's lecture on model "
+    "miniaturization calls \"FLOPs\"); "
     "FLOPs = 2 x MACs; MAC bytes = memory access cost (input read + output written + "
     "weights read, ShuffleNet V2) at the chosen precision; intensity = (FLOPs + other "
     "element-wise ops) / MAC bytes; latency = roofline time per kernel plus the "
     "runtime's per-kernel overhead, for one forward pass of the whole batch."
 )
+
+
+_DEFAULT_INPUT = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 
 
 class UsageError(Exception):
@@ -51,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--input",
-        default="1,3,224,224",
+        default=_DEFAULT_INPUT,
         metavar="N,C,H,W",
-        help="input shape, batch first, comma-separated positive ints (default: 1,3,224,224)",
+        help=f"input shape, batch first, comma-separated positive ints (default: {_DEFAULT_INPUT})",
     )
     p.add_argument(
         "--hw",
@@ -71,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime",
         default="eager",
-        choices=("eager", "graph", "fused"),
+        choices=RUNTIMES,
         help="how kernels are launched: eager PyTorch, a replayed CUDA graph, or a fused "
         "deployment runtime; sets the per-kernel overhead (default: eager)",
     )
@@ -92,7 +105,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(d < 1 for d in shape):
         raise UsageError(f"--input={text!r} must be comma-separated positive ints, batch "
-                         "first, e.g. 1,3,224,224")
+                         f"first, e.g. {_DEFAULT_INPUT}")
     return shape
 
 
@@ -128,8 +141,6 @@ def load_factory(target: str) -> Any:
 
 
 def build_model(target: str) -> Any:
-    import torch.nn as nn
-
     factory = load_factory(target)
     name = target.rpartition(":")[2]
     try:
@@ -142,7 +153,7 @@ def build_model(target: str) -> Any:
             pass
         raise UsageError(f"factory {name!r}{sig} must be callable without arguments: {e}") \
             from e
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, torch.nn.Module):
         raise UsageError(f"factory {name!r} returned {type(model).__name__}, "
                          "not a torch.nn.Module")
     return model
@@ -196,7 +207,7 @@ def format_table(rep: CostReport) -> str:
         "",
         "totals:",
         f"  params               {_int(t.params)} (of which bias {_int(t.bias_params)})",
-        f"  MACs                 {_int(t.macs)} (multiply-accumulates, the seed's \"FLOPs\")",
+        f"  MACs                 {_int(t.macs)} (multiply-accumulates, the lecture's \"FLOPs\")",
         f"  FLOPs                {_int(t.flops)} (2 x MACs)",
         f"  other ops            {_int(t.other_ops)} (bias adds, activations, pooling, adds)",
         f"  MAC bytes            {_bytes(t.mac_bytes)} at {rep.precision}",
@@ -213,21 +224,11 @@ def format_table(rep: CostReport) -> str:
     return "\n".join(lines)
 
 
-def _validate(argv: list[str]) -> int:
-    from costmodel._validate import main  # lazy: it imports the search space and timers
-
-    return int(main(argv) or 0)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "validate":
-        return _validate(args_list[1:])
+        return validate_main(args_list[1:])
     args = _parser().parse_args(args_list)  # exits 2 on bad options, naming them
-
-    from costmodel._profile import ProfileInternalError, profile
-    from hw_profiles import load
-
     try:
         shape = parse_shape(args.input)
         hw = load(args.hw)
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnsupportedLayerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ProfileInternalError:
+    except TraceInternalError:
         raise
     except ValueError as e:  # e.g. the model fails on this input shape
         print(f"error: {e}", file=sys.stderr)
@@ -253,12 +254,112 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {len(rep.unsupported)} layer(s) have no cost formula and are NOT "
               f"counted: {'; '.join(rep.unsupported)}", file=sys.stderr)
     if args.plot:
-        from costmodel._plot import plot_roofline_layers
-
         try:
             plot_roofline_layers(rep, hw, args.plot, title=f"{args.model} on {hw.name}")
         except (OSError, ValueError) as e:
             print(f"error: --plot={args.plot!r}: {e}", file=sys.stderr)
             return 2
     print(rep.to_json(indent=2) if args.json else format_table(rep))
+    return 0
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m costmodel validate",
+        description="Measure random architectures of a search space on this machine and "
+        "compare with the latency the cost model predicts (rank correlation, errors, plot).",
+    )
+    p.add_argument("--hw", required=True, help="profile: built-in name or TOML path")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--space", default="cifar",
+                   help="search space: a name shipped with searchspace "
+                   f"({', '.join(searchspace.available_spaces())}) or a TOML path (default cifar)")
+    p.add_argument("--n", type=int, default=40, help="architectures (default 40)")
+    p.add_argument("--batch", type=int, action="append", default=None,
+                   help="batch size; repeat for several (default 1)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="eager")
+    p.add_argument("--seed", type=int, default=validation_seed)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved measurement rounds (default 100, 20 above batch 8)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="samples per network per round (default %(default)s)")
+    p.add_argument("--min-ms", type=float, default=DEFAULT_MIN_S * 1e3,
+                   help="shortest timed sample in ms; faster networks loop (default %(default)s)")
+    p.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
+                   help="the quantile of the samples taken as the latency (default %(default)s, "
+                   "the lower decile; 0.5: the median)")
+    p.add_argument("--out", default="experiments/results", help="output folder")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    return p
+
+
+def _validate_usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the validate arguments (None when nothing is), naming the value."""
+    for key in ("n", "threads", "rounds", "repeats"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            return f"--{key}={getattr(args, key)} must be >= 1"
+    if not args.min_ms > 0:
+        return f"--min-ms={args.min_ms:g} must be > 0"
+    if not 0.0 <= args.quantile <= 1.0:
+        return f"--quantile={args.quantile} must be in [0, 1]"
+    if any(b < 1 for b in args.batch or [1]):
+        return f"--batch={args.batch} must be >= 1"
+    try:
+        searchspace.space_path(args.space)
+    except searchspace.SpaceError as e:
+        return f"--space: {e}"
+    try:
+        load(args.hw)
+    except ProfileError as e:
+        return f"--hw: {e}"
+    return None
+
+
+def _print_batch(b: int, summary: Any, meta: dict[str, Any], paths: list[Path]) -> None:
+    s = summary
+    print(f"batch {b}: n={s.n} Spearman {s.spearman:.3f} Kendall {s.kendall:.3f} "
+          f"median |err| {s.median_abs_error:.1%} within10 {s.within_10:.0%} "
+          f"within25 {s.within_25:.0%} -> {paths[1]}")
+    if meta["speed_factor"]:
+        n_ = json.loads(paths[0].read_text())["summary_speed_normalized"]
+        print(f"  at calibration speed (x{meta['speed_factor']:.3f}): Spearman "
+              f"{n_['spearman']:.3f} median |err| {n_['median_abs_error']:.1%}")
+
+
+def validate_main(argv: Sequence[str]) -> int:
+    """``python -m costmodel validate``: exit 0 ok, 2 usage error, 1 no CUDA device."""
+    from costmodel import _validate as V  # lazy: scipy and the measuring code
+
+    argv = list(argv)
+    args = _validate_parser(V.VALIDATION_SEED).parse_args(argv)
+    error = _validate_usage_error(args)
+    if error:
+        print(f"validate: {error}", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("validate: --device=cuda but no CUDA device is available", file=sys.stderr)
+        return 1
+    command = "python -m costmodel validate " + " ".join(argv)
+    archs = searchspace.sample_architectures(args.space, args.n, args.seed)
+    reference = searchspace.reference_architecture()
+    results = {}
+    for b in args.batch or [1]:
+        points, summary, meta = V.validate(
+            args.hw, args.device, archs, b, args.runtime, reference=reference, seed=args.seed,
+            threads=args.threads, rounds=args.rounds, repeats=args.repeats,
+            min_s=args.min_ms / 1e3, quantile=args.quantile, space=args.space,
+        )
+        stem = f"validation_{args.device}_b{b}" + (
+            "" if args.runtime == "eager" else f"_{args.runtime}")
+        paths = V.write_results(points, summary, meta, Path(args.out), stem, command)
+        results[f"b{b}"] = {"summary": summary.to_dict(), "speed_factor": meta["speed_factor"],
+                            "files": [str(p) for p in paths]}
+        if not args.json:
+            _print_batch(b, summary, meta, paths)
+    if args.json:
+        print(json.dumps(results))
     return 0

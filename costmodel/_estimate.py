@@ -1,10 +1,15 @@
-"""``estimate(arch)``: analytic costs of a search-space architecture, fast.
+"""``estimate(arch)``: analytic costs of anything that lowers itself to layer specs, fast.
 
-It equals ``analyze(arch.lower(batch), ...)`` (tests/test_searchspace_agreement.py)
-but never builds the whole layer list: an architecture is a chain of segments
-(stem, blocks, head) and a search samples the same blocks again and again, so
-each segment's summed costs are computed once per (segment, input shape,
-batch, hardware profile, precision, runtime, latency model) and cached.
+``arch`` is any object with ``input_shape`` (one sample, without the batch) and
+``lower(batch)`` (its layers in execution order): a ``Lowerable``, such as
+``searchspace.Architecture``. ``estimate`` equals ``analyze(arch.lower(batch),
+...)`` (tests/test_searchspace_agreement.py).
+
+When ``arch`` is also ``Segmented`` (a chain of segments: stem, blocks, head),
+``estimate`` never builds the whole layer list: a search samples the same blocks
+again and again, so each segment's summed costs are computed once per (segment
+key, input shape, batch, hardware profile, precision, runtime, latency model)
+and cached.
 
 Composition across segments (segments run one after another):
 - counts and roofline times add up;
@@ -24,9 +29,11 @@ they are exactly ``analyze``'s.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from functools import cached_property
 from itertools import accumulate
 from operator import add
-from typing import Any
+from typing import Any, Protocol
 
 from costmodel._formulas import count
 from costmodel._latency import FREE, FUSED, LatencyModel
@@ -40,12 +47,47 @@ from costmodel._report import (
     peak_activation_elements,
 )
 from costmodel._spec import LayerSpec
-from costmodel._units import BITS_PER_ELEMENT, PRECISIONS, check_precision
+from costmodel._units import BITS_PER_ELEMENT, STORAGE_PRECISIONS, check_precision
 from hw_profiles import HardwareProfile, load
 
+
+class Lowerable(Protocol):
+    """A network that lowers itself to layer specs: what ``estimate`` costs."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's input shape, without the batch (e.g. channels, height, width)."""
+        ...
+
+    def lower(self, batch: int) -> Sequence[LayerSpec]:
+        """The layers in execution order at this batch (``inputs`` name their producers)."""
+        ...
+
+
+class Segment(Protocol):
+    """One part of a chain network (stem, block, head) that lowers itself alone.
+
+    ``key`` and the input shape must determine the segment's layers (a str key
+    is fastest: Python caches its hash). ``lower`` names the segment's input
+    ``NETWORK_INPUT``; the segment must start with a kernel (not a batch norm
+    or activation that a fused runtime would fold into its producer), so that
+    it costs alone what it costs inside the network.
+    """
+
+    key: Hashable
+
+    def lower(self, batch: int, in_chw: tuple[int, ...]) -> Sequence[LayerSpec]: ...
+
+
+class Segmented(Lowerable, Protocol):
+    """A ``Lowerable`` chain of segments, each reading the previous one's output."""
+
+    def segments(self) -> Sequence[Segment]: ...
+
+
 _NEG_INF = float("-inf")
-# Model size per storage precision, as analyze reports it (tf32 is stored as fp32).
-_SIZE_BITS = tuple((p, BITS_PER_ELEMENT[p]) for p in PRECISIONS if p != "tf32")
+# Model size per storage precision, as analyze reports it.
+_SIZE_BITS = tuple((p, BITS_PER_ELEMENT[p]) for p in STORAGE_PRECISIONS)
 
 
 # Summed costs of one segment (stem, block or head) at one input shape and context, as a
@@ -60,10 +102,10 @@ SegmentCost = tuple
 
 
 class _Context:
-    __slots__ = ("bits", "cache", "model", "precision", "profile", "runtime")
+    __slots__ = ("bits", "cache", "hw", "model", "precision", "runtime")
 
-    def __init__(self, profile: HardwareProfile, precision: str, runtime: str, model: LatencyModel):
-        self.profile, self.precision, self.runtime, self.model = profile, precision, runtime, model
+    def __init__(self, hw: HardwareProfile, precision: str, runtime: str, model: LatencyModel):
+        self.hw, self.precision, self.runtime, self.model = hw, precision, runtime, model
         self.bits = BITS_PER_ELEMENT[precision]
         self.cache: dict[tuple[Any, ...], SegmentCost] = {}
 
@@ -72,7 +114,6 @@ class _Context:
 # Profiles and models hash by identity; the key holds them, so an identity is never reused.
 _CONTEXTS: dict[tuple[Any, ...], _Context] = {}
 _MAX_CONTEXTS = 64
-_lower: Any = None  # searchspace._lower, imported on first use (searchspace imports costmodel)
 
 
 def clear_cache() -> None:
@@ -88,10 +129,10 @@ def _context(
         return _CONTEXTS[key]
     except (KeyError, TypeError):
         pass
-    profile = load(hw)
+    hw_profile = load(hw)
     check_precision(precision)
-    profile.runtime(runtime)  # raises naming the runtime
-    ctx = _Context(profile, precision, runtime, model or _DEFAULT_MODEL)
+    hw_profile.runtime(runtime)  # raises naming the runtime
+    ctx = _Context(hw_profile, precision, runtime, model or _DEFAULT_MODEL)
     if len(_CONTEXTS) >= _MAX_CONTEXTS:  # e.g. a fresh model object per call: drop the oldest
         del _CONTEXTS[next(iter(_CONTEXTS))]
     try:
@@ -101,12 +142,12 @@ def _context(
     return ctx
 
 
-def _segment_cost(ctx: _Context, specs: list[LayerSpec], in_elems: int) -> SegmentCost:
+def _segment_cost(ctx: _Context, specs: Sequence[LayerSpec], in_elems: int) -> SegmentCost:
     p = ctx.precision
     counts = [count(s) for s in specs]
     mac_bytes = [layer_mac_bytes(c, p) for c in counts]
     times = ctx.model.kernel_times(
-        list(zip(specs, counts, mac_bytes, strict=True)), ctx.profile, p, ctx.runtime
+        list(zip(specs, counts, mac_bytes, strict=True)), ctx.hw, p, ctx.runtime
     )
     host = dev = 0.0
     lead = _NEG_INF
@@ -140,55 +181,35 @@ def _segment_cost(ctx: _Context, specs: list[LayerSpec], in_elems: int) -> Segme
     )
 
 
-def _segment(
-    ctx: _Context, kind: str, part: Any, num_classes: int, batch: int, chw: tuple[int, ...]
-) -> SegmentCost:
-    """Lower one segment alone and cost it.
-
-    The segment's input is named "input" like the network input, which both
-    peak_activation_elements and a fused runtime's epilogue rule read; every
-    segment starts with a conv (or the head's pool), never with an epilogue op,
-    so the rule gives the same answer as in the whole network.
-    """
-    lw = _lower
-    specs: list[LayerSpec] = []
-    shape = (batch, *chw)
-    if kind == "stem":
-        lw.lower_stem(part, shape, lw.NETWORK_INPUT, specs, "s")
-    elif kind == "head":
-        lw.lower_head(part, num_classes, shape, lw.NETWORK_INPUT, specs, "s")
-    else:
-        lw.lower_block(part, shape, lw.NETWORK_INPUT, specs, "s")
+def _segment(ctx: _Context, part: Segment, batch: int, chw: tuple[int, ...]) -> SegmentCost:
+    """Lower one segment alone and cost it, its input live at its start."""
     in_elems = batch
     for d in chw:
         in_elems *= d
-    return _segment_cost(ctx, specs, in_elems)
+    return _segment_cost(ctx, part.lower(batch, chw), in_elems)
 
 
-class _LazyCostReport(CostReport):
+class _EstimateReport(CostReport):
     """A CostReport whose per-layer costs are computed on first access of ``layers``.
 
     Pickling or copying gives a plain ``CostReport`` (layers computed), never the cache.
     """
 
-    @property  # type: ignore[override]
-    def layers(self) -> tuple[LayerCost, ...]:
-        d = self.__dict__
-        if "_layers" not in d:
-            arch, ctx = d["_arch"], d["_ctx"]
-            rep = analyze(
-                arch.lower(self.input_shape[0]),
-                ctx.profile,
-                ctx.precision,
-                ctx.runtime,
-                model=ctx.model,
-            )
-            d["_layers"] = rep.layers
-        return d["_layers"]
+    def __init__(
+        self, total: Totals, input_shape: tuple[int, ...], arch: Lowerable, ctx: _Context
+    ) -> None:
+        # A frozen dataclass's fields, written once like its own __init__ does, but
+        # without ``layers``: the cached property below computes those when first read.
+        vars(self).update(
+            total=total, hw=ctx.hw.name, precision=ctx.precision, runtime=ctx.runtime,
+            input_shape=input_shape, unsupported=(), _arch=arch, _ctx=ctx,
+        )  # fmt: skip
 
-    @layers.setter
-    def layers(self, value: tuple[LayerCost, ...]) -> None:  # dataclasses.replace, __init__
-        self.__dict__["_layers"] = value
+    @cached_property
+    def layers(self) -> tuple[LayerCost, ...]:  # type: ignore[override]
+        ctx: _Context = vars(self)["_ctx"]
+        lowered = vars(self)["_arch"].lower(self.input_shape[0])
+        return analyze(lowered, ctx.hw, ctx.precision, ctx.runtime, model=ctx.model).layers
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (CostReport, (self.layers, self.total, self.hw, self.precision, self.runtime,
@@ -196,7 +217,7 @@ class _LazyCostReport(CostReport):
 
 
 def estimate(
-    arch: Any,
+    arch: Lowerable,
     hw: str | HardwareProfile = "t4",
     precision: str = "fp32",
     batch: int = 1,
@@ -204,48 +225,45 @@ def estimate(
     *,
     model: LatencyModel | None = None,
 ) -> CostReport:
-    """Costs of ``arch`` (a ``searchspace.Architecture``) without building it.
+    """Costs of ``arch`` (anything ``Lowerable``, e.g. a ``searchspace.Architecture``).
 
     Same result as ``analyze(arch.lower(batch), hw, precision, runtime)``;
-    ``macs`` are multiply-accumulates, ``flops = 2 * macs``.
+    ``macs`` are multiply-accumulates, ``flops = 2 * macs``. A ``Segmented``
+    network is costed from cached per-segment sums without building its layer list.
     """
-    global _lower
-    if _lower is None:
-        from searchspace import _lower as lw
-
-        _lower = lw
     if type(batch) is not int or batch < 1:
         raise ValueError(f"batch={batch!r} must be an int >= 1")
     ctx = _context(hw, precision, runtime, model, batch)
-    cache = ctx.cache
     try:
         chw = arch.input_shape
-        stem = arch.stem
+        segments = arch.segments
     except AttributeError:
-        raise TypeError(f"arch={arch!r} must be a searchspace.Architecture") from None
-    # Keys: the part's canonical token (a str: its hash is cached) and the input shape.
-    seg = cache.get((stem.key, chw))
-    if seg is None:
-        seg = cache[(stem.key, chw)] = _segment(ctx, "stem", stem, 0, batch, chw)
-    segs = [seg]
-    chw = seg[0]
-    for stage in arch.stages:
-        for block in stage:
-            seg = cache.get((block.key, chw))
-            if seg is None:
-                seg = cache[(block.key, chw)] = _segment(ctx, "block", block, 0, batch, chw)
-            segs.append(seg)
-            chw = seg[0]
-    head, ncls = arch.head, arch.num_classes
-    seg = cache.get((head.key, ncls, chw))
-    if seg is None:
-        seg = cache[(head.key, ncls, chw)] = _segment(ctx, "head", head, ncls, batch, chw)
-    segs.append(seg)
+        if hasattr(arch, "input_shape") and callable(getattr(arch, "lower", None)):
+            return analyze(
+                arch.lower(batch),
+                ctx.hw,
+                precision,
+                runtime,
+                input_shape=(batch, *arch.input_shape),
+                model=ctx.model,
+            )
+        raise TypeError(
+            f"arch={arch!r} must lower itself to layer specs (input_shape and "
+            "lower(batch)), e.g. a searchspace.Architecture"
+        ) from None
+    cache = ctx.cache
+    segs = []
+    for part in segments():
+        # Keys: the part's key (a str: its hash is cached) and the input shape.
+        seg = cache.get((part.key, chw))
+        if seg is None:
+            seg = cache[(part.key, chw)] = _segment(ctx, part, batch, chw)
+        segs.append(seg)
+        chw = seg[0]  # _OUT_CHW
     # Columns, summed in C. Pipeline: lead of segment i is (H - D before it) + its local lead.
     cols = tuple(zip(*segs, strict=False))
     params = sum(cols[_PARAMS])
     best = max(0.0, max(map(add, accumulate(cols[_HOST_MINUS_DEVICE], initial=0.0), cols[_LEAD])))
-    p = precision
     total = Totals(
         params=params,
         bias_params=sum(cols[_BIAS]),
@@ -261,14 +279,4 @@ def estimate(
         peak_activation_bytes=(max(cols[_PEAK]) * ctx.bits + 7) // 8,
         model_size_bytes={q: (params * b + 7) // 8 for q, b in _SIZE_BITS},
     )
-    rep = object.__new__(_LazyCostReport)
-    d = rep.__dict__
-    d["total"] = total
-    d["hw"] = ctx.profile.name
-    d["precision"] = p
-    d["runtime"] = runtime
-    d["input_shape"] = (batch, *arch.input_shape)
-    d["unsupported"] = ()
-    d["_arch"] = arch
-    d["_ctx"] = ctx
-    return rep
+    return _EstimateReport(total, (batch, *arch.input_shape), arch, ctx)

@@ -7,7 +7,8 @@ as zero.
 Conventions (see ``_units``): ``macs`` are multiply-accumulates; ``other_ops``
 are the remaining arithmetic (bias adds, comparisons, element-wise ops), kept
 apart so that ``flops = 2 * macs`` stays comparable with
-``torch.utils.flop_counter`` and the seed slides. Memory access cost follows
+``torch.utils.flop_counter`` and ZOMI's lecture on model miniaturization
+(推理系统-模型小型化). Memory access cost follows
 ShuffleNet V2 (Ma et al., ECCV 2018, Sec. 2): input feature map read + output
 feature map written + weights read, in elements.
 """
@@ -114,7 +115,8 @@ def _spatial_out(spec: LayerSpec, h: int, w: int) -> tuple[int, int]:
 def conv2d(spec: LayerSpec) -> Counts:
     """General 2-D convolution; standard, group, depthwise and pointwise are cases.
 
-    Seed slides (典型结构对比), with H, W the output size:
+    ZOMI's model-miniaturization lecture (slides 典型结构对比, comparison of
+    typical structures), with H, W the output size:
       standard  Params kh*kw*cin*cout,    MACs kh*kw*cin*cout*H*W
       group     Params kh*kw*cin*cout/g,  MACs kh*kw*cin*cout*H*W/g
       depthwise Params kh*kw*cout,        MACs kh*kw*cout*H*W   (g = cin = cout)
@@ -147,7 +149,7 @@ def conv2d(spec: LayerSpec) -> Counts:
 
 @register(S.LINEAR)
 def linear(spec: LayerSpec) -> Counts:
-    """Fully connected layer on (N, ..., F). Seed: Params cin*cout, MACs cin*cout per row."""
+    """Fully connected layer on (N, ..., F). Lecture: Params cin*cout, MACs cin*cout per row."""
     fin, fout = spec.in_shape[-1], spec.out_channels
     if fout < 1:
         raise ValueError(f"{spec._who()}: out_channels={fout} must be >= 1")

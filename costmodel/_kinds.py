@@ -2,28 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from costmodel import _spec as S
+from costmodel._formulas import UnsupportedLayerError
 from costmodel._spec import LayerSpec
+from hw_profiles import KERNEL_CLASSES
+
+ClassRule = Callable[[LayerSpec], str]
+_CLASSES: dict[str, ClassRule] = {}
+
+
+def register_class(*ops: str) -> Callable[[ClassRule], ClassRule]:
+    """Register the rule that names the kernel class of layers of ``ops``."""
+
+    def wrap(rule: ClassRule) -> ClassRule:
+        for op in ops:
+            if op in _CLASSES:
+                raise ValueError(f"a kernel class for op={op!r} is already registered")
+            _CLASSES[op] = rule
+        return rule
+
+    return wrap
+
+
+def _always(kernel_cls: str, *ops: str) -> None:
+    """Layers of ``ops`` always run as ``kernel_cls``."""
+    if kernel_cls not in KERNEL_CLASSES:
+        raise ValueError(f"kernel class {kernel_cls!r} is not one of {list(KERNEL_CLASSES)}")
+    register_class(*ops)(lambda spec: kernel_cls)
+
+
+@register_class(S.CONV2D)
+def _conv_class(spec: LayerSpec) -> str:
+    c = spec.in_channels
+    if spec.groups == 1:
+        return "pointwise_conv" if spec.kernel_size == (1, 1) else "dense_conv"
+    if spec.groups == c and spec.out_channels % c == 0:
+        return "depthwise_conv"
+    return "group_conv"
+
+
+_always("linear", S.LINEAR)
+_always("batchnorm", S.BATCHNORM2D)
+_always("activation", *S.ACTIVATIONS)
+_always("pooling", S.MAXPOOL2D, S.AVGPOOL2D, S.GLOBAL_AVGPOOL2D)
+_always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.FLATTEN, S.IDENTITY)
 
 
 def kernel_class(spec: LayerSpec) -> str:
-    op = spec.op
-    if op == S.CONV2D:
-        c = spec.in_channels
-        if spec.groups == 1:
-            return "pointwise_conv" if spec.kernel_size == (1, 1) else "dense_conv"
-        if spec.groups == c and spec.out_channels % c == 0:
-            return "depthwise_conv"
-        return "group_conv"
-    if op == S.LINEAR:
-        return "linear"
-    if op == S.BATCHNORM2D:
-        return "batchnorm"
-    if op in S.ACTIVATIONS:
-        return "activation"
-    if op in (S.MAXPOOL2D, S.AVGPOOL2D, S.GLOBAL_AVGPOOL2D):
-        return "pooling"
-    return "elementwise"
+    try:
+        rule = _CLASSES[spec.op]
+    except KeyError:
+        raise UnsupportedLayerError(
+            f"no kernel class for op={spec.op!r} ({spec._who()}); known ops: {sorted(_CLASSES)}"
+        ) from None
+    return rule(spec)
 
 
 def pytorch_cpu_uses_onednn(spec: LayerSpec, threads: int = 1) -> bool:

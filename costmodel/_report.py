@@ -12,11 +12,14 @@ from typing import Any
 from costmodel._formulas import Counts, count
 from costmodel._kinds import kernel_class
 from costmodel._latency import FREE, KernelTime, LatencyModel, RooflineModel, critical_path
-from costmodel._spec import LayerSpec
-from costmodel._units import PRECISIONS, check_precision, elements_to_bytes, macs_to_flops
+from costmodel._spec import NETWORK_INPUT, LayerSpec
+from costmodel._units import (
+    STORAGE_PRECISIONS,
+    check_precision,
+    elements_to_bytes,
+    macs_to_flops,
+)
 from hw_profiles import HardwareProfile, load
-
-NETWORK_INPUT = "input"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,8 @@ class CostReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "conventions": {
-                "macs": "multiply-accumulates (what the seed slides call FLOPs)",
+                "macs": "multiply-accumulates (what the seed of this project, ZOMI's lecture "
+                "on model miniaturization, calls FLOPs)",
                 "flops": "2 * macs",
                 "mac_bytes": "memory access cost: input read + output written + weights read",
                 "latency_s": "seconds per forward pass of the whole batch",
@@ -245,7 +249,7 @@ def analyze(
         memory_s=sum(t.memory_s for t in times),
         overhead_s=sum(t.overhead_s + t.host_s for t in times if t.bound != FREE),
         peak_activation_bytes=elements_to_bytes(peak, precision),
-        model_size_bytes={p: elements_to_bytes(params, p) for p in PRECISIONS if p != "tf32"},
+        model_size_bytes={p: elements_to_bytes(params, p) for p in STORAGE_PRECISIONS},
     )
     return CostReport(
         layers=layers,

@@ -31,6 +31,9 @@ IDENTITY = "identity"
 
 ACTIVATIONS = (RELU, RELU6, HARDSWISH, HARDSIGMOID, SIGMOID, SILU)
 
+# What ``LayerSpec.inputs`` names the network's input tensor.
+NETWORK_INPUT = "input"
+
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
@@ -43,8 +46,8 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 class LayerSpec:
     """One layer, as the cost model sees it.
 
-    ``name`` and ``inputs`` (names of the producing layers, ``"input"`` for the
-    network input) place the layer in its network; they take no part in
+    ``name`` and ``inputs`` (names of the producing layers, ``NETWORK_INPUT``
+    for the network input) place the layer in its network; they take no part in
     equality or hashing, so identical layers share one cached cost.
     """
 

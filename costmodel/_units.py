@@ -1,29 +1,31 @@
 """Units and counting conventions, defined once.
 
-The seed lecture (shared/seed, slides "典型结构对比") writes kh*kw*cin*cout*H*W and
-calls it "FLOPs"; that number is one multiply-accumulate per weight use, which the
-rest of the field (and this package) calls MACs. FLOPs here always means
-``FLOPS_PER_MAC * MACs`` (a MAC is one multiply plus one add).
+ZOMI's lecture on model miniaturization (推理系统-模型小型化, slides "典型结构对比",
+comparison of typical structures) writes kh*kw*cin*cout*H*W and calls it "FLOPs";
+that number is one multiply-accumulate per weight use, which the rest of the field
+(and this package) calls MACs. FLOPs here always means ``FLOPS_PER_MAC * MACs`` (a
+MAC is one multiply plus one add).
+
+The precisions and their storage widths are hardware vocabulary, defined in
+``hw_profiles`` (profiles key their peaks by them) and re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from hw_profiles import BITS_PER_ELEMENT, PRECISIONS, STORAGE_PRECISIONS, Precision
+
+__all__ = [
+    "BITS_PER_ELEMENT",
+    "FLOPS_PER_MAC",
+    "PRECISIONS",
+    "STORAGE_PRECISIONS",
+    "Precision",
+    "check_precision",
+    "elements_to_bytes",
+    "macs_to_flops",
+]
 
 FLOPS_PER_MAC = 2
-
-Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "int4"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-
-# Storage width of one element; tf32 is stored as fp32.
-BITS_PER_ELEMENT: dict[str, int] = {
-    "fp32": 32,
-    "tf32": 32,
-    "fp16": 16,
-    "bf16": 16,
-    "int8": 8,
-    "int4": 4,
-}
 
 
 def macs_to_flops(macs: int) -> int:

@@ -1,70 +1,69 @@
-"""Validate a latency profile against measured latency of random architectures.
+"""Validate a latency profile against the measured latency of networks.
 
-``python -m costmodel validate --hw PROFILE --device cpu|cuda`` samples random
-architectures from a search space with its own seed (calibration draws its
-networks with another one, so it never sees these), builds each with
-``searchspace.build``, measures its forward latency and predicts it with
-``costmodel.estimate``; it reports rank agreement (Spearman, Kendall tau-b),
-the median absolute percentage error and the share within +-10% / +-25%,
-with a scatter plot. Results go to
+``validate(hw, device, networks, batch)`` measures the forward latency of each
+network it is given (anything ``Runnable``; ``python -m costmodel validate``
+samples random architectures of a search space with its own seed, and
+calibration draws its networks with another one, so it never sees these) and
+predicts it with ``costmodel.estimate``; ``summarize`` reports rank agreement
+(Spearman, Kendall tau-b), the median absolute percentage error and the share
+within +-10% / +-25%; ``write_results`` writes them with a scatter plot to
 ``<out>/validation_<device>_b<batch>[_<runtime>].{json,md,png}``.
 
-Measuring (``measure_latencies``): warm-up, then 100 rounds (20 above batch 8)
-that visit the architectures in turn, one forward pass each (an inner loop of
->= 1 ms for faster networks); a network's latency is the lower decile of its
-samples. The median is recorded beside it. On a CPU with one thread the clock
-is the thread's CPU time (``hw_profiles._calibrate.make_clock``).
+Measuring (``costmodel._measure.measure_samples``): warm-up, then 100 rounds
+(20 above batch 8) that visit the networks in turn, one forward pass each (an
+inner loop of >= 1 ms for faster networks); a network's latency is the lower
+decile of its samples. The median is recorded beside it. On a CPU with one
+thread the clock is the thread's CPU time (``costmodel._measure.make_clock``).
+
+A fixed reference network, timed in every round beside the others, probes how
+fast the machine runs at the moment: a shared VM's speed drifts by 10-20% from
+one minute to the next (experiments/results/validation_cpu_protocol.md).
+Calibration records the reference's time per batch, so validation also reports
+latencies at the calibration's machine speed.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
 import platform
 import statistics
-import sys
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-VALIDATION_SEED = 7_000_001  # not the calibration seed (hw_profiles/_calibrate.py)
-# A fixed mid-size network of the CIFAR space, timed in every round beside the
-# networks measured: a probe of how fast the machine runs at the moment. A shared
-# VM's speed drifts by 10-20% from one minute to the next (experiments/results/
-# validation_cpu_protocol.md); calibration records the probe's time per batch,
-# so validation can also report latencies at the calibration's machine speed.
-REFERENCE_ARCH = (
-    "in_c3_h32_w32_n10:stem_k3_c24_s1_nre:conv_k5_g1_c32_s1_nhs,ds_k5_c32_s1_nre,"
-    "conv_k5_g4_c32_s1_nhs:conv_k3_g1_c96_s2_nre,sh_k5_g4_c96_s1_nre,ds_k3_c96_s1_nre:"
-    "ir_k3_e6_c192_s2_nre:head_c256_nre"
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.stats import kendalltau, spearmanr
+
+from costmodel._estimate import estimate
+from costmodel._measure import (
+    DEFAULT_MIN_S,
+    DEFAULT_QUANTILE,
+    Runnable,
+    default_rounds,
+    lower_quantile,
+    measure_samples,
+    steady_state_allocator,
 )
+from hw_profiles import calibration_table, load
+
+VALIDATION_SEED = 7_000_001  # not the calibration seed (costmodel._bench.CALIBRATION_SEED)
 
 
-def reference_architecture() -> Any:
-    import searchspace
+def calibration_reference(hw: str, reference_arch: str) -> dict[int, float]:
+    """Seconds of the reference network per batch recorded by calibration ({} if none).
 
-    return searchspace.Architecture.from_string(REFERENCE_ARCH)
-
-
-def calibration_reference(hw: str) -> dict[int, float]:
-    """Seconds of the reference network per batch recorded by calibration ({} if none)."""
-    from hw_profiles._schema import tomllib
-
-    path = Path(hw)
-    if path.suffix != ".toml" or not path.exists():
-        return {}
-    with path.open("rb") as f:
-        table = tomllib.load(f).get("calibration", {})
-    if table.get("reference_arch") != REFERENCE_ARCH:
+    {} as well when the profile's calibration timed another reference network.
+    """
+    table = calibration_table(hw)
+    if table.get("reference_arch") != reference_arch:
         return {}
     return {int(k.lstrip("b")): float(v) for k, v in table.get("reference_s", {}).items()}
-
-
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,6 @@ class ValidationSummary:
 
 def summarize(points: Sequence[ValidationPoint]) -> ValidationSummary:
     """Rank correlation and percentage errors of predicted vs measured latency."""
-    from scipy.stats import kendalltau, spearmanr
-
     if len(points) < 3:
         raise ValueError(f"need at least 3 points to validate, got {len(points)}")
     m = [p.measured_s for p in points]
@@ -114,133 +111,12 @@ def summarize(points: Sequence[ValidationPoint]) -> ValidationSummary:
     )
 
 
-def sample_architectures(space_path: str, n: int, seed: int) -> list[Any]:
-    """``n`` distinct random architectures from a space (Optuna RandomSampler, seeded)."""
-    import optuna
-
-    import searchspace
-
-    space = searchspace.load_space(space_path)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    seen: dict[str, Any] = {}
-    for _ in range(n * 20):
-        if len(seen) == n:
-            break
-        trial = study.ask()
-        arch = searchspace.sample(trial, space)
-        seen.setdefault(arch.to_string(), arch)
-        study.tell(trial, 0.0)
-    return list(seen.values())
-
-
-DEFAULT_QUANTILE = 0.1
-DEFAULT_MIN_S = 1e-3
-
-
-def default_rounds(batch: int) -> int:
-    """Rounds (one sample per network each): many for short (small-batch) networks."""
-    return 100 if batch <= 8 else 20
-
-
-def lower_quantile(samples: Sequence[float], q: float) -> float:
-    """The ``q``-quantile of ``samples`` (linear interpolation, as ``numpy.quantile``)."""
-    if not samples:
-        raise ValueError("samples is empty")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile={q} must be in [0, 1]")
-    xs = sorted(samples)
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _forward_calls(
-    archs: Sequence[Any], batch: int, device: str, runtime: str
-) -> list[Callable[[], Any]]:
-    import torch
-
-    import searchspace
-    from hw_profiles._calibrate import capture_cuda_graph
-
-    calls: list[Callable[[], Any]] = []
-    for arch in archs:
-        model = searchspace.build(arch).to(device).eval()
-        x = torch.randn(batch, *arch.input_shape, device=device)
-        if runtime != "eager":
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript: still works
-        if runtime == "graph" and device == "cuda":
-            with torch.inference_mode():
-                calls.append(capture_cuda_graph(model, x))
-            continue
-        if runtime == "graph":
-            with torch.no_grad():
-                model = torch.jit.freeze(torch.jit.trace(model, x))
-        elif runtime == "fused":
-            with torch.no_grad():
-                traced = torch.jit.freeze(torch.jit.trace(model, x))
-                model = torch.jit.optimize_for_inference(traced)
-        calls.append(lambda m=model, x=x: m(x))
-    return calls
-
-
-def measure_samples(
-    archs: Sequence[Any], batch: int, device: str, *, rounds: int | None = None,
-    repeats: int = 1, min_s: float = DEFAULT_MIN_S, runtime: str = "eager",
-) -> list[list[float]]:
-    """Timed samples (seconds per forward pass) of each architecture, ``rounds x repeats``.
-
-    Warm-up, then ``rounds`` rounds (default ``default_rounds(batch)``) that
-    visit the architectures in turn, each taking ``repeats`` samples of one
-    forward pass (an inner loop of >= ``min_s`` for faster ones). One sample per
-    visit spreads every network's samples over the whole run: the development
-    VM's speed drifts by +-20% from one second to the next (experiments/results/
-    validation_cpu_protocol.md), so samples taken back to back share one state.
-    """
-    if rounds is None:
-        rounds = default_rounds(batch)
-    import torch
-
-    from hw_profiles._calibrate import sample_calls
-
-    with torch.inference_mode():
-        calls = _forward_calls(archs, batch, device, runtime)
-        return sample_calls(calls, device, rounds=rounds, repeats=repeats, min_s=min_s)
-
-
-def measure_latencies(
-    archs: Sequence[Any], batch: int, device: str, *, rounds: int | None = None,
-    repeats: int = 1, min_s: float = DEFAULT_MIN_S,
-    quantile: float = DEFAULT_QUANTILE, runtime: str = "eager",
-) -> list[float]:
-    """Seconds per forward pass of each architecture: the lower decile of its samples.
-
-    Why a low quantile of spread samples: on the shared 2-core development VM
-    the samples form a clean mode plus slow ones from contention (neighbours'
-    cache and memory traffic, which even the thread's CPU clock sees), and the
-    speed drifts from second to second. Over the 40 validation networks at
-    batch 1, odd and even rounds of one run rank alike (Spearman 0.984 with the
-    lower decile); the former protocol (best of 7 loops of >= 5 ms, minimum over
-    3 rounds) repeated to only 0.88 between two runs (experiments/results/
-    validation_cpu_protocol.md). Calibration networks (hw_profiles/_calibrate.py)
-    are measured with the same protocol and statistic, so the fitted level is
-    the level validated.
-    """
-    samples = measure_samples(archs, batch, device, rounds=rounds, repeats=repeats,
-                              min_s=min_s, runtime=runtime)
-    return [lower_quantile(s, quantile) for s in samples]
-
-
 def scatter_plot(points: Sequence[ValidationPoint], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = [p.measured_s * 1e3 for p in points]
     q = [p.predicted_s * 1e3 for p in points]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    FigureCanvasAgg(fig)  # draws without touching the process-wide matplotlib backend
+    ax = fig.add_subplot()
     ax.scatter(m, q, s=14)
     lo, hi = min(m + q) * 0.8, max(m + q) * 1.25
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
@@ -257,41 +133,40 @@ def scatter_plot(points: Sequence[ValidationPoint], title: str, path: Path) -> N
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def validate(
-    hw: str, device: str, space: str, n: int, batch: int, runtime: str, seed: int,
-    threads: int, rounds: int | None = None, repeats: int = 1,
-    min_s: float = DEFAULT_MIN_S, quantile: float = DEFAULT_QUANTILE,
+    hw: str, device: str, networks: Sequence[Runnable], batch: int, runtime: str = "eager",
+    *, reference: Runnable, seed: int = VALIDATION_SEED, threads: int = 1,
+    rounds: int | None = None, repeats: int = 1, min_s: float = DEFAULT_MIN_S,
+    quantile: float = DEFAULT_QUANTILE, space: str = "",
 ) -> tuple[list[ValidationPoint], ValidationSummary, dict[str, Any]]:
-    import torch
+    """Measure ``networks`` at ``batch`` and compare with their predicted latency on ``hw``.
 
-    import costmodel
-    from hw_profiles import load
-    from hw_profiles._calibrate import steady_state_allocator
-
+    ``reference`` is timed in every round beside them; ``space`` (where the
+    networks come from) and ``seed`` (torch's, for the weights) are recorded.
+    """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     allocator = steady_state_allocator() if device == "cpu" else "caching (torch.cuda)"
-    profile = load(hw)
-    archs = sample_architectures(space, n, seed)
+    hw_profile = load(hw)
     t0 = time.perf_counter()
     samples = measure_samples(
-        [*archs, reference_architecture()], batch, device, rounds=rounds, repeats=repeats,
+        [*networks, reference], batch, device, rounds=rounds, repeats=repeats,
         min_s=min_s, runtime=runtime,
     )
     reference_now = lower_quantile(samples.pop(), quantile)
-    reference_then = calibration_reference(hw).get(batch) if runtime == "eager" else None
+    reference_then = (calibration_reference(hw, str(reference)).get(batch)
+                      if runtime == "eager" else None)
     points = []
-    for arch, ts in zip(archs, samples, strict=True):
-        rep = costmodel.estimate(arch, hw=profile, precision="fp32", batch=batch, runtime=runtime)
-        points.append(ValidationPoint(arch.to_string(), lower_quantile(ts, quantile),
+    for net, ts in zip(networks, samples, strict=True):
+        rep = estimate(net, hw=hw_profile, precision="fp32", batch=batch, runtime=runtime)
+        points.append(ValidationPoint(str(net), lower_quantile(ts, quantile),
                                       rep.total.latency_s, rep.total.macs,
                                       statistics.median(ts)))
     meta = {
         "hw": hw,
-        "profile_source": profile.source,
+        "profile_source": hw_profile.source,
         "device": device,
         "space": space,
         "batch": batch,
@@ -308,7 +183,7 @@ def validate(
         "torch_version": torch.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "measure_wall_s": round(time.perf_counter() - t0, 1),
-        "reference_arch": REFERENCE_ARCH,
+        "reference_arch": str(reference),
         "reference_s": reference_now,
         # Calibration's machine speed over now: > 1 when the machine runs faster now.
         "speed_factor": reference_then / reference_now if reference_then else None,
@@ -388,95 +263,3 @@ def write_results(
                  f"Spearman {summary.spearman:.3f}, median |err| {summary.median_abs_error:.1%}",
                  png)
     return [js, md, png]
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m costmodel validate",
-        description="Measure random architectures of a search space on this machine and "
-        "compare with the latency the cost model predicts (rank correlation, errors, plot).",
-    )
-    p.add_argument("--hw", required=True, help="profile: built-in name or TOML path")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--space", default="experiments/spaces/cifar.toml",
-                   help="search space TOML (default experiments/spaces/cifar.toml)")
-    p.add_argument("--n", type=int, default=40, help="architectures (default 40)")
-    p.add_argument("--batch", type=int, action="append", default=None,
-                   help="batch size; repeat for several (default 1)")
-    p.add_argument("--runtime", choices=("eager", "graph", "fused"), default="eager")
-    p.add_argument("--seed", type=int, default=VALIDATION_SEED)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved measurement rounds (default 100, 20 above batch 8)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="samples per network per round (default %(default)s)")
-    p.add_argument("--min-ms", type=float, default=DEFAULT_MIN_S * 1e3,
-                   help="shortest timed sample in ms; faster networks loop (default %(default)s)")
-    p.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
-                   help="the quantile of the samples taken as the latency (default %(default)s, "
-                   "the lower decile; 0.5: the median)")
-    p.add_argument("--out", default="experiments/results", help="output folder")
-    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    for key in ("n", "threads", "rounds", "repeats"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            print(f"validate: --{key}={getattr(args, key)} must be >= 1", file=sys.stderr)
-            return 2
-    if not args.min_ms > 0:
-        print(f"validate: --min-ms={args.min_ms:g} must be > 0", file=sys.stderr)
-        return 2
-    if not 0.0 <= args.quantile <= 1.0:
-        print(f"validate: --quantile={args.quantile} must be in [0, 1]", file=sys.stderr)
-        return 2
-    batches = args.batch or [1]
-    if any(b < 1 for b in batches):
-        print(f"validate: --batch={batches} must be >= 1", file=sys.stderr)
-        return 2
-    if not Path(args.space).exists():
-        print(f"validate: --space={args.space!r} does not exist", file=sys.stderr)
-        return 2
-    from hw_profiles import ProfileError, load
-
-    try:
-        load(args.hw)
-    except ProfileError as e:
-        print(f"validate: --hw: {e}", file=sys.stderr)
-        return 2
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("validate: --device=cuda but no CUDA device is available", file=sys.stderr)
-            return 1
-    command = "python -m costmodel validate " + " ".join(argv)
-    results = {}
-    for b in batches:
-        points, summary, meta = validate(args.hw, args.device, args.space, args.n, b,
-                                         args.runtime, args.seed, args.threads, args.rounds,
-                                         args.repeats, args.min_ms / 1e3, args.quantile)
-        stem = f"validation_{args.device}_b{b}" + (
-            "" if args.runtime == "eager" else f"_{args.runtime}")
-        paths = write_results(points, summary, meta, Path(args.out), stem, command)
-        results[f"b{b}"] = {"summary": summary.to_dict(), "speed_factor": meta["speed_factor"],
-                            "files": [str(p) for p in paths]}
-        if not args.json:
-            s = summary
-            print(f"batch {b}: n={s.n} Spearman {s.spearman:.3f} Kendall {s.kendall:.3f} "
-                  f"median |err| {s.median_abs_error:.1%} within10 {s.within_10:.0%} "
-                  f"within25 {s.within_25:.0%} -> {paths[1]}")
-            if meta["speed_factor"]:
-                n_ = json.loads(paths[0].read_text())["summary_speed_normalized"]
-                print(f"  at calibration speed (x{meta['speed_factor']:.3f}): Spearman "
-                      f"{n_['spearman']:.3f} median |err| {n_['median_abs_error']:.1%}")
-    if args.json:
-        print(json.dumps(results))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

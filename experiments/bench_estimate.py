@@ -48,7 +48,7 @@ import searchspace as ss
 from costmodel._estimate import clear_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACES_DIR = ROOT / "experiments" / "spaces"
+SPACES_DIR = ss.SPACES_DIR
 
 
 def distinct_archs(space: ss.SearchSpace, n: int, seed: int) -> list[ss.Architecture]:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "--spaces",
         nargs="+",
         default=["cifar", "mobile", "seed_convs"],
-        help="space names under experiments/spaces (default: all three)",
+        help="names of spaces shipped in searchspace/spaces (default: all three)",
     )
     p.add_argument("--measure", type=int, default=1000, help="architectures timed with estimate")
     p.add_argument(

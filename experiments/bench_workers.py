@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 RESULTS = REPO / "experiments" / "results"
-SPACE = REPO / "experiments" / "spaces" / "cifar.toml"
+SPACE = REPO / "searchspace" / "spaces" / "cifar.toml"
 HW = "t4"
 PROXY = {"kind": "synflow", "dataset": "digits", "batch_size": 16, "torch_threads": 1}
 # An expensive estimator (about a second a trial here): where several workers pay off.

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import costmodel  # noqa: E402
-from costmodel._profile import trace_layers  # noqa: E402
+from costmodel._trace import trace_layers  # noqa: E402
 from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like  # noqa: E402
 
 COMMAND = "python experiments/compare_counters.py " + " ".join(sys.argv[1:])

@@ -34,7 +34,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-DEFAULT_SPACE = _ROOT / "experiments" / "spaces" / "cifar.toml"
+DEFAULT_SPACE = _ROOT / "searchspace" / "spaces" / "cifar.toml"
 DEFAULT_OUT = _ROOT / "experiments" / "results" / "proxy_ranking"
 TIMED_KINDS = ("synflow", "naswot", "grad_norm", "snip")
 

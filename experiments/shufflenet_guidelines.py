@@ -27,9 +27,8 @@ import torch
 from torch import nn
 
 from costmodel import LayerSpec, analyze
-from costmodel._validate import lower_quantile
+from costmodel._measure import lower_quantile, sample_calls, steady_state_allocator
 from hw_profiles import load
-from hw_profiles._calibrate import sample_calls, steady_state_allocator
 
 # (c1, c2) and (c, g) from Ma et al. 2018, Table 1 and Table 2 (x1 rows).
 G1_ROWS = [("1:1", 128, 128), ("1:2", 90, 180), ("1:6", 52, 312), ("1:12", 36, 432)]

@@ -36,7 +36,7 @@ statistic of the spread protocol), so one run ranks networks reliably. Between
 two runs half a minute apart the whole level moves by several to 30 percent,
 depending on the statistic, and no statistic removes that: the machine itself
 ran at another speed. Hence validation times a fixed reference network in every
-round (`costmodel._validate.REFERENCE_ARCH`) and also reports errors at the
+round (`searchspace.REFERENCE_ARCH`) and also reports errors at the
 speed the machine had while calibrating. The former `loops` protocol repeated
 worst (see its row).
 """
@@ -47,7 +47,7 @@ def loops_protocol(archs: list[Any]) -> list[float]:
     import torch
 
     import searchspace
-    from hw_profiles._calibrate import make_timer
+    from costmodel._measure import make_timer
 
     timer = make_timer("cpu")
     calls = []
@@ -77,7 +77,7 @@ def drift(arch: Any, seconds: float) -> list[dict[str, float]]:
     import torch
 
     import searchspace
-    from costmodel._validate import lower_quantile
+    from costmodel._measure import lower_quantile
 
     m = searchspace.build(arch).eval()
     x = torch.randn(1, *arch.input_shape)
@@ -105,15 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from costmodel._validate import (
-        VALIDATION_SEED,
-        lower_quantile,
-        measure_samples,
-        sample_architectures,
-    )
+    from costmodel._measure import lower_quantile, measure_samples
+    from costmodel._validate import VALIDATION_SEED
+    from searchspace import sample_architectures
 
     torch.set_num_threads(1)
-    archs = sample_architectures("experiments/spaces/cifar.toml", args.n, VALIDATION_SEED)
+    archs = sample_architectures("cifar", args.n, VALIDATION_SEED)
     stats = {
         "min": lambda s: min(s),
         "p10": lambda s: lower_quantile(s, 0.1),

@@ -1,7 +1,12 @@
-"""``python -m hw_profiles list|show|calibrate``: inspect the hardware profiles.
+"""``python -m hw_profiles list|show|calibrate``: inspect the hardware profiles, or measure one.
 
 Exit codes: 0 ok, 2 usage error (unknown profile, bad file, bad arguments),
 1 failure (whatever ``calibrate`` reports).
+
+``calibrate`` is command-line glue, so it may reach up the layers: it draws the
+calibration networks from a search space (``searchspace``) and hands them to
+the calibration in ``costmodel._calibrate``, which imports torch; both are
+imported only when the command runs, so ``list`` and ``show`` stay fast.
 """
 
 from __future__ import annotations
@@ -10,23 +15,25 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from hw_profiles._precision import FLOAT_PRECISIONS, PRECISIONS
 from hw_profiles._schema import (
     KERNEL_CLASSES,
-    PRECISIONS,
     HardwareProfile,
     ProfileError,
     available,
     load,
+    load_fresh,
 )
+from hw_profiles._toml import profile_to_toml
 
-_FLOAT_PRECISIONS = {"fp32", "tf32", "fp16", "bf16"}
 _GIB = 2**30
 
 
 def _ops_unit(precision: str) -> str:
-    return "TFLOPS" if precision in _FLOAT_PRECISIONS else "TOPS"
+    return "TFLOPS" if precision in FLOAT_PRECISIONS else "TOPS"
 
 
 def _tera(value: float | None) -> str:
@@ -163,11 +170,82 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_calibrate(argv: Sequence[str]) -> int:
-    from hw_profiles._calibrate import main  # lazy: it imports torch
+def _calibrate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hw_profiles calibrate",
+        description="Measure this machine (bandwidth, peak per precision, per-op cost per "
+        "runtime, per-kernel-class efficiency over a sweep of shapes), fit the latency "
+        "model's parameters and write a hardware profile TOML.",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="what to calibrate (default: cpu)")
+    p.add_argument("--out", required=True, help="TOML file to write")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads while measuring, recorded in the profile (default 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller sweep (about 30 s on a CPU); for smoke tests")
+    p.add_argument("--name", default=None, help="profile name (default calibrated-<device>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--space", default="cifar",
+                   help="search space of the calibration networks (drawn with the calibration "
+                   "seed): a name shipped with searchspace or a TOML path (default cifar)")
+    p.add_argument("--networks", type=int, default=None,
+                   help="calibration networks (default 40, --quick 4; 0: none)")
+    p.add_argument("--raw", default=None,
+                   help="also write the raw measurements (specs and times) to this JSON file")
+    return p
 
-    rc = main(list(argv))
-    return 0 if rc is None else int(rc)
+
+def _calibrate_usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the calibrate arguments (None when nothing is), naming the value."""
+    if args.threads < 1:
+        return f"--threads={args.threads} must be >= 1"
+    if Path(args.out).suffix != ".toml":
+        return f"--out={args.out!r} must end in .toml"
+    if args.networks is not None and args.networks < 0:
+        return f"--networks={args.networks} must be >= 0"
+    return None
+
+
+def calibrate_main(argv: Sequence[str]) -> int:
+    """``python -m hw_profiles calibrate``: measure, fit and write a profile."""
+    args = _calibrate_parser().parse_args(list(argv))
+    error = _calibrate_usage_error(args)
+    if error:
+        print(f"calibrate: {error}", file=sys.stderr)
+        return 2
+    import searchspace  # glue: the search space lends the calibration networks
+    from costmodel import _calibrate as C  # lazy: it imports torch
+
+    try:
+        space = searchspace.load_space(args.space)
+    except searchspace.SpaceError as e:
+        print(f"calibrate: --space: {e}", file=sys.stderr)
+        return 2
+    n = args.networks if args.networks is not None else (4 if args.quick else 40)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    try:
+        hw, calib = C.calibrate(
+            args.device, threads=args.threads, quick=args.quick, name=args.name, log=log,
+            raw_out=Path(args.raw) if args.raw else None,
+            networks=searchspace.sample_architectures(space, n, C.CALIBRATION_SEED) if n else (),
+            networks_from=f"{args.space} (seed {C.CALIBRATION_SEED})",
+            reference=searchspace.reference_architecture(),
+        )
+    except RuntimeError as e:
+        print(f"calibrate: {e}", file=sys.stderr)
+        return 1
+    header = ("Written by `python -m hw_profiles calibrate` (costmodel/_calibrate.py).\n"
+              "Measured ceilings; efficiencies, overheads and saturation constants fitted.")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(profile_to_toml(hw, calib, header))
+    loaded = load_fresh(out)  # the file must load with the schema it was written for
+    if args.json:
+        print(json.dumps({"out": str(out), "profile": loaded.to_dict(), "calibration": calib}))
+    else:
+        print(f"wrote {out}")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -200,9 +278,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # calibrate owns its own arguments (hw_profiles._calibrate.main parses them).
+    # calibrate owns its own arguments (calibrate_main parses them).
     if argv and argv[0] == "calibrate":
-        return _cmd_calibrate(argv[1:])
+        return calibrate_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _cmd_list(args) if args.command == "list" else _cmd_show(args)

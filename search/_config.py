@@ -34,8 +34,8 @@ from search._objectives import (
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DEFAULT_RUN_DIR = "roofnas-runs"
 DEFAULT_CONFIG_RESOURCE = "default_experiment.toml"
-# Where named spaces live: experiments/spaces/<name>.toml in the source tree.
-_REPO_SPACES = Path(__file__).resolve().parents[1] / "experiments" / "spaces"
+# Where named spaces live: searchspace/spaces/<name>.toml, shipped with the package.
+_REPO_SPACES = Path(__file__).resolve().parents[1] / "searchspace" / "spaces"
 
 
 class ConfigError(ValueError):

@@ -37,8 +37,12 @@ import re
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from costmodel import NETWORK_INPUT, LayerSpec
+from searchspace._lower import SHUFFLE_BOTTLENECK, lower, lower_block, lower_head, lower_stem
+from searchspace._modules import Network
+
 if TYPE_CHECKING:
-    from costmodel import LayerSpec
+    from torch import nn
 
 # Activation codes (timm's "n" prefix) -> LayerSpec op / torch module name.
 ACTIVATIONS: dict[str, str] = {"re": "relu", "r6": "relu6", "hs": "hardswish", "sw": "silu"}
@@ -51,7 +55,6 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "conv": ("k", "g", "c", "s", "n"),
     "sh": ("k", "g", "c", "s", "n"),
 }
-SHUFFLE_BOTTLENECK = 4  # ShuffleNet V1 (Zhang et al., CVPR 2018, Sec. 3.2): mid = c / 4
 _INT = re.compile(r"[1-9][0-9]*|0")
 
 
@@ -64,9 +67,16 @@ class Stem:
     pool: bool = False  # 3x3 stride-2 max pool after the conv (ShuffleNet, ResNet)
 
     def __post_init__(self) -> None:
+        # The cost cache keys a segment on it (hashing a str is cached).
         object.__setattr__(
             self, "key", f"stem_k{self.kernel}_c{self.width}_s{self.stride}_{self.act}_{self.pool}"
         )
+
+    def lower(self, batch: int, in_chw: tuple[int, ...]) -> list[LayerSpec]:
+        """This stem alone, as a segment reading a ``(batch, *in_chw)`` network input."""
+        specs: list[LayerSpec] = []
+        lower_stem(self, (batch, *in_chw), NETWORK_INPUT, specs)
+        return specs
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,12 @@ class Block:
 
     def residual(self, in_channels: int) -> bool:
         return self.stride == 1 and in_channels == self.width
+
+    def lower(self, batch: int, in_chw: tuple[int, ...]) -> list[LayerSpec]:
+        """This block alone, as a segment reading a ``(batch, *in_chw)`` network input."""
+        specs: list[LayerSpec] = []
+        lower_block(self, (batch, *in_chw), NETWORK_INPUT, specs, "block")
+        return specs
 
     def token(self) -> str:
         vals = {
@@ -109,8 +125,30 @@ class Head:
 
 
 @dataclass(frozen=True)
+class _HeadSegment:
+    """The head with the class count it ends in: the last segment of a network."""
+
+    head: Head
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.head.key}_n{self.num_classes}")
+
+    def lower(self, batch: int, in_chw: tuple[int, ...]) -> list[LayerSpec]:
+        specs: list[LayerSpec] = []
+        lower_head(self.head, self.num_classes, (batch, *in_chw), NETWORK_INPUT, specs)
+        return specs
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """A network: stem, stages of blocks (a stage may be empty) and a classifier head."""
+    """A network: stem, stages of blocks (a stage may be empty) and a classifier head.
+
+    It lowers itself to layer specs (``lower``), as a chain of segments that
+    lower themselves (``segments``: stem, blocks, head), and builds its module
+    (``build``): what ``costmodel.estimate`` costs and calibration and
+    validation time.
+    """
 
     input_shape: tuple[int, int, int]  # (channels, height, width)
     num_classes: int
@@ -122,6 +160,9 @@ class Architecture:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "stages", tuple(tuple(s) for s in self.stages))
         _validate(self)
+        # Computed once: estimate walks them on every call.
+        segments = (self.stem, *self.blocks, _HeadSegment(self.head, self.num_classes))
+        object.__setattr__(self, "_segments", segments)
 
     # -- encoding -------------------------------------------------------------
     def to_string(self) -> str:
@@ -185,9 +226,46 @@ class Architecture:
 
     def lower(self, batch: int = 1) -> tuple[LayerSpec, ...]:
         """The network as ``costmodel.LayerSpec``s, named as ``profile(build(arch))`` names them."""
-        from searchspace._lower import lower
-
         return lower(self, batch)
+
+    def segments(self) -> tuple[Stem | Block | _HeadSegment, ...]:
+        """Stem, blocks and head in order; each lowers itself alone given batch and input."""
+        return self._segments  # type: ignore[attr-defined, no-any-return]
+
+    def config(self) -> dict[str, Any]:
+        """The architecture as plain Python data (what ``Network`` and the export read)."""
+        st = self.stem
+        return {
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "stem": {
+                "kernel": st.kernel,
+                "width": st.width,
+                "stride": st.stride,
+                "act": st.act,
+                "pool": st.pool,
+            },
+            "stages": [
+                [
+                    {
+                        "op": b.op,
+                        "kernel": b.kernel,
+                        "width": b.width,
+                        "stride": b.stride,
+                        "act": b.act,
+                        "expansion": b.expansion,
+                        "groups": b.groups,
+                    }
+                    for b in stage
+                ]
+                for stage in self.stages
+            ],
+            "head": {"width": self.head.width, "act": self.head.act},
+        }
+
+    def build(self) -> nn.Module:
+        """A freshly initialised module (PyTorch default init) in training mode."""
+        return Network(self.config())
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:

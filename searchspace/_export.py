@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import pprint
 
+from costmodel import estimate
 from searchspace import _modules
 from searchspace._arch import Architecture
 from searchspace._build import config
@@ -20,8 +21,8 @@ _TEMPLATE = """\
 # Architecture: {arch}
 #
 # Costs from costmodel.estimate on the "t4" hardware profile (NVIDIA T4), fp32,
-# batch 1, eager runtime; MACs are multiply-accumulates (what the seed lecture
-# calls "FLOPs"), FLOPs = 2 x MACs:
+# batch 1, eager runtime; MACs are multiply-accumulates (what ZOMI's lecture on
+# model miniaturization calls "FLOPs"), FLOPs = 2 x MACs:
 #   params                {params:,}
 #   MACs                  {macs:,} (BatchNorm folded: 1 MAC per element)
 #   MACs conv + linear    {conv_macs:,} (what torchvision and FlopCounterMode / 2 report)
@@ -44,8 +45,6 @@ def _module_source() -> str:
 
 def export_source(arch: Architecture, class_name: str = "Net") -> str:
     """The network as Python source: ``class_name()`` builds it with no arguments."""
-    from costmodel import estimate
-
     if not class_name.isidentifier():
         raise ValueError(f"class_name={class_name!r} is not a Python identifier")
     rep = estimate(arch, hw="t4", precision="fp32", batch=1)

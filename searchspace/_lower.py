@@ -3,17 +3,24 @@
 Names and inputs follow the naming rule that ``costmodel.profile`` applies to
 ``searchspace.build(arch)``: a module call is named by its qualified module
 name, the residual ``x + y`` by ``f"{block}.add"``; ``inputs`` are the
-producing layers (``"input"`` for the network input). The layer order is the
-execution order of the built module's ``forward``.
+producing layers (``NETWORK_INPUT`` for the network input). The layer order is
+the execution order of the built module's ``forward``.
+
+The architecture's parts are read by attribute only: ``searchspace._arch``
+calls these functions from its methods (``Architecture.lower``, the segments).
 """
 
 from __future__ import annotations
 
-from costmodel import LayerSpec, output_shape
-from searchspace._arch import SHUFFLE_BOTTLENECK, Architecture, Block, Head, Stem
+from typing import TYPE_CHECKING
+
+from costmodel import NETWORK_INPUT, LayerSpec, output_shape
+
+if TYPE_CHECKING:
+    from searchspace._arch import Architecture, Block, Head, Stem
 
 Shape = tuple[int, ...]
-NETWORK_INPUT = "input"
+SHUFFLE_BOTTLENECK = 4  # ShuffleNet V1 (Zhang et al., CVPR 2018, Sec. 3.2): mid = c / 4
 
 
 class _Emitter:
@@ -56,9 +63,8 @@ def lower_block(
     cin = shape[1]
     if b.op == "ir":
         hidden = cin * b.expansion
-        if (
-            b.expansion != 1
-        ):  # MobileNetV2 (Sandler et al., CVPR 2018, Table 1): t = 1 has no expand
+        # MobileNetV2 (Sandler et al., CVPR 2018, Table 1): t = 1 has no expand.
+        if b.expansion != 1:
             e.conv("expand", hidden)
             e.emit("expand_bn", "batchnorm2d")
             e.emit("expand_act", b.act)

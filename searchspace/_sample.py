@@ -18,10 +18,11 @@ channel count (see ``searchspace._space``); nothing unbuildable is sampled.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from searchspace._arch import Architecture, Block, Head, Stem
-from searchspace._space import SearchSpace
+from searchspace._space import SearchSpace, load_space
 
 
 class TrialLike(Protocol):
@@ -78,3 +79,26 @@ def sample(trial: TrialLike, space: SearchSpace) -> Architecture:
         stages=tuple(stages),
         head=head,
     )
+
+
+def sample_architectures(space: SearchSpace | str | Path, n: int, seed: int) -> list[Architecture]:
+    """``n`` distinct random architectures of a space (Optuna's RandomSampler, seeded).
+
+    ``space``: a loaded space, a shipped space's name or a TOML path. The same
+    seed gives the same architectures, in the same order.
+    """
+    import optuna  # only this helper needs it; importing searchspace stays light
+
+    if not isinstance(space, SearchSpace):
+        space = load_space(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    seen: dict[str, Architecture] = {}
+    for _ in range(n * 20):
+        if len(seen) == n:
+            break
+        trial = study.ask()
+        arch = sample(trial, space)
+        seen.setdefault(arch.to_string(), arch)
+        study.tell(trial, 0.0)
+    return list(seen.values())

@@ -30,7 +30,7 @@ Schema (every key below; anything else is an error naming the key)::
     widths = [1280]                 # 1x1 conv width; 0 = no conv
     activations = ["relu6"]
 
-Buildability (issue 3): a group count must divide the channels it splits.
+Buildability: a group count must divide the channels it splits.
 This module ROUNDS WIDTHS rather than restricting the group choice per block:
 when any stage offers "gconv" or "sh", every stem and stage width is rounded
 to the nearest multiple of m = lcm(groups) (at least m), and stages offering
@@ -56,6 +56,8 @@ else:  # pragma: no cover
 from searchspace._arch import ACT_CODES, SHUFFLE_BOTTLENECK, Architecture
 
 SPACE_OPS = ("conv", "gconv", "ds", "ir", "sh")
+# The spaces shipped with the package, found by name: "cifar" -> spaces/cifar.toml.
+SPACES_DIR = Path(__file__).with_name("spaces")
 
 
 class SpaceError(ValueError):
@@ -309,11 +311,33 @@ def parse_space(data: dict[str, Any], where: str = "<space>") -> SearchSpace:
     )
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space TOML file (schema in this module's docstring)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpaceError(f"search-space file {str(path)!r} does not exist")
+def available_spaces() -> list[str]:
+    """Names of the search spaces shipped with the package, sorted."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.toml"))
+
+
+def space_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped space's name (e.g. "cifar") or of a path to a TOML file."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix != ".toml" and p.parent == Path("."):
+        shipped = SPACES_DIR / f"{p}.toml"
+        if shipped.is_file():
+            return shipped
+        raise SpaceError(
+            f"search space {str(name_or_path)!r} is neither a file nor a shipped space; "
+            f"shipped: {available_spaces()}"
+        )
+    raise SpaceError(f"search-space file {str(name_or_path)!r} does not exist")
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Read and validate a shipped space by name or a search-space TOML file by path.
+
+    The schema is in this module's docstring.
+    """
+    p = space_path(name_or_path)
     try:
         with p.open("rb") as f:
             data = tomllib.load(f)

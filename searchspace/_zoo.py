@@ -16,6 +16,17 @@ _MOBILENET_V2 = (
     (6, 320, 1, 1),
 )
 
+# A fixed mid-size network of the "cifar" space: the speed probe that calibration and
+# validation time in every round beside the networks they measure. A shared VM's speed
+# drifts by 10-20% from one minute to the next (experiments/results/
+# validation_cpu_protocol.md); calibration records the probe's time per batch, so
+# validation can also report latencies at the calibration's machine speed.
+REFERENCE_ARCH = (
+    "in_c3_h32_w32_n10:stem_k3_c24_s1_nre:conv_k5_g1_c32_s1_nhs,ds_k5_c32_s1_nre,"
+    "conv_k5_g4_c32_s1_nhs:conv_k3_g1_c96_s2_nre,sh_k5_g4_c96_s1_nre,ds_k3_c96_s1_nre:"
+    "ir_k3_e6_c192_s2_nre:head_c256_nre"
+)
+
 # ShuffleNet V1 1.0x (Zhang et al., CVPR 2018, Table 1): output widths of stages 2-4 per g.
 SHUFFLENET_WIDTHS: dict[int, tuple[int, int, int]] = {
     1: (144, 288, 576),
@@ -24,6 +35,11 @@ SHUFFLENET_WIDTHS: dict[int, tuple[int, int, int]] = {
     4: (272, 544, 1088),
     8: (384, 768, 1536),
 }
+
+
+def reference_architecture() -> Architecture:
+    """The speed probe ``REFERENCE_ARCH``."""
+    return Architecture.from_string(REFERENCE_ARCH)
 
 
 def mobilenet_v2(resolution: int = 224, num_classes: int = 1000) -> Architecture:

@@ -472,7 +472,7 @@ def test_warnings_are_not_raised_for_healthy_nets() -> None:
 
 # ---------------------------------------------------------------- with the real search space
 
-SPACE = Path(__file__).resolve().parents[1] / "experiments" / "spaces" / "cifar.toml"
+SPACE = Path(__file__).resolve().parents[1] / "searchspace" / "spaces" / "cifar.toml"
 
 
 def test_sample_reference_is_seeded_and_a_prefix_of_longer_samples() -> None:

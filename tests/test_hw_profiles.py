@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 import hw_profiles
 from hw_profiles import ProfileError, load, parse_profile
+from hw_profiles import _cli as hw_cli
 from hw_profiles._cli import main as cli_main
 
 BUILT_INS = [
@@ -335,13 +335,11 @@ def test_cli_calibrate_dispatches_or_explains(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[list[str]] = []
-    fake = types.ModuleType("hw_profiles._calibrate")
-    fake.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "hw_profiles._calibrate", fake)
+    monkeypatch.setattr(hw_cli, "calibrate_main", lambda argv: seen.append(argv) or 0)
     assert cli_main(["calibrate", "--out", "x.toml"]) == 0
     assert seen == [["--out", "x.toml"]]
     # the real calibrator behind it rejects a bad device before measuring anything
-    monkeypatch.delitem(sys.modules, "hw_profiles._calibrate")
+    monkeypatch.undo()
     with pytest.raises(SystemExit) as e:
         cli_main(["calibrate", "--device", "tpu"])
     assert e.value.code == 2

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import CostReport, UnsupportedLayerError, profile
-from costmodel._profile import ProfileInternalError, _Layer, _Site, _to_specs, trace_layers
+from costmodel._trace import TraceInternalError, _Layer, _Site, _to_specs, trace_layers
 from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like
 
 
@@ -309,7 +309,7 @@ def test_formula_shape_mismatch_is_an_internal_error() -> None:
     site = _Site("node:x", "conv", (1, 3, 8, 8), (1, 4, 7, 7), ("input",), (),
                  _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3),
                                    "padding": (1, 1)}), "Conv2d")
-    with pytest.raises(ProfileInternalError, match=r"out_shape=\(1, 4, 8, 8\).*\(1, 4, 7, 7\)"):
+    with pytest.raises(TraceInternalError, match=r"out_shape=\(1, 4, 8, 8\).*\(1, 4, 7, 7\)"):
         _to_specs([site])
 
 

@@ -20,7 +20,7 @@ from searchspace import Architecture, Block, Head, SpaceError, Stem
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = {
-    n: ROOT / "experiments" / "spaces" / f"{n}.toml" for n in ("cifar", "mobile", "seed_convs")
+    n: ROOT / "searchspace" / "spaces" / f"{n}.toml" for n in ("cifar", "mobile", "seed_convs")
 }
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -16,7 +16,7 @@ import pytest
 import costmodel
 import searchspace as ss
 from costmodel._estimate import clear_cache
-from costmodel._profile import trace_layers
+from costmodel._trace import trace_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -27,7 +27,7 @@ FLOAT_FIELDS = ("latency_s", "compute_s", "memory_s", "overhead_s")
 
 
 def sampled(name: str, n: int, seed: int) -> list[ss.Architecture]:
-    space = ss.load_space(ROOT / "experiments" / "spaces" / f"{name}.toml")
+    space = ss.load_space(ROOT / "searchspace" / "spaces" / f"{name}.toml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return [ss.sample(study.ask(), space) for _ in range(n)]
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from costmodel._validate import lower_quantile, main, measure_samples, sample_architectures
+from costmodel._cli import validate_main as main
+from costmodel._measure import lower_quantile, measure_samples
+from searchspace import REFERENCE_ARCH, sample_architectures
 
-SPACE = Path(__file__).resolve().parents[1] / "experiments" / "spaces" / "cifar.toml"
+SPACE = Path(__file__).resolve().parents[1] / "searchspace" / "spaces" / "cifar.toml"
 
 
 def test_measure_samples_takes_rounds_times_repeats_samples() -> None:
@@ -60,15 +62,15 @@ def test_lower_quantile_ignores_a_slow_burst() -> None:
 
 def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from costmodel._validate import REFERENCE_ARCH, calibration_reference
+    from costmodel._validate import calibration_reference
     from hw_profiles._schema import DATA_DIR
 
     prof = tmp_path / "cal.toml"
     prof.write_text((DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
                     f'reference_arch = "{REFERENCE_ARCH}"\n'
                     "reference_s = { b1 = 0.004, b32 = 0.09 }\n")
-    assert calibration_reference(str(prof)) == {1: 0.004, 32: 0.09}
-    assert calibration_reference("t4") == {}  # a datasheet profile has no reference
+    assert calibration_reference(str(prof), REFERENCE_ARCH) == {1: 0.004, 32: 0.09}
+    assert calibration_reference("t4", REFERENCE_ARCH) == {}  # a datasheet profile has none
     argv = ["--hw", str(prof), "--space", str(SPACE), "--n", "3", "--rounds", "3",
             "--out", str(tmp_path), "--json"]
     assert main(argv) == 0
@@ -90,7 +92,7 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -
     path = Path(__file__).resolve().parents[1] / "experiments" / "results" / "calibrated_cpu.toml"
     hw = load(str(path))
     assert hw.device_type == "cpu" and hw.conv_dispatch == "pytorch_cpu" and hw.simd_lanes == 8
-    assert set(calibration_reference(str(path))) == {1, 8, 32}
+    assert set(calibration_reference(str(path), REFERENCE_ARCH)) == {1, 8, 32}
     arch = searchspace.mobilenet_v2()
     rep = costmodel.estimate(arch, hw=hw, batch=1)
     # MobileNetV2's 1x1 convs at batch 1 run natively under PyTorch's dispatch, at the

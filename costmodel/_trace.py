@@ -1,11 +1,15 @@
 """``profile()``: cost any ``torch.nn.Module`` by tracing it into ``LayerSpec``s.
 
+(To profile a module here is to trace and cost it; a hardware profile is the
+``hw`` argument, a ``hw_profiles.HardwareProfile``.)
+
 The model is traced with ``torch.fx`` and its shapes come from running it once
 on a real zero tensor (``ShapeProp``); nothing is counted from hand-written
-shapes. Each node maps to one ``LayerSpec`` named as agreed with
-``Architecture.lower`` (interfaces.md): a module call gets the module's
-qualified name, a functional op gets ``f"{owner}.{kind}"`` with ``owner`` the
-innermost module whose forward made the call. A node that has no formula is
+shapes. Each node maps to one ``LayerSpec`` named by one rule, which
+``searchspace``'s lowering follows too, so that a built architecture traces to
+exactly the layers it lowers to: a module call gets the module's qualified
+name, a functional op gets ``f"{owner}.{kind}"`` with ``owner`` the innermost
+module whose forward made the call. A node that has no formula is
 listed in ``CostReport.unsupported``, never counted as zero.
 
 When fx cannot trace a model (data-dependent control flow), forward hooks on
@@ -32,14 +36,17 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from costmodel import _spec as S
 from costmodel._formulas import UnsupportedLayerError, count
-from costmodel._report import NETWORK_INPUT, CostReport, analyze
-from costmodel._spec import LayerSpec
+from costmodel._report import CostReport, analyze
+from costmodel._spec import NETWORK_INPUT, LayerSpec
 from hw_profiles import HardwareProfile
 
-__all__ = ["ProfileInternalError", "profile", "trace_layers"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "TraceInternalError", "profile", "trace_layers"]
+
+# An ImageNet-size single image, batch first: what a model is traced on by default.
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
 
-class ProfileInternalError(RuntimeError):
+class TraceInternalError(RuntimeError):
     """A formula disagrees with the shape PyTorch really produced: a bug in roofnas."""
 
 
@@ -461,7 +468,7 @@ def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...
         # mean((2, 3)) without keepdim is a global pool whose output drops the 1x1.
         squeezed = layer.op == S.GLOBAL_AVGPOOL2D and site.out_shape == formula_shape[:2]
         if formula_shape != site.out_shape and not squeezed:
-            raise ProfileInternalError(
+            raise TraceInternalError(
                 f"internal error: the {layer.op} formula for layer {name!r} gives "
                 f"out_shape={formula_shape}, but PyTorch produced {site.out_shape} "
                 f"(in_shape={site.in_shape}); please report this as a roofnas bug"
@@ -478,12 +485,12 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
                             for d in shape):
         raise ValueError(f"input_shape={input_shape!r} must be a tuple of positive ints, "
-                         "batch first, e.g. (1, 3, 224, 224)")
+                         f"batch first, e.g. {DEFAULT_INPUT_SHAPE}")
     return shape
 
 
 def trace_layers(
-    model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
+    model: nn.Module, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE
 ) -> tuple[tuple[LayerSpec, ...], tuple[str, ...]]:
     """The model's layers as ``LayerSpec``s in execution order, and what could not be costed.
 
@@ -538,7 +545,7 @@ def trace_layers(
 
 def profile(
     model: nn.Module,
-    input_shape: Sequence[int] = (1, 3, 224, 224),
+    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
     hw: str | HardwareProfile = "t4",
     precision: str = "fp32",
     runtime: str = "eager",

@@ -1,0 +1,237 @@
+"""Single-layer benchmarks: how each op runs alone, and the sweep of shapes calibration times.
+
+One registration per op (``register_bench``, or ``register_module`` for an op
+that a network runs as a module call), like the formula registry: an op
+without one cannot be benchmarked and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from costmodel import _spec as S
+from costmodel._formulas import count
+from costmodel._spec import LayerSpec
+
+# Seeds calibration's sweep of shapes, its networks and torch (validation uses others).
+CALIBRATION_SEED = 20260101
+
+LayerCall = Callable[[], Any]
+# (layer, its input tensor on the device) -> a zero-argument call running the layer.
+Bench = Callable[[LayerSpec, torch.Tensor], LayerCall]
+_BENCHES: dict[str, Bench] = {}
+
+
+def register_bench(*ops: str) -> Callable[[Bench], Bench]:
+    def wrap(bench: Bench) -> Bench:
+        for op in ops:
+            if op in _BENCHES:
+                raise ValueError(f"a benchmark for op={op!r} is already registered")
+            _BENCHES[op] = bench
+        return bench
+
+    return wrap
+
+
+def register_module(
+    *ops: str,
+) -> Callable[[Callable[[LayerSpec], nn.Module]], Callable[[LayerSpec], nn.Module]]:
+    """Register ``factory(spec) -> nn.Module``: the layer runs as ``module(x)``."""
+
+    def wrap(factory: Callable[[LayerSpec], nn.Module]) -> Callable[[LayerSpec], nn.Module]:
+        def bench(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
+            m = factory(spec).to(x.device).eval()
+            return lambda: m(x)
+
+        register_bench(*ops)(bench)
+        return factory
+
+    return wrap
+
+
+@register_module(S.CONV2D)
+def _conv2d(spec: LayerSpec) -> nn.Module:
+    return nn.Conv2d(
+        spec.in_channels,
+        spec.out_channels,
+        spec.kernel_size,
+        spec.stride,
+        spec.padding,
+        spec.dilation,
+        spec.groups,
+        bias=spec.bias,
+    )
+
+
+@register_module(S.LINEAR)
+def _linear(spec: LayerSpec) -> nn.Module:
+    return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias)
+
+
+@register_module(S.BATCHNORM2D)
+def _batchnorm2d(spec: LayerSpec) -> nn.Module:
+    return nn.BatchNorm2d(spec.in_shape[1], affine=spec.affine)
+
+
+@register_module(S.MAXPOOL2D)
+def _maxpool2d(spec: LayerSpec) -> nn.Module:
+    return nn.MaxPool2d(spec.kernel_size, spec.stride, spec.padding, spec.dilation)
+
+
+@register_module(S.AVGPOOL2D)
+def _avgpool2d(spec: LayerSpec) -> nn.Module:
+    return nn.AvgPool2d(spec.kernel_size, spec.stride, spec.padding)
+
+
+@register_module(S.CHANNEL_SHUFFLE)
+def _channel_shuffle(spec: LayerSpec) -> nn.Module:
+    return nn.ChannelShuffle(spec.groups)
+
+
+def _parameter_free(make: Callable[[], nn.Module], *ops: str) -> None:
+    register_module(*ops)(lambda spec: make())
+
+
+_parameter_free(nn.ReLU, S.RELU)
+_parameter_free(nn.ReLU6, S.RELU6)
+_parameter_free(nn.Hardswish, S.HARDSWISH)
+_parameter_free(nn.Hardsigmoid, S.HARDSIGMOID)
+_parameter_free(nn.Sigmoid, S.SIGMOID)
+_parameter_free(nn.SiLU, S.SILU)
+_parameter_free(lambda: nn.AdaptiveAvgPool2d(1), S.GLOBAL_AVGPOOL2D)
+_parameter_free(nn.Flatten, S.FLATTEN)
+_parameter_free(nn.Identity, S.IDENTITY)
+
+
+@register_bench(S.ADD)
+def _add(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
+    """``x + y`` in a block's forward: a functional op, no module call."""
+    ys = [torch.randn(spec.in_shape, device=x.device) for _ in range(spec.num_inputs - 1)]
+
+    def add() -> Any:
+        out = x
+        for y in ys:
+            out = out + y
+        return out
+
+    return add
+
+
+def layer_call(spec: LayerSpec, device: str) -> LayerCall:
+    """A zero-argument callable running one layer the way a network runs it."""
+    x = torch.randn(spec.in_shape, device=device)
+    try:
+        bench = _BENCHES[spec.op]
+    except KeyError:
+        raise ValueError(f"op={spec.op!r} has no benchmark; known: {sorted(_BENCHES)}") from None
+    return bench(spec, x)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+_CHANNELS = [8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 256]
+_SIZES = [2, 4, 7, 8, 14, 16, 28, 32]
+_BATCHES = [1, 1, 1, 2, 4, 8, 16, 32]
+# Benchmarks per kernel class in the full sweep.
+_PER_CLASS = {
+    "dense_conv": 36,
+    "pointwise_conv": 30,
+    "group_conv": 16,
+    "depthwise_conv": 24,
+    "linear": 8,
+    "batchnorm": 14,
+    "activation": 24,
+    "elementwise": 12,
+    "pooling": 14,
+}
+# A draw: (rng, input shape, output channels, kernel, stride) -> a layer, or None to redraw.
+_Draw = Callable[[random.Random, tuple[int, int, int, int], int, int, int], LayerSpec | None]
+
+
+def _group_conv(
+    rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
+) -> LayerSpec | None:
+    c = shape[1]
+    g = rng.choice([2, 4, 8])
+    if c % g or co % g:
+        return None
+    spec = LayerSpec(
+        S.CONV2D, shape, co, rng.choice([1, 3]), 1, 0 if rng.random() < 0.5 else 1, groups=g
+    )
+    return dataclasses.replace(spec, padding=(0, 0)) if spec.kernel_size == (1, 1) else spec
+
+
+def _elementwise(
+    rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
+) -> LayerSpec | None:
+    if rng.random() < 0.7 or shape[1] % 2:
+        return LayerSpec(S.ADD, shape, num_inputs=2)
+    return LayerSpec(S.CHANNEL_SHUFFLE, shape, groups=2)
+
+
+def _pooling(
+    rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
+) -> LayerSpec | None:
+    h = shape[2]
+    r = rng.random()
+    if r < 0.3:
+        return LayerSpec(S.GLOBAL_AVGPOOL2D, shape)
+    if h < 2:
+        return None
+    kk = rng.choice([2, 3])
+    if kk > h:
+        return None
+    op = S.MAXPOOL2D if r < 0.75 else S.AVGPOOL2D
+    return LayerSpec(op, shape, kernel_size=kk, stride=2, padding=kk // 2 if kk == 3 else 0)
+
+
+_DRAWS: dict[str, _Draw] = {
+    "dense_conv": lambda rng, shape, co, k, s: LayerSpec(S.CONV2D, shape, co, k, s, k // 2),
+    "pointwise_conv": lambda rng, shape, co, k, s: LayerSpec(S.CONV2D, shape, co, 1, 1, 0),
+    "group_conv": _group_conv,
+    "depthwise_conv": lambda rng, shape, co, k, s: LayerSpec(
+        S.CONV2D, shape, shape[1], k, s, k // 2, groups=shape[1]
+    ),
+    "linear": lambda rng, shape, co, k, s: LayerSpec(
+        S.LINEAR, (shape[0], shape[1] * rng.choice([1, 4, 16])), co, bias=True
+    ),
+    "batchnorm": lambda rng, shape, co, k, s: LayerSpec(S.BATCHNORM2D, shape),
+    "activation": lambda rng, shape, co, k, s: LayerSpec(
+        rng.choice([S.RELU, S.RELU6, S.HARDSWISH, S.SILU, S.SIGMOID]), shape
+    ),
+    "elementwise": _elementwise,
+    "pooling": _pooling,
+}
+
+
+def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
+    """Single layers of every kernel class over channels, sizes, batches (seeded)."""
+    rng = random.Random(seed)
+    scale = 0.4 if quick else 1.0
+    # Up to the largest layers of a CIFAR-size network at batch 32 (~10 ms on one
+    # CPU thread); the quick sweep stays small.
+    max_macs = 3e7 if quick else 3e8
+    specs: list[LayerSpec] = []
+    for cls, n in _PER_CLASS.items():
+        made = tries = 0
+        while made < max(3, int(n * scale)) and tries < 5000:
+            tries += 1
+            b, c, h = rng.choice(_BATCHES), rng.choice(_CHANNELS), rng.choice(_SIZES)
+            co = rng.choice(_CHANNELS)
+            k = rng.choice([3, 3, 5]) if cls in ("dense_conv", "depthwise_conv") else 1
+            s = rng.choice([1, 1, 1, 2])
+            try:
+                spec = _DRAWS[cls](rng, (b, c, h, h), co, k, s)
+                if spec is None or count(spec).macs > max_macs:
+                    continue
+            except ValueError:
+                continue
+            specs.append(spec)
+            made += 1
+    return specs
