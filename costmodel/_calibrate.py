@@ -241,6 +241,42 @@ def _method(device: str, overheads: dict[str, float], fit: FitResult, quick: boo
     )
 
 
+def _measure_machine(
+    device: str, quick: bool, timer: Callable[..., float], say: Callable[[str], None]
+) -> tuple[Ceilings, dict[str, float], list[LayerSpec], list[float]]:
+    """Ceilings, fixed costs per runtime and the sweep of single kernels with their times."""
+    with torch.inference_mode():
+        ceil = measure_ceilings(device, quick, timer)
+    say(
+        f"bandwidth {ceil.bandwidth_bytes_per_s / 1e9:.1f} GB/s, cache "
+        f"{ceil.cache_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({ceil.cache_bytes} B), peaks "
+        + ", ".join(f"{p} {v / 1e9:.1f} GOPS" for p, v in ceil.peak_ops_per_s.items())
+        + f"; fresh pages above {ceil.mmap_threshold_bytes / 2**20:.0f} MiB: "
+        f"{ceil.page_fault_s_per_byte * 1e9:.2f} ns/B"
+    )
+    overheads = measure_runtime_overheads(device, timer)
+    say("per-op fixed cost: " + ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in overheads.items()))
+    specs = shape_sweep(quick)
+    times = _time_benchmarks(specs, device, quick, timer)
+    say(f"measured {len(specs)} single-kernel benchmarks")
+    # A ceiling is at least the best rate any kernel reached (the matmul may have
+    # run during a burst of load on a shared machine).
+    best_rate = _best_rate(specs, times)
+    if best_rate > ceil.peak_ops_per_s.get("fp32", 0.0):
+        say(f"peak fp32 raised to the best single-kernel rate, {best_rate / 1e9:.1f} GFLOPS")
+        ceil.peak_ops_per_s["fp32"] = best_rate
+    return ceil, overheads, specs, times
+
+
+def _fit_summary(fit: FitResult, duration: float) -> str:
+    return (
+        f"fit: median abs error {fit.fit_median_abs_error:.1%} on {fit.n_fit} benchmarks, "
+        f"{fit.network_fit_median_abs_error:.1%} on {fit.n_networks} networks; held out: "
+        f"{fit.holdout_median_abs_error:.1%} on {fit.n_holdout} benchmarks, "
+        f"{fit.network_holdout_median_abs_error:.1%} on networks; {duration:.0f} s"
+    )
+
+
 def calibrate(
     device: str = "cpu",
     *,
@@ -268,29 +304,8 @@ def calibrate(
         log(f"[{time.perf_counter() - t_start:5.1f} s] {msg}")
 
     _configure_torch(device, threads)
-    timer = make_timer(device)
     host = platform.node() or "unknown-host"
-    with torch.inference_mode():
-        ceil = measure_ceilings(device, quick, timer)
-    say(
-        f"bandwidth {ceil.bandwidth_bytes_per_s / 1e9:.1f} GB/s, cache "
-        f"{ceil.cache_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({ceil.cache_bytes} B), peaks "
-        + ", ".join(f"{p} {v / 1e9:.1f} GOPS" for p, v in ceil.peak_ops_per_s.items())
-        + f"; fresh pages above {ceil.mmap_threshold_bytes / 2**20:.0f} MiB: "
-        f"{ceil.page_fault_s_per_byte * 1e9:.2f} ns/B"
-    )
-    overheads = measure_runtime_overheads(device, timer)
-    say("per-op fixed cost: " + ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in overheads.items()))
-
-    specs = shape_sweep(quick)
-    times = _time_benchmarks(specs, device, quick, timer)
-    say(f"measured {len(specs)} single-kernel benchmarks")
-    # A ceiling is at least the best rate any kernel reached (the matmul may have
-    # run during a burst of load on a shared machine).
-    best_rate = _best_rate(specs, times)
-    if best_rate > ceil.peak_ops_per_s.get("fp32", 0.0):
-        say(f"peak fp32 raised to the best single-kernel rate, {best_rate / 1e9:.1f} GFLOPS")
-        ceil.peak_ops_per_s["fp32"] = best_rate
+    ceil, overheads, specs, times = _measure_machine(device, quick, make_timer(device), say)
     base = _base_profile(device, threads, name, host, ceil, overheads)
     nets: list[NetworkRow] = []
     reference_s: dict[int, float] = {}
@@ -304,14 +319,8 @@ def calibrate(
     if raw_out is not None:
         _write_raw(raw_out, ceil, overheads, specs, times, nets)
     fit = fit_profile(base, specs, times, nets=nets)
-    hw = _with_graph_class_costs(fit.profile)
     duration = time.perf_counter() - t_start
-    say(
-        f"fit: median abs error {fit.fit_median_abs_error:.1%} on {fit.n_fit} benchmarks, "
-        f"{fit.network_fit_median_abs_error:.1%} on {fit.n_networks} networks; held out: "
-        f"{fit.holdout_median_abs_error:.1%} on {fit.n_holdout} benchmarks, "
-        f"{fit.network_holdout_median_abs_error:.1%} on networks; {duration:.0f} s"
-    )
+    say(_fit_summary(fit, duration))
     calib = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device": device,
@@ -333,4 +342,4 @@ def calibrate(
     if reference is not None and reference_s:
         calib["reference_arch"] = str(reference)
         calib["reference_s"] = {f"b{b}": t for b, t in sorted(reference_s.items())}
-    return hw, calib
+    return _with_graph_class_costs(fit.profile), calib

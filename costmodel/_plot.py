@@ -67,8 +67,8 @@ def _network_point(report: CostReport, label: str) -> RooflinePoint:
     return RooflinePoint(label, "network", t.intensity, (t.flops + t.other_ops) / t.latency_s)
 
 
-def _draw_roof(ax: Axes, profile: HardwareProfile, precision: str, xs: Sequence[float]) -> None:
-    peak, bw = profile.peak(precision), profile.bandwidth_bytes_per_s
+def _draw_roof(ax: Axes, hw_profile: HardwareProfile, precision: str, xs: Sequence[float]) -> None:
+    peak, bw = hw_profile.peak(precision), hw_profile.bandwidth_bytes_per_s
     ridge = peak / bw
     lo = min([*xs, ridge]) / 10
     hi = max([*xs, ridge]) * 10
@@ -98,17 +98,17 @@ def plot_roofline_layers(report: CostReport, hw: str | Path | HardwareProfile, p
 
     ``hw`` should be the profile the report was computed for. Returns the path written.
     """
-    profile = load(hw)
+    hw_profile = load(hw)
     points = roofline_points(report)
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
-    _draw_roof(ax, profile, report.precision, [p.intensity for p in points] or [1.0])
+    _draw_roof(ax, hw_profile, report.precision, [p.intensity for p in points] or [1.0])
     for cls, colour in _CLASS_COLOURS.items():
         mine = [p for p in points if p.kernel_class == cls]
         if mine:
             ax.scatter([p.intensity for p in mine], [p.attained_ops_per_s for p in mine],
                        s=18, color=colour, label=cls, alpha=0.8, edgecolors="none")
-    ax.set_title(title or f"{len(points)} layers on {profile.name} ({report.precision}, "
+    ax.set_title(title or f"{len(points)} layers on {hw_profile.name} ({report.precision}, "
                  f"{report.runtime}, batch {report.batch})")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
@@ -130,7 +130,7 @@ def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
     other = sorted({r.precision for r in reports} - {precision})
     if other:
         raise ValueError(f"precision={precision!r} but some reports were costed at {other}")
-    profile = load(hw)
+    hw_profile = load(hw)
     marked = set(highlight or ())
     bad = sorted(i for i in marked if not 0 <= i < len(reports))
     if bad:
@@ -138,7 +138,7 @@ def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
     points = [_network_point(r, lab) for r, lab in zip(reports, labels, strict=True)]
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
-    _draw_roof(ax, profile, precision, [p.intensity for p in points])
+    _draw_roof(ax, hw_profile, precision, [p.intensity for p in points])
     rest = [p for i, p in enumerate(points) if i not in marked]
     ax.scatter([p.intensity for p in rest], [p.attained_ops_per_s for p in rest], s=16,
                color="tab:blue", alpha=0.5, edgecolors="none", label="networks")
@@ -149,6 +149,6 @@ def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
         for p in top:
             ax.annotate(p.label, (p.intensity, p.attained_ops_per_s), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_title(title or f"{len(points)} networks on {profile.name} ({precision})")
+    ax.set_title(title or f"{len(points)} networks on {hw_profile.name} ({precision})")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

@@ -197,15 +197,15 @@ def analyze(
     model: LatencyModel | None = None,
 ) -> CostReport:
     """Cost a network given as layer specs in execution order."""
-    profile = load(hw)
+    hw_profile = load(hw)
     check_precision(precision)
-    profile.runtime(runtime)
+    hw_profile.runtime(runtime)
     if not specs:
         raise ValueError("a network needs at least one layer to be costed")
     counts = [count(s) for s in specs]
     mac_bytes = [layer_mac_bytes(c, precision) for c in counts]
     times: list[KernelTime] = (model or _DEFAULT_MODEL).kernel_times(
-        list(zip(specs, counts, mac_bytes, strict=True)), profile, precision, runtime
+        list(zip(specs, counts, mac_bytes, strict=True)), hw_profile, precision, runtime
     )
     shares = critical_path(times)
     layers = tuple(
@@ -254,7 +254,7 @@ def analyze(
     return CostReport(
         layers=layers,
         total=total,
-        hw=profile.name,
+        hw=hw_profile.name,
         precision=precision,
         runtime=runtime,
         input_shape=tuple(in_shape),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -315,3 +316,14 @@ def test_export_runs_standalone_in_a_fresh_interpreter(tmp_path: Path) -> None:
 def test_export_of_sampled_architectures(tmp_path: Path, spaces: dict[str, ss.SearchSpace]) -> None:
     for i, a in enumerate([*sampled(spaces["cifar"], 11, 3), ss.mobilenet_v2()]):
         check_export_standalone(a, tmp_path / f"net{i}.py")
+
+
+def test_spaces_ship_with_the_package_and_load_by_name() -> None:
+    assert ss.available_spaces() == ["cifar", "mobile", "seed_convs"]
+    cifar = ss.load_space("cifar")
+    assert Path(cifar.path).resolve() == SPACES["cifar"].resolve()
+    assert dataclasses.replace(cifar, path="") == dataclasses.replace(
+        ss.load_space(SPACES["cifar"]), path=""
+    )
+    with pytest.raises(SpaceError, match=r"'cifr'.*shipped: \['cifar', 'mobile', 'seed_convs'\]"):
+        ss.load_space("cifr")

@@ -129,3 +129,38 @@ def test_estimate_agrees_on_hundreds_of_architectures() -> None:
         for a in sampled(name, n, seed=2026):
             assert_profile_agrees(a)
             assert_estimate_equals_analyze(a)
+
+
+class PlainNetwork:
+    """Lowers itself, but has no segments: estimate takes analyze's path."""
+
+    def __init__(self, arch: ss.Architecture) -> None:
+        self.arch = arch
+        self.input_shape = arch.input_shape
+
+    def lower(self, batch: int) -> tuple[costmodel.LayerSpec, ...]:
+        return self.arch.lower(batch)
+
+
+def test_estimate_costs_anything_that_lowers_itself() -> None:
+    a = ss.shufflenet_v1_like(4)
+    plain = costmodel.estimate(PlainNetwork(a), batch=2, runtime="fused")
+    segmented = costmodel.estimate(a, batch=2, runtime="fused")
+    assert plain.layers == segmented.layers
+    assert plain.total.macs == segmented.total.macs
+    assert plain.total.peak_activation_bytes == segmented.total.peak_activation_bytes
+    assert plain.total.latency_s == pytest.approx(segmented.total.latency_s, rel=1e-12)
+    assert plain.input_shape == segmented.input_shape == (2, *a.input_shape)
+
+
+def test_segments_chain_the_network() -> None:
+    a = ss.mobilenet_v2(resolution=32, num_classes=10)
+    parts = a.segments()
+    assert len(parts) == len(a.blocks) + 2
+    chw, n = a.input_shape, 0
+    for part in parts:  # each segment's layers, lowered alone, are the network's in order
+        specs = part.lower(3, chw)
+        assert [s.op for s in specs] == [s.op for s in a.lower(3)[n : n + len(specs)]]
+        n += len(specs)
+        chw = costmodel.output_shape(specs[-1])[1:]
+    assert n == len(a.lower(3))
