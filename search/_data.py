@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 __all__ = [
     "DATASETS",
@@ -137,9 +140,6 @@ def _digits(
     max_train: int | None,
     max_val: int | None,
 ) -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0  # pixel values are 0..16
     labels = bunch.target.astype(np.int64)
@@ -230,8 +230,6 @@ def _imagefolder(
         f_train, l_train = _list_images(root / "train", classes)
         f_val, l_val = _list_images(root / "val", classes, allow_missing_classes=True)
     else:
-        from sklearn.model_selection import train_test_split
-
         classes = _class_names(root)
         files, labels = _list_images(root, classes)
         # stratify only when every class can give at least one image to each side
@@ -302,8 +300,6 @@ def _list_images(
 
 
 def _read_images(files: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
     c, h, w = shape
     mode = "L" if c == 1 else "RGB"
     out = np.empty((len(files), h, w, 1 if c == 1 else 3), dtype=np.float32)
