@@ -112,16 +112,7 @@ def _run_processes(cfg: ExperimentConfig, study: Study, n_workers: int, progress
         ctx.Process(target=_worker_main, args=(cfg.to_dict(), cfg.source, i), daemon=False)
         for i in range(n_workers)
     ]
-    interrupted = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal interrupted
-        interrupted = True
-        for p in procs:
-            if p.pid is not None and p.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGINT)  # each stops after its running trial
-
+    forward = _ForwardInterrupt(procs)
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for p in procs:
@@ -138,7 +129,22 @@ def _run_processes(cfg: ExperimentConfig, study: Study, n_workers: int, progress
             [i for i, _ in bad],
             [c for _, c in bad],
         )
-    return interrupted
+    return forward.received
+
+
+class _ForwardInterrupt:
+    """A signal handler that passes Ctrl-C (or SIGTERM) on to every running worker."""
+
+    def __init__(self, procs: Sequence[Any]) -> None:
+        self.procs = procs
+        self.received = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = True
+        for p in self.procs:
+            if p.pid is not None and p.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)  # each stops after its running trial
 
 
 def _watch(study: Study, procs: Sequence[Any], total: int, progress: bool) -> None:
