@@ -30,8 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 __all__ = [
     "DATASETS",
@@ -140,6 +138,11 @@ def _digits(
     max_train: int | None,
     max_val: int | None,
 ) -> Dataset:
+    # scikit-learn is imported where it is needed: it costs about 1 s of CPU to import, which
+    # every worker process would pay even when no estimator uses the digits data.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0  # pixel values are 0..16
     labels = bunch.target.astype(np.int64)
@@ -230,6 +233,8 @@ def _imagefolder(
         f_train, l_train = _list_images(root / "train", classes)
         f_val, l_val = _list_images(root / "val", classes, allow_missing_classes=True)
     else:
+        from sklearn.model_selection import train_test_split  # see _digits
+
         classes = _class_names(root)
         files, labels = _list_images(root, classes)
         # stratify only when every class can give at least one image to each side

@@ -6,6 +6,9 @@ number so that writing is idempotent: ``sync`` logs exactly what is missing and 
 Pareto membership. Writing happens in batches, never once per trial; on a SQL store the
 children of a batch go in one transaction (``search._private_apis``), elsewhere (an HTTP
 server) through ``MlflowClient`` calls.
+
+MLflow is imported where it is used (the client, its entities): importing it costs about
+2.5 s of CPU, which every process of a search would pay, MLflow on or off.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
 from search._config import ExperimentConfig, safe_name
@@ -36,6 +37,9 @@ from search._private_apis import (
     study_id,
 )
 from search._record import TrialRecord, constraints_met
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger("search.mlflow")
 
@@ -199,6 +203,8 @@ class MlflowView:
         if self._client is None:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            from mlflow import MlflowClient
+
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -229,6 +235,8 @@ class MlflowView:
             return chosen
         self._remember_parent(study)
         if params:
+            from mlflow.entities import Param
+
             self.client.log_batch(
                 chosen, params=[Param(k, str(v)[:_PARAM_MAX]) for k, v in params.items()]
             )
@@ -292,6 +300,8 @@ class MlflowView:
 
     def log_parent_metrics(self, metrics: Iterable[tuple[str, float, int]]) -> None:
         """(key, value, step) triples, in as few calls as MLflow allows."""
+        from mlflow.entities import Metric
+
         ts = int(time.time() * 1000)
         ms = [Metric(k, float(v), ts, int(s)) for k, v, s in metrics]
         for i in range(0, len(ms), _METRICS_PER_CALL):
@@ -322,6 +332,8 @@ class MlflowView:
         return len(todo)
 
     def _create_via_client(self, r: ChildRecord) -> str:
+        from mlflow.entities import Metric, Param
+
         c = self.client
         tags = {**r.tags, PARENT_TAG: self.parent_run_id}
         run = c.create_run(
