@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,16 +166,22 @@ def log_models(tracking_uri: str, run_id: str, trials: Sequence[FrozenTrial]) ->
     import mlflow
     import mlflow.pytorch
 
+    # mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI for the whole process: put back
+    # what was there, or the next run in this process would log to this run's store.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        for t in trials:
-            arch = arch_of(t)
-            model = searchspace.build(arch).eval()
-            c, h, w = arch.input_shape
-            example = np.random.default_rng(0).standard_normal((2, c, h, w)).astype("float32")
-            mlflow.pytorch.log_model(
-                model,
-                name=f"pareto_trial_{t.number}",
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+    try:
+        with mlflow.start_run(run_id=run_id):
+            for t in trials:
+                arch = arch_of(t)
+                model = searchspace.build(arch).eval()
+                c, h, w = arch.input_shape
+                example = np.random.default_rng(0).standard_normal((2, c, h, w)).astype("float32")
+                mlflow.pytorch.log_model(
+                    model,
+                    name=f"pareto_trial_{t.number}",
+                    input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: unset again

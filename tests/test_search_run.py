@@ -217,6 +217,14 @@ def test_e2e_mlflow_parent_children_and_artifacts(e2e: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_e2e_run_leaves_the_process_tracking_uri_alone(e2e: dict[str, Any]) -> None:
+    # logging models goes through mlflow.set_tracking_uri, which also sets the variable:
+    # left set, the next run in this process would log into this run's store
+    assert e2e["result"].mlflow_error is None
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+@pytest.mark.slow
 def test_e2e_exported_architecture_runs_in_a_fresh_interpreter(
     e2e: dict[str, Any], tmp_path: Path
 ) -> None:
