@@ -130,23 +130,24 @@ def run_study(
     observers: list[TrialObserver] = [ProgressBar(cfg.trials, front)] if progress else []
     observers += [CallbackObserver(on_trial)] if on_trial is not None else []
     observers.append(mlflow)
+    stop = _Stop()
+
+    def after_trial(running: optuna.Study, t: FrozenTrial) -> None:
+        if running is not study:  # local sampler: the finished trial goes in as one write
+            study.add_trial(t)
+            t = study.get_trials(deepcopy=False)[-1]
+        front.add(t)
+        for o in observers:
+            o.on_trial(t)
+        # The budget counts finished trials in the storage (all workers); checked here
+        # rather than by a second callback, since Optuna deep-copies the trial per callback.
+        if stop.requested or budget_reached(study, cfg.trials):
+            running.stop()
+
     started = datetime.datetime.now()
-    with _Stop() as stop:
-
-        def after_trial(running: optuna.Study, t: FrozenTrial) -> None:
-            if running is not study and t.state.is_finished():  # local sampler: one write
-                study.add_trial(t)
-                t = study.get_trials(deepcopy=False)[-1]
-            front.add(t)
-            for o in observers:
-                o.on_trial(t)
-            # The budget counts finished trials in the storage (all workers); checked here
-            # rather than by a second callback, since Optuna deep-copies the trial per callback.
-            if stop.requested or budget_reached(study, cfg.trials):
-                running.stop()
-
+    optimize = _optimize_local if local_sampler else _optimize_shared
+    with stop:
         try:
-            optimize = _optimize_local if local_sampler else _optimize_shared
             optimize(cfg, study, evaluator, after_trial, lambda: stop.requested, front.n_finished)
         finally:
             close_storage(storage)  # held trial data out, fsync
@@ -155,8 +156,10 @@ def run_study(
     done = done_trials(study)  # from the storage: other workers may have added trials
     final = FrontTracker.of_trials(cfg, done)
     artifacts = write_results(study, cfg, cfg.results_dir) if write_artifacts and done else ()
-    mlflow.finish(study, final, since=started, final_sync=final_sync, interrupted=stop.requested,
-                  artifacts=artifacts if write_artifacts else None)  # fmt: skip
+    mlflow.finish(
+        study, final, since=started, final_sync=final_sync, interrupted=stop.requested,
+        artifacts=artifacts if write_artifacts else None,
+    )  # fmt: skip
     return RunResult(
         study_name=cfg.study_name,
         storage=cfg.storage_url,
