@@ -30,12 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search._config import ExperimentConfig, safe_name
 from search._front import pareto_trials
-from search._private_apis import (
-    PARENT_TAG,
-    bulk_insert_child_runs,
-    bulk_set_metric_and_tag,
-    study_id,
-)
+from search._private_apis import PARENT_TAG, bulk_insert_child_runs, study_id
 from search._record import TrialRecord, constraints_met
 
 if TYPE_CHECKING:
@@ -365,16 +360,26 @@ class MlflowView:
         return written, self.update_pareto(pareto)
 
     def update_pareto(self, pareto: set[int]) -> int:
-        """Correct Pareto membership of logged children (it is only final at the end)."""
+        """Correct Pareto membership of logged children (it is only final at the end).
+
+        Children are logged with their membership at the time; a trial that a later one
+        dominates, or that joins the front after being logged, is corrected here: the
+        ``pareto`` metric at step 1 and the tag.
+        """
+        from mlflow.entities import Metric, RunTag
+
         changes = {
             number: (rid, number in pareto)
             for number, (rid, was) in self.logged.items()
             if (number in pareto) != was
         }
-        if not bulk_set_metric_and_tag(self.client, dict(changes.values()), "pareto", TAG_PARETO):
-            for rid, now in changes.values():
-                self.client.log_metric(rid, "pareto", float(now), step=1)
-                self.client.set_tag(rid, TAG_PARETO, str(now).lower())
+        ts = int(time.time() * 1000)
+        for rid, now in changes.values():
+            self.client.log_batch(
+                rid,
+                metrics=[Metric("pareto", float(now), ts, 1)],
+                tags=[RunTag(TAG_PARETO, str(now).lower())],
+            )
         self.logged.update(changes)
         return len(changes)
 

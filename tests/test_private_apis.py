@@ -29,7 +29,6 @@ from search._private_apis import (
     GroupCommitFileBackend,
     HeartbeatJournalStorage,
     bulk_insert_child_runs,
-    bulk_set_metric_and_tag,
     set_running_trial_system_attr,
     study_id,
     study_storage,
@@ -114,7 +113,7 @@ def test_study_and_trial_internals(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ MLflow
-# Every column of each table, as bulk_insert_child_runs and bulk_set_metric_and_tag write it:
+# Every column of each table, as bulk_insert_child_runs writes it:
 # a new column (even a nullable one) may carry a meaning the client would set.
 COLUMNS = {
     SqlRun: {"run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id",
@@ -171,14 +170,7 @@ def test_bulk_insert_reads_back_like_client_made_runs(tmp_path: Path) -> None:
     found = c.search_runs([view.experiment_id], children)
     assert {r.info.run_id for r in found} == {bulk_id, client_id}
 
-    assert bulk_set_metric_and_tag(c, {bulk_id: True, client_id: False}, "pareto", TAG_PARETO)
-    after = c.get_run(bulk_id)
-    assert after.data.tags[TAG_PARETO] == "true" and after.data.metrics["pareto"] == 1.0
-    assert [m.step for m in c.get_metric_history(bulk_id, "pareto")] == [0, 1]
-    assert c.get_run(client_id).data.tags[TAG_PARETO] == "false"
 
-
-def test_bulk_paths_decline_a_store_that_is_not_sql() -> None:
+def test_bulk_insert_declines_a_store_that_is_not_sql() -> None:
     client = MlflowClient("http://127.0.0.1:9")  # no request is made: the store type decides
     assert bulk_insert_child_runs(client, "0", "p", [_record(0)]) is None
-    assert bulk_set_metric_and_tag(client, {"r": True}, "pareto", TAG_PARETO) is False
