@@ -1,7 +1,8 @@
 """The search framework's own cost per trial, without the accuracy estimator.
 
-Issue 4 target: at most 10 ms per trial at 1,000 trials with NSGA-II, a
-persistent storage (journal file) and MLflow on (local sqlite store).
+The target: at most 10 ms per trial at 1,000 trials with NSGA-II, a
+persistent storage (journal file) and MLflow on (local sqlite store), so
+that the framework stays small beside even the cheapest accuracy proxy.
 
 The run is the default experiment with ``estimator.kind = "none"`` (so every
 second counted is the framework's: sampler, costing on two hardware targets,
@@ -80,27 +81,28 @@ class Buckets:
 def instrument(buckets: Buckets) -> None:
     import optuna.samplers as samplers
 
-    from search import _mlflow, _run, _storage
+    from search import ExperimentConfig, FrontTracker, _mlflow, _observers, _private_apis
 
     for m in ("infer_relative_search_space", "sample_relative", "sample_independent",
               "before_trial", "after_trial"):  # fmt: skip
         buckets.wrap(samplers.NSGAIISampler, m, "sampler (NSGA-II)")
-    buckets.wrap(_run.Objective, "reports", "costing (costmodel.estimate, 2 targets)")
-    buckets.wrap(_run.FrontTracker, "add", "front + hypervolume tracking")
+    buckets.wrap(ExperimentConfig, "cost_reports", "costing (costmodel.estimate, 2 targets)")
+    buckets.wrap(FrontTracker, "add", "front + hypervolume tracking")
     import searchspace
 
     buckets.wrap(searchspace, "sample", "searchspace.sample (minus sampler/storage)")
+    journal = _private_apis.BatchingJournalStorage
     storage_methods = [
-        m for m in dir(_storage.BatchingJournalStorage)
-        if not m.startswith("__") and callable(getattr(_storage.BatchingJournalStorage, m))
+        m for m in dir(journal)
+        if not m.startswith("__") and callable(getattr(journal, m))
         and m.split("_")[0] in ("get", "set", "create", "flush", "close", "check")
     ]  # fmt: skip
     for m in storage_methods:
-        buckets.wrap(_storage.BatchingJournalStorage, m, "storage (journal file)")
+        buckets.wrap(journal, m, "storage (journal file)")
     for m in ("ensure_parent", "write_children", "log_parent_metrics", "update_pareto",
-              "catch_up", "finish_parent"):  # fmt: skip
+              "log_missing", "finish_parent"):  # fmt: skip
         buckets.wrap(_mlflow.MlflowView, m, "MLflow (batched children, parent metrics)")
-    buckets.wrap(_mlflow, "child_record", "MLflow (batched children, parent metrics)")
+    buckets.wrap(_observers, "child_record", "MLflow (batched children, parent metrics)")
 
 
 def main() -> int:
@@ -153,8 +155,8 @@ def main() -> int:
         # end-of-run work, once per run: result files, plots, exports (not per trial)
         cfg = load_config().with_overrides(study="journal-MLflowon", run_dir=str(base),
                                            estimator="none")  # fmt: skip
+        from search import create_or_load_study
         from search._results import write_results
-        from search._run import create_or_load_study
 
         study = create_or_load_study(cfg)
         t0 = time.perf_counter()

@@ -1,11 +1,11 @@
-"""Throughput of several workers on one study: PostgreSQL against the journal file (issue 6).
+"""Throughput of several workers on one study: PostgreSQL against the journal file.
 
     .venv/bin/python experiments/bench_workers.py                  # writes results/bench_workers.*
     .venv/bin/python experiments/bench_workers.py --trials 30 --workers 1 2 --storages journal
 
 For each storage (journal file, PostgreSQL), objective (analytic costs only; a zero-cost proxy
 estimator) and worker count (1, 2, 4), a fresh study gets a global budget of ``--trials``
-trials, worked by that many processes through ``search._workers.optimize_shared`` (the code
+trials, worked by that many processes through ``search._budget.optimize_shared`` (the code
 path of ``python -m search run --workers N``). Workers import, open the storage and load their
 estimator first, then wait at a barrier: the clock covers only the trials. Each worker
 times where its time goes: the sampler (NSGA-II), the objective's analytic part (sampling the
@@ -85,7 +85,7 @@ class Row:
 
 def _time_budget(times: WorkerTimes) -> None:
     """Adds the time of the global-budget checks to ``times.budget_s`` (patches the class)."""
-    from search._workers import GlobalBudget
+    from search._budget import GlobalBudget
 
     for name in ("status", "is_surplus"):
         inner = getattr(GlobalBudget, name)
@@ -155,20 +155,20 @@ class _TimedEstimator:
 
 
 def _make_objective(kind: str, seed: int, times: WorkerTimes) -> Callable[[Any], Any]:
-    """The search's own per-trial function (``search._run.Objective``), timed by part.
+    """The search's own per-trial function (``search.TrialEvaluator``), timed by part.
 
     The estimator (and its data) is made here, before the clock starts.
     """
     import searchspace
     from search._estimators import EstimatorConfig, make_estimator
-    from search._run import Objective
+    from search._evaluate import TrialEvaluator
 
     cfg = _config(kind, seed)
     space = searchspace.load_space(cfg.space)
     shape = (space.input_channels, space.resolutions[0], space.resolutions[0])
     ecfg = EstimatorConfig.from_dict({"seed": seed, **cfg.estimator})
     estimator = _TimedEstimator(make_estimator(ecfg, shape, space.num_classes), times)
-    inner = Objective(cfg, estimator)
+    inner = TrialEvaluator(cfg, estimator)
 
     def objective(trial: Any) -> Any:
         t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def _make_objective(kind: str, seed: int, times: WorkerTimes) -> Callable[[Any],
 
 
 def _sampler(seed: int) -> Any:
-    from search._run import make_sampler
+    from search._study import make_sampler
 
     return make_sampler(_config("analytic", seed))
 
@@ -193,7 +193,8 @@ def _worker(storage_url: str, study_name: str, kind: str, total: int, seed: int,
     import optuna
     import torch
 
-    from search._workers import open_storage, optimize_shared
+    from search._budget import optimize_shared
+    from search._storage import open_storage
 
     torch.set_num_threads(1)  # one core per worker: the machine's cores are the workers
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -244,7 +245,7 @@ def _collect(queue: Any, procs: Sequence[Any], what: str) -> list[Any]:
 def _create_study(storage_url: str, study_name: str, seed: int) -> None:
     import optuna
 
-    from search._workers import open_storage
+    from search._storage import open_storage
 
     optuna.create_study(
         storage=open_storage(storage_url),
@@ -258,7 +259,7 @@ def run_one(storage: str, storage_url: str, kind: str, n_workers: int, total: in
             seed: int) -> Row:
     import optuna
 
-    from search._workers import open_storage
+    from search._storage import open_storage
 
     study_name = f"bench-{storage}-{kind}-{n_workers}"
     _create_study(storage_url, study_name, seed)
@@ -361,11 +362,11 @@ def _markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
         "workers are ready (imports, storage and data loaded) to the last one done. The time "
         "columns are worker-seconds per finished trial (summed over workers, so with N workers "
         "on fewer cores they include time spent waiting for a core): sampler = NSGA-II; "
-        "analytic = the search's objective (`search._run.Objective`: sampling the "
+        "analytic = the search's objective (`search.TrialEvaluator`: sampling the "
         "architecture, costing it, constraints, attributes) without the estimator; estimator = "
         "the accuracy estimator (proxy: synflow on a batch of 16 digits; train: one epoch on "
         "200 digits, validated on 100; 0 for analytic); budget = the "
-        "global-budget checks (`search._workers.GlobalBudget`: reads of the study's trials "
+        "global-budget checks (`search._budget.GlobalBudget`: reads of the study's trials "
         "before and after each trial); other = the rest: Optuna's ask and tell (storage "
         "reads and writes), heartbeats, the worker loop.",
         "",

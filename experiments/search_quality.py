@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from search import load_config, load_existing_study, run_study
-from search._run import FrontTracker
+from search import FrontTracker, load_config, load_existing_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("nsga2", "tpe", "random")

@@ -4,35 +4,53 @@
 ``python -m search run|pareto|export|ui|sync-mlflow``.
 """
 
-from search._config import ConfigError, ExperimentConfig, HardwareTarget, load_config, parse_config
-from search._mlflow import SyncResult, sync
-from search._results import export_trial, pareto_table, pareto_trials
-from search._run import (
-    RunResult,
-    StorageError,
+from search._config import (
+    ConfigError,
+    ExperimentConfig,
+    HardwareTarget,
+    ObjectiveSpec,
+    load_config,
+    parse_config,
+)
+from search._evaluate import TrialEvaluator
+from search._front import FrontTracker, hypervolume, pareto_trials
+from search._mlflow import MlflowTarget, SyncResult, sync
+from search._record import TrialRecord
+from search._results import export_trial, pareto_table
+from search._run import RunResult, run_study
+from search._storage import StorageError, open_storage
+from search._study import (
     StudyMismatchError,
     create_or_load_study,
     load_existing_study,
-    run_study,
     study_config,
 )
+from search._workers import run_workers
 
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
+    "FrontTracker",
     "HardwareTarget",
+    "MlflowTarget",
+    "ObjectiveSpec",
     "RunResult",
     "StorageError",
     "StudyMismatchError",
     "SyncResult",
+    "TrialEvaluator",
+    "TrialRecord",
     "create_or_load_study",
     "export_trial",
+    "hypervolume",
     "load_config",
     "load_existing_study",
+    "open_storage",
     "pareto_table",
     "pareto_trials",
     "parse_config",
     "run_study",
+    "run_workers",
     "study_config",
     "sync",
 ]

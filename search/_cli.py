@@ -17,7 +17,22 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import optuna
+
 from search._config import DEFAULT_RUN_DIR, ConfigError, ExperimentConfig, load_config
+from search._front import pareto_trials
+from search._mlflow import (
+    MlflowTarget,
+    parent_params,
+    remembered_experiment,
+    sync,
+    tracking_uri_for,
+)
+from search._results import export_trial, format_table, pareto_table
+from search._run import RunResult, run_study
+from search._storage import StorageError, is_rdb_url
+from search._study import StudyMismatchError, load_existing_study, study_config
+from search._workers import run_workers
 
 DEFAULT_STORAGE = str(Path(DEFAULT_RUN_DIR) / "optuna.journal")
 DEFAULT_STUDY = "default"
@@ -73,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--estimator", help="accuracy estimator kind (see search._estimators)")
     run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    run.add_argument("--workers", type=int, default=1,
-                     help="local worker processes sharing the study and its budget (default 1)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes sharing the study and its budget (default 1)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
@@ -125,11 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search._run import StorageError, StudyMismatchError
-
     try:
         if args.command == "run":
             return _run(args)
@@ -171,24 +186,15 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search._run import run_study
-
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials={args.trials} must be >= 1")
     cfg = _config_from_args(args)
     if args.workers != 1:
-        try:
-            from search._workers import run_workers  # issue 6
-        except ImportError:
-            print(f"error: --workers={args.workers}: several workers are not available yet "
-                  "(issue 6); run the same command in several shells instead", file=sys.stderr)
-            return 2
         result = run_workers(cfg, args.workers, progress=not args.quiet)
     else:
         # One process on the journal: the fast in-memory sampler. On an RDB storage (maybe one
-        # of several machines, issue 6) every worker's trials must be in the shared storage.
-        from search._workers import is_rdb_url
-
+        # of several machines running `search run` on one study) every worker's trials must be
+        # in the shared storage while they run.
         local = not is_rdb_url(cfg.storage_url)
         result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=local)
     if args.json:
@@ -203,10 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_run_summary(cfg: ExperimentConfig, r: object) -> None:
-    from search._run import RunResult
-
-    assert isinstance(r, RunResult)
+def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
     state = "interrupted" if r.interrupted else "done"
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
           f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
@@ -222,18 +225,14 @@ def _print_run_summary(cfg: ExperimentConfig, r: object) -> None:
     print(f"next: python -m search pareto --study {r.study_name} --storage {r.storage}")
 
 
-def _open(args: argparse.Namespace) -> tuple[object, ExperimentConfig]:
-    from search._run import load_existing_study, study_config
-
+def _open(args: argparse.Namespace) -> tuple[optuna.Study, ExperimentConfig]:
     study = load_existing_study(args.study, args.storage)
     return study, study_config(study)
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from search._results import format_table, pareto_table
-
     study, cfg = _open(args)
-    rows = pareto_table(study, cfg)  # type: ignore[arg-type]
+    rows = pareto_table(study, cfg)
     if args.json:
         print(json.dumps({"study": args.study, "objectives": [o.name for o in cfg.objectives],
                           "pareto": rows}, indent=1))  # fmt: skip
@@ -252,22 +251,20 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from search._results import export_trial, pareto_trials
-
     study, cfg = _open(args)
     out = Path(args.out)
     written: list[Path] = []
     if args.pareto:
-        front = pareto_trials(study)  # type: ignore[arg-type]
+        front = pareto_trials(study)
         if not front:
             print(f"error: study {args.study!r} has no feasible Pareto trial", file=sys.stderr)
             return 1
         for t in front:
-            written += export_trial(study, cfg, t.number, out / f"trial_{t.number}.py")  # type: ignore[arg-type]
+            written += export_trial(study, cfg, t.number, out / f"trial_{t.number}.py")
     else:
         if out.suffix != ".py":
             raise ConfigError(f"--out={args.out!r} must name a .py file for --trial")
-        written += export_trial(study, cfg, args.trial, out)  # type: ignore[arg-type]
+        written += export_trial(study, cfg, args.trial, out)
     if args.json:
         print(json.dumps([str(p) for p in written]))
     else:
@@ -277,8 +274,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from search._mlflow import tracking_uri_for
-
     uri = tracking_uri_for(args.out_dir)
     if uri.startswith(("http://", "https://")):
         print(f"MLFLOW_TRACKING_URI={uri} is a tracking server: open {uri} in a browser")
@@ -302,20 +297,17 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from search import _mlflow as mlv
-
     study, cfg = _open(args)
-    uri = mlv.tracking_uri_for(args.out_dir, cfg.mlflow.tracking_uri)
-    exp_name = study.user_attrs.get(mlv.ATTR_EXPERIMENT) or mlv.default_experiment_name(cfg)  # type: ignore[attr-defined]
-    root = None if uri.startswith("http") else Path(args.out_dir) / "mlartifacts"
+    target = MlflowTarget.of(cfg, args.out_dir, remembered_experiment(study))
+    uri, exp_name = target.tracking_uri, target.experiment_name
     try:
-        res = mlv.sync(
-            study,  # type: ignore[arg-type]
+        res = sync(
+            study,
             tracking_uri=uri,
             experiment_name=exp_name,
             objective_names=[o.name for o in cfg.objectives],
-            artifact_root=root,
-            params=mlv.parent_params(cfg, args.storage),
+            artifact_root=target.artifact_root,
+            params=parent_params(cfg, args.storage),
         )
     except Exception as e:
         print(f"error: MLflow at {uri} failed: {type(e).__name__}: {e}", file=sys.stderr)

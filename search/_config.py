@@ -19,11 +19,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+import costmodel
+import hw_profiles
+import searchspace
+from costmodel import PRECISIONS, CostReport
+from search._estimators import EstimatorConfig
 from search._objectives import (
     CONSTRAINT_METRICS,
     OBJECTIVE_METRICS,
@@ -31,11 +31,14 @@ from search._objectives import (
     parse_metric,
 )
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DEFAULT_RUN_DIR = "roofnas-runs"
 DEFAULT_CONFIG_RESOURCE = "default_experiment.toml"
-# Where named spaces live: searchspace/spaces/<name>.toml, shipped with the package.
-_REPO_SPACES = Path(__file__).resolve().parents[1] / "searchspace" / "spaces"
 
 
 class ConfigError(ValueError):
@@ -52,9 +55,17 @@ class HardwareTarget:
     batch: int = 1
     runtime: str = "eager"
 
+    def estimate(self, arch: Any) -> CostReport:
+        """``costmodel.estimate`` of ``arch`` on this target."""
+        return costmodel.estimate(
+            arch, hw=self.profile, precision=self.precision, batch=self.batch, runtime=self.runtime
+        )
+
 
 @dataclass(frozen=True)
-class Objective:
+class ObjectiveSpec:
+    """One objective of the search: a metric and whether it is maximised or minimised."""
+
     metric: MetricRef
     direction: str  # "maximize" | "minimize"
 
@@ -95,7 +106,7 @@ class MlflowConfig:
 class ExperimentConfig:
     name: str
     space: str  # resolved path to the search-space TOML
-    objectives: tuple[Objective, ...]
+    objectives: tuple[ObjectiveSpec, ...]
     hardware: tuple[HardwareTarget, ...]
     constraints: tuple[Constraint, ...] = ()
     sampler: SamplerConfig = SamplerConfig()
@@ -140,6 +151,15 @@ class ExperimentConfig:
     def storage_url(self) -> str:
         return self.storage or str(Path(self.run_dir) / "optuna.journal")
 
+    @property
+    def results_dir(self) -> Path:
+        """Where a run writes its result files: <run_dir>/<study name, file-safe>."""
+        return Path(self.run_dir) / safe_name(self.study_name)
+
+    def cost_reports(self, arch: Any) -> dict[str, CostReport]:
+        """``arch`` costed on every hardware target, by target name."""
+        return {t.name: t.estimate(arch) for t in self.hardware}
+
     def to_dict(self) -> dict[str, Any]:
         """A TOML-like plain dict; ``parse_config(to_dict())`` gives back an equal config."""
         return {
@@ -162,7 +182,7 @@ class ExperimentConfig:
     def fingerprint(self) -> str:
         """Hash of what defines the search (not the budget, names or where things are stored).
 
-        Two runs may share a study only when their fingerprints agree (issue 6).
+        Two runs (or workers) may share a study only when their fingerprints agree.
         """
         d = self.to_dict()
         for k in ("trials", "study", "storage", "run_dir", "mlflow", "name"):
@@ -216,6 +236,11 @@ class ExperimentConfig:
         return parse_config(d, source=self.source, base_dir=None)
 
 
+def safe_name(name: str) -> str:
+    """``name`` as a file or folder name: anything but letters, digits, ``-_.`` becomes ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
 # ---------------------------------------------------------------------------- parsing
 
 _TOP_KEYS = {
@@ -261,16 +286,11 @@ def resolve_space(space: str, base_dir: Path | None) -> str:
             candidates.append(base_dir / p)
         candidates.append(Path.cwd() / p)
         if p.suffix != ".toml":
-            candidates.append(_REPO_SPACES / f"{space}.toml")
-            try:  # a space shipped inside the searchspace package, if C ships any
-                shipped = Path(str(resources.files("searchspace") / "spaces"))
-                candidates.append(shipped / f"{space}.toml")
-            except (ModuleNotFoundError, TypeError):
-                pass
+            candidates.append(searchspace.SPACES_DIR / f"{space}.toml")
     for c in candidates:
         if c.is_file():
             return str(c.resolve())
-    known = sorted(q.stem for q in _REPO_SPACES.glob("*.toml")) if _REPO_SPACES.is_dir() else []
+    known = searchspace.available_spaces()
     raise ConfigError(
         f"space={space!r}: no such search-space file (looked in "
         f"{[str(c) for c in candidates]}); named spaces: {known}"
@@ -278,9 +298,6 @@ def resolve_space(space: str, base_dir: Path | None) -> str:
 
 
 def _parse_hardware(items: Any) -> tuple[HardwareTarget, ...]:
-    import hw_profiles
-    from costmodel import PRECISIONS
-
     if isinstance(items, Mapping):
         items = [items]
     if not isinstance(items, list) or not items:
@@ -360,7 +377,8 @@ def parse_config(
         except ValueError as e:
             raise ConfigError(f"objectives: {e}") from None
         _check_ref(ref, hardware, "objectives")
-        objectives.append(Objective(ref, "maximize" if ref.metric == "accuracy" else "minimize"))
+        direction = "maximize" if ref.metric == "accuracy" else "minimize"
+        objectives.append(ObjectiveSpec(ref, direction))
     if len({o.name for o in objectives}) != len(objectives):
         raise ConfigError(f"objectives={objs!r} lists one objective twice")
 
@@ -428,8 +446,6 @@ def parse_config(
 
 
 def _validate_estimator(est: Mapping[str, Any]) -> None:
-    from search._estimators import EstimatorConfig
-
     try:
         EstimatorConfig.from_dict(est)
     except ValueError as e:
@@ -437,7 +453,7 @@ def _validate_estimator(est: Mapping[str, Any]) -> None:
 
 
 def _parse_hv(
-    hv: Any, objectives: Sequence[Objective], constraints: Sequence[Constraint]
+    hv: Any, objectives: Sequence[ObjectiveSpec], constraints: Sequence[Constraint]
 ) -> dict[str, tuple[float, float]]:
     """(best, worst) per objective; defaults: accuracy (1, 0), a cost (0, its constraint limit)."""
     if not isinstance(hv, Mapping):

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "DATASETS",
@@ -137,6 +138,8 @@ def _digits(
     max_train: int | None,
     max_val: int | None,
 ) -> Dataset:
+    # scikit-learn is imported where it is needed: it costs about 1 s of CPU to import, which
+    # every worker process would pay even when no estimator uses the digits data.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -230,7 +233,7 @@ def _imagefolder(
         f_train, l_train = _list_images(root / "train", classes)
         f_val, l_val = _list_images(root / "val", classes, allow_missing_classes=True)
     else:
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import train_test_split  # see _digits
 
         classes = _class_names(root)
         files, labels = _list_images(root, classes)
@@ -302,8 +305,6 @@ def _list_images(
 
 
 def _read_images(files: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
     c, h, w = shape
     mode = "L" if c == 1 else "RGB"
     out = np.empty((len(files), h, w, 1 if c == 1 else 3), dtype=np.float32)

@@ -52,10 +52,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import searchspace
 from search._data import DATASETS, Dataset, load_dataset
 
 __all__ = [
@@ -537,10 +539,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 def sample_reference(space: Any, n: int, seed: int) -> list[Any]:
     """``n`` architectures from ``space`` by Optuna's RandomSampler(seed): a fixed population."""
-    import optuna
-
-    import searchspace
-
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
     try:
@@ -581,8 +579,6 @@ def make_estimator(
     if cfg.kind == "none":
         return _ConstantEstimator(cfg)
     if build is None:
-        import searchspace
-
         build = searchspace.build
     args = (cfg, shape, num_classes, build)
     if cfg.kind == "train":

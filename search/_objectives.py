@@ -12,16 +12,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from costmodel import CostReport
+from costmodel import CostReport
 
 # metric -> attribute of ``CostReport.total``
 COST_METRICS: dict[str, str] = {
     "latency_s": "latency_s",
     "params": "params",
-    "macs": "macs",  # multiply-accumulates (the seed slides' "FLOPs"); FLOPs = 2 * MACs
+    "macs": "macs",  # multiply-accumulates (what many slides call "FLOPs"); FLOPs = 2 * MACs
     "mac_bytes": "mac_bytes",
     "peak_activation_bytes": "peak_activation_bytes",
 }

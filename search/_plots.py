@@ -6,9 +6,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
+import searchspace
+from costmodel import plot_roofline_networks
 from search._config import ExperimentConfig
+from search._record import TrialRecord, is_feasible
 
 log = logging.getLogger("search")
 
@@ -17,8 +21,6 @@ def plot_pareto(
     trials: Sequence[FrozenTrial], cfg: ExperimentConfig, pareto: set[int], path: Path
 ) -> Path:
     """Every pair of objectives: infeasible (grey x), dominated (blue) and Pareto (red) trials."""
-    from matplotlib.figure import Figure
-
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
     names = [o.name for o in cfg.objectives]
     pairs = [(0, j) for j in range(1, len(names))]
@@ -26,9 +28,8 @@ def plot_pareto(
     for k, (i, j) in enumerate(pairs):
         ax = fig.add_subplot(1, len(pairs), k + 1)
         groups = {
-            "infeasible": [t for t in done if any(v > 0 for v in t.constraints.values())],
-            "dominated": [t for t in done if t.number not in pareto
-                          and all(v <= 0 for v in t.constraints.values())],
+            "infeasible": [t for t in done if not is_feasible(t)],
+            "dominated": [t for t in done if t.number not in pareto and is_feasible(t)],
             "Pareto": sorted((t for t in done if t.number in pareto), key=lambda t: t.values[j]),
         }  # fmt: skip
         style = {
@@ -66,37 +67,32 @@ def _label(name: str) -> str:
 
 
 def plot_roofline(
-    trials: Sequence[FrozenTrial], cfg: ExperimentConfig, pareto: set[int], out_dir: Path,
+    trials: Sequence[FrozenTrial],
+    cfg: ExperimentConfig,
+    pareto: set[int],
+    out_dir: Path,
     max_points: int = 1500,
 ) -> list[Path]:
     """Each target's roofline chart with the feasible candidates, the front highlighted."""
-    import costmodel
-    import searchspace
-
-    plot = getattr(costmodel, "plot_roofline_networks", None)
-    if plot is None:
-        from costmodel._plot import plot_roofline_networks as plot
-    done = [t for t in trials if t.state == TrialState.COMPLETE and "roofnas" in t.user_attrs]
-    feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())]
-    chosen = feasible[-max_points:] or done[-max_points:]
+    recorded = [
+        (t, rec) for t in trials
+        if t.state == TrialState.COMPLETE and (rec := TrialRecord.of(t)) is not None
+    ]  # fmt: skip
+    feasible = [(t, rec) for t, rec in recorded if is_feasible(t)]
+    chosen = feasible[-max_points:] or recorded[-max_points:]
     if not chosen:
         return []
-    archs = [searchspace.Architecture.from_string(t.user_attrs["roofnas"]["arch"]) for t in chosen]
+    archs = [searchspace.Architecture.from_string(rec.arch) for _, rec in chosen]
     paths = []
     for target in cfg.hardware:
-        reports = [
-            costmodel.estimate(
-                a, hw=target.profile, precision=target.precision, batch=target.batch,
-                runtime=target.runtime,
-            )
-            for a in archs
-        ]
-        labels = [f"#{t.number}" for t in chosen]
-        hi = [i for i, t in enumerate(chosen) if t.number in pareto]
+        reports = [target.estimate(a) for a in archs]
+        labels = [f"#{t.number}" for t, _ in chosen]
+        hi = [i for i, (t, _) in enumerate(chosen) if t.number in pareto]
         path = out_dir / f"roofline_{target.name}.png"
-        plot(reports, labels, target.profile, target.precision, path,
-             title=f"{len(chosen)} candidates on {target.name} ({target.precision}, batch "
-                   f"{target.batch}); Pareto front highlighted",
-             highlight=hi)  # fmt: skip
+        title = (f"{len(chosen)} candidates on {target.name} ({target.precision}, batch "
+                 f"{target.batch}); Pareto front highlighted")  # fmt: skip
+        plot_roofline_networks(
+            reports, labels, target.profile, target.precision, path, title=title, highlight=hi
+        )
         paths.append(path)
     return paths

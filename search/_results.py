@@ -5,37 +5,37 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+import torch
+from optuna.trial import FrozenTrial
 
+import searchspace
 from search._config import ExperimentConfig
+from search._front import pareto_trials
+from search._plots import plot_pareto, plot_roofline
+from search._record import TrialRecord
 
 log = logging.getLogger("search")
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto front (Optuna's ``best_trials``), by trial number."""
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        return []
-    return sorted(study.best_trials, key=lambda t: t.number)
-
-
 def trial_row(t: FrozenTrial, cfg: ExperimentConfig) -> dict[str, Any]:
     """One flat row: trial, objectives, constraint values, costs per target, arch."""
-    info = t.user_attrs.get("roofnas", {})
+    rec = TrialRecord.of(t) or TrialRecord(arch="")
     row: dict[str, Any] = {"trial": t.number}
     for o, v in zip(cfg.objectives, t.values or [None] * len(cfg.objectives), strict=True):
         row[o.name] = v
     for name, v in t.constraints.items():
         row[f"constraint:{name}"] = v
-    for target, costs in info.get("costs", {}).items():
+    for target, costs in rec.costs.items():
         for k, v in costs.items():
             row[f"{k}@{target}"] = v
-    row["arch"] = info.get("arch", "")
+    row["arch"] = rec.arch
     return row
 
 
@@ -63,41 +63,28 @@ def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
     if not 0 <= number < len(trials) or trials[number].number != number:
         match = [t for t in trials if t.number == number]
         if not match:
-            raise KeyError(f"trial={number} is not in study {study.study_name!r} "
-                           f"({len(trials)} trials, numbers 0..{len(trials) - 1})")
+            raise KeyError(
+                f"trial={number} is not in study {study.study_name!r} "
+                f"({len(trials)} trials, numbers 0..{len(trials) - 1})"
+            )
         return match[0]
     return trials[number]
 
 
-def arch_of(t: FrozenTrial) -> Any:
-    import searchspace
-
-    s = t.user_attrs.get("roofnas", {}).get("arch")
-    if not s:
+def arch_of(t: FrozenTrial) -> searchspace.Architecture:
+    rec = TrialRecord.of(t)
+    if rec is None or not rec.arch:
         raise KeyError(f"trial {t.number} has no architecture (state {t.state.name})")
-    return searchspace.Architecture.from_string(s)
-
-
-def cost_reports(arch: Any, cfg: ExperimentConfig) -> dict[str, Any]:
-    import costmodel
-
-    return {
-        t.name: costmodel.estimate(
-            arch, hw=t.profile, precision=t.precision, batch=t.batch, runtime=t.runtime
-        )
-        for t in cfg.hardware
-    }
+    return searchspace.Architecture.from_string(rec.arch)
 
 
 def export_trial(study: optuna.Study, cfg: ExperimentConfig, number: int, out: Path) -> list[Path]:
     """A standalone PyTorch file (``searchspace.export_source``) and its cost report JSON."""
-    import searchspace
-
     t = get_trial(study, number)
     arch = arch_of(t)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(searchspace.export_source(arch))
-    reports = cost_reports(arch, cfg)
+    reports = cfg.cost_reports(arch)
     report_path = out.with_suffix(".cost.json")
     doc = {
         "study": study.study_name,
@@ -115,8 +102,6 @@ def export_trial(study: optuna.Study, cfg: ExperimentConfig, number: int, out: P
 
 def write_results(study: optuna.Study, cfg: ExperimentConfig, out_dir: Path) -> tuple[str, ...]:
     """pareto.csv, pareto.json, the plots and each Pareto architecture's source."""
-    from search._plots import plot_pareto, plot_roofline
-
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = pareto_table(study, cfg)
     files: list[Path] = []
@@ -128,8 +113,9 @@ def write_results(study: optuna.Study, cfg: ExperimentConfig, out_dir: Path) -> 
         w.writerows(rows)
     files.append(csv_path)
     json_path = out_dir / "pareto.json"
-    json_path.write_text(json.dumps({"study": study.study_name, "config": cfg.to_dict(),
-                                     "pareto": rows}, indent=1))
+    json_path.write_text(
+        json.dumps({"study": study.study_name, "config": cfg.to_dict(), "pareto": rows}, indent=1)
+    )
     files.append(json_path)
     trials = study.get_trials(deepcopy=False)
     try:
@@ -139,8 +125,9 @@ def write_results(study: optuna.Study, cfg: ExperimentConfig, out_dir: Path) -> 
         log.warning("plotting failed: %s", e)
     for r in rows:
         try:
-            files.extend(export_trial(study, cfg, r["trial"], out_dir / "pareto" /
-                                      f"trial_{r['trial']}.py"))
+            files.extend(
+                export_trial(study, cfg, r["trial"], out_dir / "pareto" / f"trial_{r['trial']}.py")
+            )
         except Exception as e:
             log.warning("export of trial %s failed: %s", r["trial"], e)
     return tuple(str(p) for p in files)
@@ -171,28 +158,30 @@ def chosen_trials(study: optuna.Study, cfg: ExperimentConfig, k: int) -> list[Fr
     return [front[i] for i in idx]
 
 
-def log_models(view: Any, study: optuna.Study, cfg: ExperimentConfig,
-               trials: Sequence[FrozenTrial]) -> None:
-    """``mlflow.pytorch.log_model`` under the parent run (batch-2 example: not locked to 1)."""
+def log_models(tracking_uri: str, run_id: str, trials: Sequence[FrozenTrial]) -> None:
+    """``mlflow.pytorch.log_model`` under run ``run_id`` (batch-2 example: not locked to 1)."""
     if not trials:
         return
+    # Imported here: MLflow costs about 2.5 s of CPU to import, and only this needs it.
     import mlflow
     import mlflow.pytorch
-    import numpy as np
-    import torch
 
-    import searchspace
-
-    mlflow.set_tracking_uri(view.tracking_uri)
-    with mlflow.start_run(run_id=view.parent_run_id):
-        for t in trials:
-            arch = arch_of(t)
-            model = searchspace.build(arch).eval()
-            c, h, w = arch.input_shape
-            example = np.random.default_rng(0).standard_normal((2, c, h, w)).astype("float32")
-            mlflow.pytorch.log_model(
-                model,
-                name=f"pareto_trial_{t.number}",
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+    # mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI for the whole process: put back
+    # what was there, or the next run in this process would log to this run's store.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            for t in trials:
+                arch = arch_of(t)
+                model = searchspace.build(arch).eval()
+                c, h, w = arch.input_shape
+                example = np.random.default_rng(0).standard_normal((2, c, h, w)).astype("float32")
+                mlflow.pytorch.log_model(
+                    model,
+                    name=f"pareto_trial_{t.number}",
+                    input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: unset again

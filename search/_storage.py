@@ -1,170 +1,188 @@
-"""Optuna storages for a search: a journal file by default, RDB URLs otherwise.
+"""The study storage: one opener for journal files and SQL databases, heartbeats on both.
 
-Why a custom journal: Optuna's ``JournalFileBackend`` takes a file lock,
-appends and ``fsync``s once per storage call, and a trial here makes about 30
-calls (one per sampled architecture choice, constraints, attributes, state).
-At 6 ms per fsync on this machine's disk that alone is 200 ms a trial. So:
+``open_storage(url)`` takes an SQLAlchemy URL (``postgresql://user@host:port/db`` for workers
+on several machines, ``sqlite:///file.db``) or a journal file path (workers on one host; the
+default). Both come with heartbeats, so a SIGKILLed worker's trial is failed and retried:
+Optuna's ``RDBStorage`` has them built in, the journal gets them from
+``HeartbeatJournalStorage``. Settings come from the arguments, else the environment
+(ROOFNAS_HEARTBEAT_INTERVAL_S, ROOFNAS_GRACE_PERIOD_S, ROOFNAS_MAX_RETRY), else 10 s, 30 s
+and 3 retries. Every mistake (a bad setting, an unwritable path, a directory, a database
+that refuses) raises ``StorageError`` naming the storage and the value.
 
-- ``BatchingJournalStorage`` holds a running trial's params, user attributes
-  and constraint values in memory and appends them together with the next
-  write that must go out (the trial's end, or a read of that trial): about
-  three appends a trial instead of thirty. Other system attributes (e.g. a
-  worker's heartbeat) are written at once.
-- ``GroupCommitFileBackend`` writes and flushes every append to the OS at
-  once (so a killed process, Ctrl-C or SIGKILL, loses no finished trial) and
-  ``fsync``s at most every ``fsync_interval_s`` and on ``close()`` (so an
-  operating-system crash or power cut can lose at most that last interval).
-
-Only this process sees a running trial's params before it ends; a worker
-killed mid-trial leaves a RUNNING trial without params (heartbeats turn it
-into FAIL; a retry samples afresh). ``batch_trial_writes=False`` turns the
-batching off.
+Why a journal of our own: Optuna's journal file fsyncs once per storage call, about thirty
+calls a trial (one per sampled architecture choice); ``search._private_apis`` has the batching
+journal that writes a trial in about three appends and fsyncs at most once a second.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import optuna
-from optuna.storages.journal import JournalFileBackend, JournalStorage
-from optuna.storages.journal._file import get_lock_file
-from optuna.storages.journal._storage import JournalOperation
-from optuna.trial import FrozenTrial, TrialState
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStaleTrial
 
-from search import _workers
+from search._private_apis import (
+    HEARTBEAT_ATTR,
+    BatchingJournalStorage,
+    GroupCommitFileBackend,
+    HeartbeatJournalStorage,
+)
 
-_DEFERRABLE = (JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR)
-_SYSTEM_ATTR = JournalOperation.SET_TRIAL_SYSTEM_ATTR
-_USER_ATTR = JournalOperation.SET_TRIAL_USER_ATTR
-_CONSTRAINT_PREFIX = "constraints:"  # optuna.trial.Trial.set_constraint's system-attr key
+__all__ = [
+    "DEFAULT_GRACE_PERIOD_S",
+    "DEFAULT_HEARTBEAT_INTERVAL_S",
+    "DEFAULT_MAX_RETRY",
+    "HEARTBEAT_ATTR",
+    "HeartbeatJournalStorage",
+    "HeartbeatSettings",
+    "StorageError",
+    "close_storage",
+    "is_rdb_url",
+    "open_storage",
+]
 
-
-class GroupCommitFileBackend(JournalFileBackend):
-    """A journal file whose appends are flushed at once and fsynced at most every interval."""
-
-    def __init__(self, file_path: str, fsync_interval_s: float = 1.0) -> None:
-        super().__init__(file_path)
-        self.fsync_interval_s = fsync_interval_s
-        self._last_fsync = time.monotonic()
-        self._dirty = False
-        self.appends = 0  # for the overhead benchmark
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        import json
-
-        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
-        with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(data.encode("utf-8"))
-            f.flush()
-            self.appends += 1
-            now = time.monotonic()
-            if now - self._last_fsync >= self.fsync_interval_s:
-                os.fsync(f.fileno())
-                self._last_fsync, self._dirty = now, False
-            else:
-                self._dirty = True
-
-    def read_logs(self, log_number_from: int) -> Any:
-        # JournalStorage re-reads the file before every read; skip the open when nothing new.
-        offset = self._log_number_offset.get(log_number_from)
-        if offset is not None:
-            try:
-                if os.stat(self._file_path).st_size == offset:
-                    return iter(())
-            except OSError:
-                pass
-        return super().read_logs(log_number_from)
-
-    def sync(self) -> None:
-        """fsync what was appended since the last fsync."""
-        if self._dirty:
-            with open(self._file_path, "ab") as f:
-                os.fsync(f.fileno())
-            self._last_fsync, self._dirty = time.monotonic(), False
+DEFAULT_HEARTBEAT_INTERVAL_S = 10
+DEFAULT_GRACE_PERIOD_S = 30  # three missed heartbeats
+DEFAULT_MAX_RETRY = 3
+_RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite", "oracle", "mssql")
 
 
-class BatchingJournalStorage(JournalStorage):
-    """Journal storage that writes a running trial's params and attributes in one append."""
+class StorageError(ValueError):
+    """The Optuna storage cannot be opened or written; the message names it and the value."""
 
-    def __init__(self, backend: JournalFileBackend, batch_trial_writes: bool = True) -> None:
-        super().__init__(backend)
-        self.batch_trial_writes = batch_trial_writes
-        self._pending: list[dict[str, Any]] = []
-        self._pending_trials: set[int] = set()
 
-    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
-        log = {"op_code": op_code, "worker_id": self._replay_result.worker_id, **extra_fields}
-        deferrable = op_code in _DEFERRABLE or (
-            op_code == JournalOperation.SET_TRIAL_SYSTEM_ATTR
-            and str(next(iter(extra_fields.get("system_attr", {})), "")).startswith(
-                _CONSTRAINT_PREFIX
+def is_rdb_url(url: str) -> bool:
+    """True for an SQLAlchemy URL (``postgresql://...``, ``sqlite:///...``); else a journal file."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    return scheme in _RDB_SCHEMES
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """How often a running trial says it is alive, and when a silent one is failed and retried."""
+
+    interval_s: int = DEFAULT_HEARTBEAT_INTERVAL_S
+    grace_period_s: int = DEFAULT_GRACE_PERIOD_S
+    max_retry: int = DEFAULT_MAX_RETRY
+
+    def __post_init__(self) -> None:
+        if self.grace_period_s <= self.interval_s:
+            raise StorageError(
+                f"grace_period_s={self.grace_period_s} must exceed "
+                f"heartbeat_interval_s={self.interval_s}"
             )
+
+    @classmethod
+    def resolve(
+        cls,
+        interval_s: int | None = None,
+        grace_period_s: int | None = None,
+        max_retry: int | None = None,
+    ) -> HeartbeatSettings:
+        """The given values, else the environment's, else the defaults."""
+        interval = interval_s or _env_int(
+            "ROOFNAS_HEARTBEAT_INTERVAL_S", DEFAULT_HEARTBEAT_INTERVAL_S
         )
-        if self.batch_trial_writes and deferrable:
-            self._pending.append(log)
-            self._pending_trials.add(extra_fields["trial_id"])
-            return
-        logs, self._pending = [*self._pending, log], []
-        self._pending_trials.clear()
-        self._backend.append_logs(logs)
+        grace = grace_period_s or _env_int(
+            "ROOFNAS_GRACE_PERIOD_S", max(DEFAULT_GRACE_PERIOD_S, 3 * interval)
+        )
+        retries = max_retry if max_retry is not None else _env_int(
+            "ROOFNAS_MAX_RETRY", DEFAULT_MAX_RETRY
+        )  # fmt: skip
+        return cls(interval, grace, retries)
 
-    def flush(self) -> None:
-        """Write what is held; the next read sees it."""
-        if self._pending:
-            with self._thread_lock:
-                logs, self._pending = self._pending, []
-                self._pending_trials.clear()
-                self._backend.append_logs(logs)
-                self._sync_with_backend()
-
-    def _flush_for(self, trial_id: int) -> None:
-        if trial_id in self._pending_trials:
-            self.flush()
-
-    # Reads of a trial with held writes see them: flush first.
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        self._flush_for(trial_id)
-        return super().get_trial(trial_id)
-
-    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        # Trial.set_constraint reads these before each write: overlay, do not flush.
-        attrs = dict(super().get_trial(trial_id).system_attrs)  # the file's, unflushed
-        for log in self._pending:
-            if log["op_code"] == _SYSTEM_ATTR and log["trial_id"] == trial_id:
-                attrs.update(log["system_attr"])
-        return attrs
-
-    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
-        attrs = dict(super().get_trial(trial_id).user_attrs)
-        for log in self._pending:
-            if log["op_code"] == _USER_ATTR and log["trial_id"] == trial_id:
-                attrs.update(log["user_attr"])
-        return attrs
-
-    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
-        self._flush_for(trial_id)
-        return super().get_trial_params(trial_id)
-
-    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> Any:
-        if states is None or TrialState.RUNNING in states:  # held writes are of running trials
-            self.flush()
-        return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
-
-    def close(self) -> None:
-        self.flush()
-        backend = self._backend
-        if isinstance(backend, GroupCommitFileBackend):
-            backend.sync()
+    def retry_callback(self) -> RetryStaleTrial:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # experimental in Optuna 5.0
+            return RetryStaleTrial(max_retry=self.max_retry)
 
 
-class StorageError(RuntimeError):
-    """The Optuna storage cannot be opened or written."""
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StorageError(f"{name}={raw!r} must be a positive integer (seconds)") from None
+    if value < 1:
+        raise StorageError(f"{name}={raw!r} must be a positive integer (seconds)")
+    return value
 
 
-def _check_writable_dir(d: Path, what: str) -> None:
+def open_storage(
+    url: str | Path,
+    *,
+    heartbeat_interval_s: int | None = None,
+    grace_period_s: int | None = None,
+    max_retry: int | None = None,
+    batch_trial_writes: bool = True,
+) -> BaseStorage:
+    """The study storage for ``url`` (see the module docstring), with heartbeats."""
+    url = str(url)
+    heartbeat = HeartbeatSettings.resolve(heartbeat_interval_s, grace_period_s, max_retry)
+    if is_rdb_url(url):
+        return _open_rdb(url, heartbeat)
+    if "://" in url:
+        raise StorageError(
+            f"storage={url!r}: unknown URL scheme; give one of {list(_RDB_SCHEMES)} or a "
+            "journal file path"
+        )
+    return _open_journal(Path(url), heartbeat, batch_trial_writes)
+
+
+def _open_rdb(url: str, heartbeat: HeartbeatSettings) -> RDBStorage:
+    if url.startswith("sqlite:///"):
+        _check_writable_dir(Path(url[len("sqlite:///") :]).parent, url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
+        try:
+            return RDBStorage(
+                _with_driver(url),
+                heartbeat_interval=heartbeat.interval_s,
+                grace_period=heartbeat.grace_period_s,
+                heartbeat_stale_trial_callback=heartbeat.retry_callback(),
+                # A worker may wait a long time in a trial: re-check pooled connections.
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except Exception as e:  # sqlalchemy/psycopg2 errors name no field: add one
+            raise StorageError(f"storage={_redact(url)!r} cannot be opened: {e}") from e
+
+
+def _open_journal(
+    path: Path, heartbeat: HeartbeatSettings, batch_trial_writes: bool
+) -> HeartbeatJournalStorage:
+    url = str(path)
+    if path.is_dir():
+        raise StorageError(f"storage={url!r} is a directory; give a journal file path")
+    _check_writable_dir(path.parent, url)
+    if path.exists() and not path.is_file():
+        raise StorageError(f"storage={url!r} is not a file")
+    try:
+        return HeartbeatJournalStorage(
+            GroupCommitFileBackend(url),
+            heartbeat_interval=heartbeat.interval_s,
+            grace_period=heartbeat.grace_period_s,
+            heartbeat_stale_trial_callback=heartbeat.retry_callback(),
+            batch_trial_writes=batch_trial_writes,
+        )
+    except OSError as e:
+        raise StorageError(f"storage={url!r} cannot be written: {e.strerror}") from None
+
+
+def close_storage(storage: BaseStorage) -> None:
+    """Write out held trial data and fsync (journal); a no-op for other storages."""
+    if isinstance(storage, BatchingJournalStorage):
+        storage.close()
+
+
+def _check_writable_dir(d: Path, url: str) -> None:
+    what = f"storage={url!r}"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -177,30 +195,25 @@ def _check_writable_dir(d: Path, what: str) -> None:
         raise StorageError(f"{what}: directory {str(d)!r} is not writable: {e.strerror}") from None
 
 
-def open_storage(url: str, *, batch_trial_writes: bool = True) -> optuna.storages.BaseStorage:
-    """``sqlite:///``, ``postgresql://``, ``mysql://`` URLs, or a journal file path."""
-    if "://" in url:
-        if url.startswith("sqlite:///"):
-            _check_writable_dir(Path(url[len("sqlite:///") :]).parent, f"storage={url!r}")
-        try:
-            # heartbeats + retry of a killed worker's trial (issue 6)
-            return _workers.open_rdb_storage(url)
-        except Exception as e:
-            raise StorageError(f"storage={url!r} cannot be opened: {e}") from None
-    path = Path(url)
-    _check_writable_dir(path.parent, f"storage={url!r}")
-    if path.exists() and not path.is_file():
-        raise StorageError(f"storage={url!r} is not a file")
-    try:
-        backend = GroupCommitFileBackend(str(path))
-        storage = BatchingJournalStorage(backend, batch_trial_writes=batch_trial_writes)
-        return _workers.enable_heartbeat(storage)  # issue 6: a killed worker's trial is retried
-    except OSError as e:
-        raise StorageError(f"storage={url!r} cannot be written: {e.strerror}") from None
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with a driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; the ``postgres`` extra installs
+    psycopg2, so name it when psycopg 3 is missing. ``postgres://`` (Heroku style) is accepted.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return f"postgresql+psycopg2{sep}{rest}"
+    return f"postgresql{sep}{rest}"
 
 
-def close_storage(storage: Any) -> None:
-    """Write out held trial data and fsync (journal); a no-op for other storages."""
-    close = getattr(storage, "close", None)
-    if isinstance(storage, BatchingJournalStorage) and close is not None:
-        close()
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

@@ -1,8 +1,8 @@
-"""Many workers on one study (issue 6): global budget, heartbeats and retries, MLflow agreement.
+"""Many workers on one study: global budget, heartbeats and retries, MLflow agreement.
 
 The process tests run `python -m search run` for real (journal file, PostgreSQL, an MLflow
 server) and SIGKILL a worker in the middle of a trial; ROOFNAS_TEST_TRIAL_SLEEP_S (a test-only
-hook in search._workers) makes each trial last long enough to be caught running.
+hook in search._budget) makes each trial last long enough to be caught running.
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search._workers import (
-    HEARTBEAT_ATTR,
+from search._budget import (
     SURPLUS_ATTR,
     WORKER_ATTR,
     GlobalBudget,
-    JournalHeartbeat,
     counts_against_budget,
-    is_rdb_url,
-    mlflow_reachable,
-    open_storage,
     optimize_shared,
 )
+from search._mlflow import mlflow_reachable
+from search._storage import HEARTBEAT_ATTR, HeartbeatJournalStorage, is_rdb_url, open_storage
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +182,7 @@ def test_open_storage_names_bad_values(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="is a directory"):
         open_storage(tmp_path)
     st = open_storage(tmp_path / "sub" / "j.journal")
-    assert isinstance(st, JournalHeartbeat)
+    assert isinstance(st, HeartbeatJournalStorage)
     assert st.get_heartbeat_interval() == 10 and st.grace_period == 30
 
 
@@ -264,7 +261,7 @@ def test_journal_heartbeat_fails_a_stale_trial_and_the_retry_keeps_its_params(
     tmp_path: Path,
 ) -> None:
     storage = open_storage(tmp_path / "j.journal", heartbeat_interval_s=1, grace_period_s=2)
-    assert isinstance(storage, JournalHeartbeat)
+    assert isinstance(storage, HeartbeatJournalStorage)
     study = _study(storage)
     dead = study.ask()
     dead.suggest_float("x", 0.0, 1.0)
@@ -460,7 +457,8 @@ def test_budget_is_global_on_postgres_with_three_processes(postgres_url: str) ->
                         directions=["minimize", "minimize"])
     code = (
         "import optuna, sys\n"
-        "from search._workers import open_storage, optimize_shared\n"
+        "from search._budget import optimize_shared\n"
+        "from search._storage import open_storage\n"
         "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
         "st = optuna.load_study(study_name='toy', storage=open_storage(sys.argv[1]))\n"
         "def f(t):\n"

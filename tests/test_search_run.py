@@ -217,6 +217,14 @@ def test_e2e_mlflow_parent_children_and_artifacts(e2e: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_e2e_run_leaves_the_process_tracking_uri_alone(e2e: dict[str, Any]) -> None:
+    # logging models goes through mlflow.set_tracking_uri, which also sets the variable:
+    # left set, the next run in this process would log into this run's store
+    assert e2e["result"].mlflow_error is None
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+@pytest.mark.slow
 def test_e2e_exported_architecture_runs_in_a_fresh_interpreter(
     e2e: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -292,3 +300,28 @@ def test_e2e_mlflow_server_on_the_store_answers_a_runs_search(e2e: dict[str, Any
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_update_pareto_corrects_the_metric_and_tag_of_logged_children(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from search._mlflow import TAG_PARETO, ChildRecord, MlflowView
+
+    view = MlflowView(f"sqlite:///{tmp_path / 'm.db'}", "e", "s", tmp_path / "art")
+    view.ensure_parent(optuna.create_study(directions=["minimize"]))
+
+    def child(n: int, pareto: bool) -> ChildRecord:
+        return ChildRecord(n, "FINISHED", 1000, 2000, {"trial_number": str(n)},
+                           {"pareto": float(pareto)},
+                           {TAG_TRIAL: str(n), TAG_PARETO: str(pareto).lower()})  # fmt: skip
+
+    assert view.write_children([child(0, False), child(1, True), child(2, True)]) == 3
+    # trial 0 joined the front after it was logged, trial 1 left it, trial 2 stayed
+    assert view.update_pareto({0, 2}) == 2
+    assert view.update_pareto({0, 2}) == 0  # nothing left to correct
+    c = MlflowClient(view.tracking_uri)
+    runs = {n: c.get_run(rid) for n, (rid, _) in view.logged.items()}
+    assert {n: r.data.tags[TAG_PARETO] for n, r in runs.items()} == {
+        0: "true", 1: "false", 2: "true"
+    }  # fmt: skip
+    assert {n: r.data.metrics["pareto"] for n, r in runs.items()} == {0: 1.0, 1: 0.0, 2: 1.0}

@@ -1,0 +1,98 @@
+"""The per-trial callable: sample, cost on every target, constrain, then (maybe) estimate.
+
+Per trial:
+
+1. ``arch = searchspace.sample(trial, space)``;
+2. ``costmodel.estimate`` on every hardware target (``ExperimentConfig.cost_reports``);
+3. ``trial.set_constraint`` for each constraint (``value / limit - 1``); a candidate that
+   breaks one returns its cost objectives with a neutral accuracy at once: no estimator work
+   is spent on it;
+4. otherwise the accuracy estimator scores it.
+
+The trial's ``TrialRecord`` is written once, at the end, even when scoring fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+import searchspace
+from search._config import ExperimentConfig
+from search._estimators import AccuracyEstimator, EstimatorConfig, make_estimator
+from search._objectives import constraint_value, cost_summary, cost_value
+from search._record import TrialRecord
+
+
+@dataclass
+class Counters:
+    trials: int = 0
+    estimator_calls: int = 0
+    rejected: int = 0
+
+
+class TrialEvaluator:
+    """``study.optimize``'s objective for one experiment.
+
+    ``estimator`` (an object with ``score(arch) -> float``) is built from the config on first
+    use when not given, so a search whose candidates are all rejected never loads its data.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, estimator: Any | None = None) -> None:
+        self.cfg = cfg
+        self.space = searchspace.load_space(cfg.space)
+        self._estimator = estimator
+        self.counters = Counters()
+        accuracy = [o.name for o in cfg.objectives if o.metric.metric == "accuracy"]
+        self.needs_accuracy = bool(accuracy)
+        # A rejected candidate's accuracy: the hypervolume box's worst, so it adds nothing.
+        self.neutral_accuracy = cfg.hv_bounds[accuracy[0]][1] if accuracy else 0.0
+
+    def estimator(self, arch: searchspace.Architecture) -> AccuracyEstimator:
+        if self._estimator is None:
+            ecfg = EstimatorConfig.from_dict({"seed": self.cfg.seed, **self.cfg.estimator})
+            # space=: proxy_rank ranks against a reference population drawn once from the
+            # space (seeded), so a trial's score does not depend on the order of trials.
+            self._estimator = make_estimator(
+                ecfg, tuple(arch.input_shape), arch.num_classes, space=self.space
+            )
+        return self._estimator
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        cfg = self.cfg
+        self.counters.trials += 1
+        arch = searchspace.sample(trial, self.space)
+        reports = cfg.cost_reports(arch)
+        primary = cfg.primary.name
+        raw = {c.name: cost_value(c.metric, reports, primary) for c in cfg.constraints}
+        cons = {c.name: constraint_value(raw[c.name], c.limit) for c in cfg.constraints}
+        feasible = all(v <= 0 for v in cons.values())
+        for k, v in cons.items():
+            trial.set_constraint(k, v)
+        scored = feasible and self.needs_accuracy
+        accuracy = self.neutral_accuracy
+        estimator_s: float | None = None
+        try:
+            if scored:
+                est = self.estimator(arch)
+                t0 = time.perf_counter()
+                self.counters.estimator_calls += 1
+                accuracy = float(est.score(arch))
+                estimator_s = time.perf_counter() - t0
+            elif not feasible:
+                self.counters.rejected += 1
+        finally:  # one storage write for everything we know, even if scoring failed
+            TrialRecord(
+                arch=arch.to_string(),
+                costs={name: cost_summary(r) for name, r in reports.items()},
+                feasible=feasible,
+                estimator_skipped=not scored,
+                estimator_s=estimator_s,
+            ).write(trial)
+        return [
+            accuracy if o.metric.metric == "accuracy" else cost_value(o.metric, reports, primary)
+            for o in cfg.objectives
+        ]

@@ -1,0 +1,78 @@
+"""What the search knows about one trial beyond Optuna's own fields: the trial record.
+
+The run loop writes it once per trial, as the user attribute ``roofnas`` (one storage write
+for everything); results, plots and the MLflow view read it back through ``TrialRecord.of``.
+No other module reads trial user attributes by key. The stored form is a plain JSON object:
+
+    {"arch": <Architecture.to_string()>, "costs": {<target>: {<metric>: value}},
+     "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+ATTR_RECORD = "roofnas"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial's architecture, its costs on every hardware target, and what was spent on it."""
+
+    arch: str  # searchspace.Architecture.to_string()
+    costs: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )  # target name -> metric -> value (search._objectives.cost_summary)
+    feasible: bool = False  # every constraint met
+    estimator_skipped: bool = False  # rejected by a constraint, or no accuracy objective
+    estimator_s: float | None = None  # seconds the accuracy estimator took, when it ran
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "arch": self.arch,
+            "costs": {k: dict(v) for k, v in self.costs.items()},
+            "feasible": self.feasible,
+            "estimator_skipped": self.estimator_skipped,
+        }
+        if self.estimator_s is not None:
+            d["estimator_s"] = self.estimator_s
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
+        est = d.get("estimator_s")
+        return cls(
+            arch=str(d.get("arch", "")),
+            costs=MappingProxyType({k: dict(v) for k, v in d.get("costs", {}).items()}),
+            feasible=bool(d.get("feasible", False)),
+            estimator_skipped=bool(d.get("estimator_skipped", False)),
+            estimator_s=None if est is None else float(est),
+        )
+
+    def write(self, trial: optuna.Trial) -> None:
+        """Store the record in the running trial (one storage write)."""
+        trial.set_user_attr(ATTR_RECORD, self.to_dict())
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> TrialRecord | None:
+        """The record of a finished trial; None for one that never got this far."""
+        d = t.user_attrs.get(ATTR_RECORD)
+        return None if d is None else cls.from_dict(d)
+
+
+def is_feasible(t: FrozenTrial) -> bool:
+    """COMPLETE with every constraint met (``value / limit - 1 <= 0``): a front candidate."""
+    return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+
+
+def constraints_met(t: FrozenTrial) -> bool:
+    """Every constraint met, in any finished state; without constraints, COMPLETE."""
+    if not t.constraints:
+        return t.state == TrialState.COMPLETE
+    return all(v <= 0 for v in t.constraints.values())

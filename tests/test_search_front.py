@@ -1,0 +1,125 @@
+"""The Pareto front, its hypervolume, and the trial record (search._front, search._record)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import optuna
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.trial import TrialState
+
+from search import FrontTracker, TrialRecord, hypervolume, load_config, pareto_trials
+from search._record import ATTR_RECORD
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_hypervolume_known_values() -> None:
+    assert hypervolume([]) == 0.0
+    assert hypervolume([(0.5, 0.5)]) == pytest.approx(0.25)  # 0.5 * 0.5
+    # a staircase: 0.8 * 0.2 + 0.5 * 0.3 + 0.2 * 0.3 = 0.16 + 0.15 + 0.06 = 0.37
+    assert hypervolume([(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)]) == pytest.approx(0.37)
+    # a dominated point and a duplicate add nothing
+    assert hypervolume([(0.2, 0.8), (0.5, 0.5), (0.8, 0.2), (0.9, 0.9), (0.5, 0.5)]) == (
+        pytest.approx(0.37)
+    )
+    # a point outside the box (a loss >= 1) counts for nothing
+    assert hypervolume([(0.5, 0.5), (0.1, 1.0), (1.2, 0.0)]) == pytest.approx(0.25)
+    assert hypervolume([(0.5, 0.5, 0.5)]) == pytest.approx(0.125)  # 0.5 ** 3
+    # two boxes 1 * 0.5 * 0.5 + 0.5 * 1 * 0.5 = 0.5, overlapping in 0.5 ** 3 = 0.125: 0.375
+    assert hypervolume([(0.0, 0.5, 0.5), (0.5, 0.0, 0.5)]) == pytest.approx(0.375)
+    assert hypervolume([(0.5, 0.5, 0.5, 0.5)]) == pytest.approx(0.0625)  # 0.5 ** 4
+    # 1 * 0.5 ** 3 + 0.5 * 1 * 0.5 ** 2 = 0.25, overlapping in 0.5 ** 4 = 0.0625: 0.1875
+    assert hypervolume([(0.0, 0.5, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5)]) == pytest.approx(0.1875)
+
+
+def test_hypervolume_refuses_mixed_dimensions() -> None:
+    with pytest.raises(ValueError, match=r"different numbers of objectives: \[2, 3\]"):
+        hypervolume([(0.1, 0.2), (0.1, 0.2, 0.3)])
+
+
+def _inclusion_exclusion(points: list[tuple[float, ...]]) -> float:
+    """The union of the boxes [p, 1] by inclusion-exclusion: exact, exponential, independent."""
+    pts = [p for p in points if all(x < 1.0 for x in p)]
+    total = 0.0
+    for k in range(1, len(pts) + 1):
+        for subset in itertools.combinations(pts, k):
+            corner = [max(c) for c in zip(*subset, strict=True)]
+            total += (-1) ** (k + 1) * math.prod(1.0 - c for c in corner)
+    return total
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=4).flatmap(
+        lambda d: st.lists(
+            st.tuples(*[st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.6, 0.9, 1.0, 1.3])] * d),
+            max_size=7,
+        )
+    )
+)
+def test_hypervolume_equals_inclusion_exclusion(points: list[tuple[float, ...]]) -> None:
+    assert hypervolume(points) == pytest.approx(_inclusion_exclusion(points), abs=1e-12)
+
+
+def _trial(values: list[float] | None, state: TrialState = TrialState.COMPLETE,
+           **constraints: float) -> optuna.trial.FrozenTrial:  # fmt: skip
+    t = optuna.trial.create_trial(state=state, values=values)
+    for k, v in constraints.items():
+        t.set_constraint(k, v)
+    return t
+
+
+def test_tracker_keeps_optunas_front_with_ties_and_constraints() -> None:
+    cfg = load_config()  # accuracy (maximised), latency_s (minimised); hv box [1, 0] x [0, 5e-4]
+    study = optuna.create_study(directions=cfg.directions)
+    trials = [
+        _trial([0.5, 2e-4], params=-0.1),
+        _trial([0.5, 2e-4], params=-0.2),  # equal values: both on the front
+        _trial([0.4, 1e-4], params=-0.1),
+        _trial([0.5, 3e-4], params=-0.1),  # dominated by the first two
+        _trial([0.9, 1e-5], params=0.5),  # the best values, but infeasible
+        _trial(None, TrialState.PRUNED),
+        _trial(None, TrialState.FAIL),
+    ]
+    for t in trials:
+        study.add_trial(t)
+    tracker = FrontTracker.of_trials(cfg, study.get_trials())
+    assert sorted(tracker.front) == [t.number for t in pareto_trials(study)] == [0, 1, 2]
+    assert (tracker.n_finished, tracker.n_feasible) == (6, 4)  # FAIL is not done; PRUNED is
+    assert tracker.rejects.count == {"params": 1}
+    assert tracker.rejects.closest["params"] == pytest.approx(-0.2)
+    # normalised losses: accuracy (1 - v), latency v / 5e-4: (0.5, 0.4), (0.5, 0.4), (0.6, 0.2)
+    assert tracker.hv == pytest.approx(hypervolume([(0.5, 0.4), (0.6, 0.2)]))
+    assert tracker.hv == pytest.approx(0.5 * 0.6 + 0.4 * 0.2)  # 0.3 + 0.08
+
+
+def test_tracker_drops_points_a_new_trial_dominates() -> None:
+    cfg = load_config()
+    tracker = FrontTracker(cfg)
+    for n, values in enumerate([[0.5, 2e-4], [0.4, 1e-4], [0.6, 1e-4]]):
+        t = _trial(values)
+        t.number = n
+        assert tracker.add(t)
+    assert sorted(tracker.front) == [2]  # (0.6, 1e-4) dominates both earlier points
+
+
+def test_trial_record_round_trip_and_stored_form() -> None:
+    rec = TrialRecord(
+        arch="a", costs={"t4": {"params": 10, "latency_s": 1e-4}}, feasible=True,
+        estimator_skipped=False, estimator_s=0.5,
+    )  # fmt: skip
+    stored = {
+        "arch": "a", "costs": {"t4": {"params": 10, "latency_s": 1e-4}}, "feasible": True,
+        "estimator_skipped": False, "estimator_s": 0.5,
+    }  # fmt: skip
+    assert rec.to_dict() == stored
+    assert TrialRecord.from_dict(stored) == rec
+    skipped = TrialRecord(arch="b", feasible=False, estimator_skipped=True)
+    assert "estimator_s" not in skipped.to_dict()
+    t = optuna.trial.create_trial(values=[1.0], user_attrs={ATTR_RECORD: stored})
+    assert TrialRecord.of(t) == rec
+    assert TrialRecord.of(optuna.trial.create_trial(values=[1.0])) is None
