@@ -266,6 +266,48 @@ def add(spec: LayerSpec) -> Counts:
     )
 
 
+@register(S.MUL)
+def mul(spec: LayerSpec) -> Counts:
+    """Element-wise product: one multiply per output element, never part of MACs.
+
+    Three cases, all writing a tensor of ``in_shape``:
+    - ``num_inputs=1``: times a Python scalar (NAS-Bench-201's zero op runs ``x.mul(0.)``);
+      reads x once;
+    - ``num_inputs>=2`` of equal shape: (num_inputs - 1) multiplies per element;
+    - ``num_inputs=2`` with ``other_shape``: the second operand broadcasts, as the
+      squeeze-and-excitation gate does (Hu et al., CVPR 2018, Eq. 4: x~_c = s_c * u_c,
+      s of shape (N, C, 1, 1)); it is read once, not once per element (ShuffleNet V2's
+      memory access cost counts tensors read and written).
+    """
+    elems = math.prod(spec.in_shape)
+    other = spec.other_shape
+    if other:
+        if spec.num_inputs != 2:
+            raise ValueError(
+                f"{spec._who()}: other_shape={other} needs num_inputs=2, not {spec.num_inputs}"
+            )
+        if len(other) != len(spec.in_shape) or any(
+            o not in (1, d) for o, d in zip(other, spec.in_shape, strict=True)
+        ):
+            raise ValueError(
+                f"{spec._who()}: other_shape={other} does not broadcast over "
+                f"in_shape={spec.in_shape}"
+            )
+        read = elems + math.prod(other)
+    else:
+        read = spec.num_inputs * elems
+    return Counts(
+        out_shape=spec.in_shape,
+        params=0,
+        bias_params=0,
+        macs=0,
+        other_ops=max(spec.num_inputs - 1, 1) * elems,
+        input_elements=read,
+        output_elements=elems,
+        weight_elements=0,
+    )
+
+
 @register(S.CHANNEL_SHUFFLE)
 def channel_shuffle(spec: LayerSpec) -> Counts:
     """ShuffleNet (Zhang et al., CVPR 2018) channel shuffle: a pure permutation copy."""

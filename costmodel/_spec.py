@@ -61,7 +61,10 @@ class LayerSpec:
     groups: int = 1  # conv2d groups; channel_shuffle groups
     bias: bool = False
     affine: bool = True  # batchnorm2d
-    num_inputs: int = 1  # add / mul: element-wise operands of equal shape
+    num_inputs: int = 1  # add / mul: tensor operands (mul: 1 = times a Python scalar)
+    # mul: shape of the second operand when it broadcasts over in_shape (a squeeze-and-
+    # excitation gate (N, C, 1, 1)); () when both operands have in_shape.
+    other_shape: tuple[int, ...] = ()
     name: str = field(default="", compare=False)
     inputs: tuple[str, ...] = field(default=(), compare=False)
 
@@ -76,6 +79,12 @@ class LayerSpec:
             raise ValueError(f"{self._who()}: groups={self.groups} must be >= 1")
         if self.num_inputs < 1:
             raise ValueError(f"{self._who()}: num_inputs={self.num_inputs} must be >= 1")
+        other = tuple(self.other_shape)
+        if not all(isinstance(d, int) and d > 0 for d in other):
+            raise ValueError(
+                f"{self._who()}: other_shape={self.other_shape!r} must be positive ints"
+            )
+        object.__setattr__(self, "other_shape", other)
 
     def _who(self) -> str:
         return f"layer {self.name!r} ({self.op})" if self.name else f"{self.op} layer"

@@ -80,6 +80,8 @@ _ACTIVATION_METHODS = {
 }
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
+_MUL_FUNCTIONS = (operator.mul, operator.imul, torch.mul)
+_MUL_METHODS = ("mul", "mul_")
 _FLATTEN_FUNCTIONS = (torch.flatten,)
 _FLATTEN_METHODS = ("flatten", "view", "reshape")
 
@@ -205,6 +207,8 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         if kwargs.get("alpha", 1) != 1:
             raise _Unsupported(f"alpha={kwargs['alpha']!r}")
         return _Layer(S.ADD, dict(num_inputs=2))
+    if target in _MUL_FUNCTIONS or (isinstance(target, str) and target in _MUL_METHODS):
+        return _Layer(S.MUL, {})  # operands are sorted out in _mul_operands
     if target in _FLATTEN_FUNCTIONS or (isinstance(target, str) and target in _FLATTEN_METHODS):
         return _Layer(S.FLATTEN, {})
     if target is F.dropout:
@@ -434,9 +438,33 @@ def _check_layer(site: _Site) -> str:
     if layer.op == S.ADD and (len(site.other_shapes) != 1 or site.other_shapes[0] != site.in_shape):
         shapes = [site.in_shape, *site.other_shapes]
         return f"broadcasting or scalar add: operands of shapes {shapes}"
+    if layer.op == S.MUL and _mul_operands(site) is None:
+        shapes = [site.in_shape, *site.other_shapes]
+        return (f"broadcasting product: operands of shapes {shapes} (costed: equal shapes, "
+                "a scalar, or one operand of the same rank with 1 in some dims)")
     if layer.op == S.FLATTEN and site.out_shape != (site.in_shape[0], math.prod(site.in_shape[1:])):
         return f"reshape {site.in_shape} -> {site.out_shape} (only (N, -1) is costed)"
     return ""
+
+
+def _mul_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]] | None:
+    """(in_shape, keywords) of a traced product; None when the formula cannot cost it.
+
+    The operand of the output's shape becomes ``in_shape``, whichever side it was
+    written on, and a broadcast one (an SE gate) ``other_shape``.
+    """
+    shapes = [site.in_shape, *site.other_shapes]
+    if len(shapes) == 1:
+        return site.in_shape, {"num_inputs": 1}  # times a Python scalar
+    out = site.out_shape
+    small = [s for s in shapes if s != out]
+    if not small:
+        return out, {"num_inputs": len(shapes)}
+    other = small[0]
+    if len(shapes) != 2 or len(small) != 1 or len(other) != len(out) \
+            or any(o not in (1, d) for o, d in zip(other, out, strict=True)):
+        return None
+    return out, {"num_inputs": 2, "other_shape": other}
 
 
 def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...]]:
@@ -458,8 +486,10 @@ def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...
             unsupported.append(_unsupported_entry(name, site.what, reason))
             continue
         layer = site.layer
-        spec = LayerSpec(op=layer.op, in_shape=site.in_shape, name=name, inputs=inputs,
-                         **layer.kw)
+        in_shape, kw = site.in_shape, layer.kw
+        if layer.op == S.MUL:
+            in_shape, kw = _mul_operands(site)  # type: ignore[misc]  # checked above
+        spec = LayerSpec(op=layer.op, in_shape=in_shape, name=name, inputs=inputs, **kw)
         try:
             formula_shape = count(spec).out_shape
         except UnsupportedLayerError as e:

@@ -6,6 +6,7 @@ Architecture.from_string(arch.to_string()) == arch
 arch.lower(batch=1)                         # tuple[costmodel.LayerSpec, ...]
 costmodel.estimate(arch)                    # costs from cached per-segment sums
 model = build(arch)                         # torch.nn.Module (also arch.build())
+NB201Net.from_string("|nor_conv_3x3~0|+...")  # NAS-Bench-201; OFANet: once-for-all MBv3
 src = export_source(arch)                   # standalone .py source
 """
 
@@ -13,6 +14,8 @@ from searchspace._arch import ACTIVATIONS, BLOCK_OPS, Architecture, Block, Head,
 from searchspace._build import build, config
 from searchspace._export import export_source
 from searchspace._lower import lower
+from searchspace._nb201 import NB201Net
+from searchspace._ofa import OFANet
 from searchspace._sample import sample, sample_architectures
 from searchspace._space import (
     SPACE_OPS,
@@ -47,6 +50,8 @@ __all__ = [
     "Block",
     "Head",
     "HeadSpace",
+    "NB201Net",
+    "OFANet",
     "SearchSpace",
     "SpaceError",
     "StageSpace",

@@ -140,6 +140,30 @@ def test_add_shuffle_flatten_identity_counts() -> None:
     assert ident.alias and ident.out_shape == (2, 16, 4, 4) and ident.mac_elements == 0
 
 
+def test_mul_counts() -> None:
+    # equal operands: one multiply per element of 16*8*8 = 1,024; both read, one written
+    eq = count(LayerSpec("mul", (1, 16, 8, 8), num_inputs=2))
+    assert (eq.macs, eq.other_ops, eq.params) == (0, 1_024, 0)
+    assert (eq.input_elements, eq.output_elements) == (2_048, 1_024)
+    # squeeze-and-excitation gate (2, 16, 1, 1) over (2, 16, 8, 8): 2,048 multiplies,
+    # reads 2,048 + 32 (the gate once), writes 2,048
+    se = count(LayerSpec("mul", (2, 16, 8, 8), num_inputs=2, other_shape=(2, 16, 1, 1)))
+    assert se.out_shape == (2, 16, 8, 8)
+    assert (se.other_ops, se.input_elements, se.output_elements) == (2_048, 2_080, 2_048)
+    # times a scalar (NAS-Bench-201's zero op x.mul(0.)): 1,024 multiplies, read + write
+    sc = count(LayerSpec("mul", (1, 16, 8, 8)))
+    assert (sc.other_ops, sc.mac_elements) == (1_024, 2_048)
+
+
+def test_mul_rejects_what_does_not_broadcast() -> None:
+    with pytest.raises(ValueError, match=r"other_shape=\(1, 8, 1, 1\) does not broadcast"):
+        count(LayerSpec("mul", (1, 16, 8, 8), num_inputs=2, other_shape=(1, 8, 1, 1)))
+    with pytest.raises(ValueError, match=r"needs num_inputs=2, not 1"):
+        count(LayerSpec("mul", (1, 16, 8, 8), other_shape=(1, 16, 1, 1)))
+    with pytest.raises(ValueError, match=r"other_shape=\(0,\) must be positive"):
+        LayerSpec("mul", (1, 16, 8, 8), num_inputs=2, other_shape=(0,))
+
+
 def test_mac_bytes_per_precision_golden() -> None:
     rep = {p: analyze([STD], "t4", p) for p in ("fp32", "fp16", "int8", "int4")}
     # 53,760 elements * 4 / 2 / 1 / 0.5 bytes

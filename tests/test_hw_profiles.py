@@ -19,7 +19,7 @@ from hw_profiles._cli import main as cli_main
 
 BUILT_INS = [
     "a100", "gtx1080ti", "h100", "h200", "jetson-orin", "l4",
-    "rtx2080ti", "rtx3090", "rtx4090", "t4", "titan-rtx", "v100",
+    "rtx2080ti", "rtx3090", "rtx4090", "t4", "titan-rtx", "titan-x-pascal", "titan-xp", "v100",
 ]
 
 MINIMAL_TOML = """\

@@ -278,6 +278,46 @@ def test_functional_pool_and_mean_variants() -> None:
     assert specs[3].padding == (1, 1) and specs[3].stride == (1, 1)
 
 
+def test_products_trace_to_mul() -> None:
+    class Se(nn.Module):
+        """A squeeze-and-excitation gate (Hu et al., CVPR 2018), a zero op and a square."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            g = torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+            y = x * g
+            z = g * y  # the gate written first
+            return torch.mul(z, z) + x.mul(0.0)
+
+    specs, unsupported = trace_layers(Se(), (2, 4, 8, 8))
+    assert unsupported == ()
+    muls = [s for s in specs if s.op == "mul"]
+    assert [s.name for s in muls] == ["mul", "mul_1", "mul_2", "mul_3"]
+    assert [(s.in_shape, s.num_inputs, s.other_shape) for s in muls] == [
+        ((2, 4, 8, 8), 2, (2, 4, 1, 1)),
+        ((2, 4, 8, 8), 2, (2, 4, 1, 1)),
+        ((2, 4, 8, 8), 2, ()),
+        ((2, 4, 8, 8), 1, ()),
+    ]
+    assert muls[0].inputs == ("input", "sigmoid") and muls[1].inputs == ("sigmoid", "mul")
+    rep = profile(Se(), (2, 4, 8, 8))
+    # 2*4*8*8 = 512 multiplies each; gate reads 512 + 8, the square 1,024, the scalar 512
+    assert [rep.by_name[s.name].other_ops for s in muls] == [512] * 4
+    assert [rep.by_name[s.name].mac_elements for s in muls] == [1_032, 1_032, 1_536, 1_024]
+
+
+def test_product_that_broadcasts_both_ways_is_unsupported() -> None:
+    class Outer(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(3, keepdim=True) * x.mean(2, keepdim=True)
+
+    _, unsupported = trace_layers(Outer(), (1, 2, 4, 4))
+    assert any("mul" in u and "broadcasting product" in u for u in unsupported), unsupported
+
+
 def test_fx_failure_falls_back_to_hooks_with_a_warning() -> None:
     class Dynamic(nn.Module):
         def __init__(self) -> None:
