@@ -10,14 +10,26 @@
 # owned by an unprivileged user (CI runs as root and postgres refuses to run as root), starts it on
 # 127.0.0.1 on a free port with trust authentication, creates the database `roofnas`, and writes
 # `export ...` lines to $ROOFNAS_PG_ENV_FILE (default ${TMPDIR:-/tmp}/roofnas-postgres.env).
-# It never fails the caller: when PostgreSQL cannot be installed or started it says why on stderr,
-# leaves ROOFNAS_TEST_POSTGRES_URL unset and records the reason in ROOFNAS_PG_SKIP_REASON, so the
-# tests marked `postgres` skip with that reason.
+# When PostgreSQL cannot be installed or started it prints an ERROR line with the reason on
+# stderr, leaves ROOFNAS_TEST_POSTGRES_URL unset, records the reason in ROOFNAS_PG_SKIP_REASON
+# and fails (exit status 1; sourced, it returns 1 but never aborts the caller). The tests marked
+# `postgres` then skip with that reason, and tests/conftest.py turns each such skip into an error
+# when CI or ROOFNAS_REQUIRE_SERVICES is set, unless ROOFNAS_ALLOW_SERVICE_SKIP=postgres says
+# that the server is unavailable on purpose.
 #
 # The data directory is throwaway, so fsync is off (per-test CREATE DATABASE is then fast);
 # ROOFNAS_PG_DURABLE=1 keeps the server's default durability (for benchmarks).
 
 _roofnas_pg_log() { echo "postgres.sh: $*" >&2; }
+
+# Says loudly that no server is running and why (the reason is in ROOFNAS_PG_SKIP_REASON).
+_roofnas_pg_failed() {
+    export ROOFNAS_PG_SKIP_REASON
+    _roofnas_pg_log "ERROR: no PostgreSQL server: $ROOFNAS_PG_SKIP_REASON"
+    _roofnas_pg_log "ERROR: tests marked postgres will skip, which fails a CI run (CI or" \
+        "ROOFNAS_REQUIRE_SERVICES set) unless ROOFNAS_ALLOW_SERVICE_SKIP=postgres"
+    return 1
+}
 
 _roofnas_pg_bindir() {
     # The Debian layout puts the server programs outside PATH, one folder per major version.
@@ -93,9 +105,8 @@ _roofnas_pg_start() {
     if ! bindir="$(_roofnas_pg_bindir)"; then
         if ! _roofnas_pg_install || ! bindir="$(_roofnas_pg_bindir)"; then
             ROOFNAS_PG_SKIP_REASON="PostgreSQL server programs (initdb, pg_ctl) are not installed"
-            export ROOFNAS_PG_SKIP_REASON
-            _roofnas_pg_log "$ROOFNAS_PG_SKIP_REASON; tests marked postgres will skip"
-            return 0
+            _roofnas_pg_failed
+            return 1
         fi
     fi
 
@@ -109,9 +120,8 @@ _roofnas_pg_start() {
             ROOFNAS_PG_USER=roofnas-pg
         else
             ROOFNAS_PG_SKIP_REASON="running as root and no unprivileged user to run postgres"
-            export ROOFNAS_PG_SKIP_REASON
-            _roofnas_pg_log "$ROOFNAS_PG_SKIP_REASON; tests marked postgres will skip"
-            return 0
+            _roofnas_pg_failed
+            return 1
         fi
     fi
 
@@ -141,11 +151,9 @@ _roofnas_pg_start() {
     ROOFNAS_PG_BINDIR="$bindir"
     export ROOFNAS_PG_DATA ROOFNAS_PG_BINDIR ROOFNAS_PG_USER ROOFNAS_PG_SKIP_REASON
     if [[ -n "$ROOFNAS_PG_SKIP_REASON" ]]; then
-        _roofnas_pg_log "$ROOFNAS_PG_SKIP_REASON; tests marked postgres will skip"
         _roofnas_pg_stop
-        ROOFNAS_PG_SKIP_REASON="$ROOFNAS_PG_SKIP_REASON"
-        export ROOFNAS_PG_SKIP_REASON
-        return 0
+        _roofnas_pg_failed
+        return 1
     fi
     ROOFNAS_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/roofnas"
     export ROOFNAS_TEST_POSTGRES_URL
@@ -195,7 +203,8 @@ _roofnas_pg_main() {
 }
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
-    # Sourced (from .ci/run under `set -euo pipefail`): never abort the caller.
+    # Sourced (from .ci/run under `set -euo pipefail`): never abort the caller; it reads
+    # ROOFNAS_PG_SKIP_REASON, and the postgres tests fail under CI unless allowed to skip.
     _roofnas_pg_main "$@" || true
 else
     set -uo pipefail

@@ -23,6 +23,7 @@ from search._estimators import (
     EstimatorConfig,
     ProxyWarning,
     compute_proxies,
+    evaluate,
     make_estimator,
     rank_combination,
     train_and_evaluate,
@@ -282,11 +283,29 @@ def test_train_on_digits_beats_chance_clearly_and_repeats() -> None:
 
 
 def test_train_with_adam_and_a_diverging_lr_still_returns_an_accuracy() -> None:
+    """Training stops at the first non-finite loss and scores the weights it left.
+
+    Fails if training went on past a non-finite loss (the ``break`` on ``torch.isfinite(loss)``
+    removed: every batch of the epoch runs), if it raised or returned NaN, or if the accuracy
+    were not that of the trained model.
+    """
     data = load_dataset("digits", (1, 8, 8))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    finite: list[bool] = []  # per training forward pass: are the logits (so the loss) finite?
+
+    def record(module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+        if module.training:
+            finite.append(bool(torch.isfinite(out).all()))
+
+    net.register_forward_hook(record)
     acc = train_and_evaluate(net, data, epochs=1, batch_size=64, optimizer="adam", lr=1e30)
-    assert 0.0 <= acc <= 1.0
+    batches = -(-data.x_train.shape[0] // 64)  # 1437 training images: 23 batches
+    assert finite[-1] is False and all(finite[:-1]) and len(finite) < batches, finite
+    assert acc == evaluate(net, data)
+    # The weights are NaN, so every logit is NaN and argmax picks class 0 for every image: the
+    # accuracy is the share of zeros in the stratified validation split, 36 of 360 = 0.1.
+    assert acc == int((data.y_val == 0).sum()) / data.y_val.shape[0] == 36 / 360
 
 
 # ---------------------------------------------------------------- config

@@ -231,6 +231,9 @@ def test_group_conv_macs_are_standard_over_g(spec: LayerSpec, g: int) -> None:
 @settings(max_examples=30, deadline=None)
 @given(conv_specs())
 def test_mac_bytes_scale_with_precision(spec: LayerSpec) -> None:
+    """Fails if a precision's storage width is wrong, e.g. bf16 counted as 4 bytes an element
+    (BITS_PER_ELEMENT["bf16"] = 32), int4 rounded down, or a precision added without a width here.
+    """
     c = count(spec)
     by = {p: analyze([spec], "t4", p).layers[0].mac_bytes for p in ("fp32", "fp16", "int8")}
     assert by["fp32"] == 2 * by["fp16"] == 4 * by["int8"] == 4 * c.mac_elements
@@ -238,4 +241,9 @@ def test_mac_bytes_scale_with_precision(spec: LayerSpec) -> None:
     # two int4 values per byte, each of the three tensors rounded up to a whole byte
     parts = (c.input_elements, c.output_elements, c.weight_elements)
     assert int4 == sum((e + 1) // 2 for e in parts)
-    assert all(elements_to_bytes(c.mac_elements, p) >= 0 for p in PRECISIONS)
+    # Storage widths: fp32 (IEEE 754 binary32) 4 bytes, tf32 is stored as fp32, fp16 (binary16)
+    # and bf16 (bfloat16) 2 bytes, int8 1 byte, int4 two per byte rounded up.
+    n = c.mac_elements
+    width = {"fp32": 4 * n, "tf32": 4 * n, "fp16": 2 * n, "bf16": 2 * n, "int8": n,
+             "int4": (n + 1) // 2}  # fmt: skip
+    assert {p: elements_to_bytes(n, p) for p in PRECISIONS} == width

@@ -2,7 +2,8 @@
 
 The process tests run `python -m search run` for real (journal file, PostgreSQL, an MLflow
 server) and SIGKILL a worker in the middle of a trial; ROOFNAS_TEST_TRIAL_SLEEP_S (a test-only
-hook in search._budget) makes each trial last long enough to be caught running.
+hook in search._budget) makes each trial last long enough to be caught running, before it
+samples; to catch a trial after it sampled, its estimator trains for a few seconds instead.
 """
 
 from __future__ import annotations
@@ -71,6 +72,50 @@ log_models = 0
 # Fast failure detection for the tests: heartbeat every second, stale after 3 s.
 FAST_HEARTBEAT = {"ROOFNAS_HEARTBEAT_INTERVAL_S": "1", "ROOFNAS_GRACE_PERIOD_S": "3"}
 
+# A space whose every architecture costs about the same to train (16x16 input, one block per
+# stage): with TRAIN_SLOWLY a trial spends seconds in its estimator after it sampled its 7
+# parameters (2 x 2 x 3 x 2 x 2 x 3 x 2 = 288 architectures, so a retry that sampled afresh
+# would match the killed trial's parameters by chance once in 288).
+TINY_SPACE = """
+name = "tiny"
+input_channels = 3
+resolutions = [16]
+num_classes = 10
+
+[stem]
+kernels = [3]
+widths = [16]
+stride = 1
+activations = ["relu", "hardswish"]
+
+[[stages]]
+stride = 1
+depths = [1]
+widths = [16, 24]
+ops = ["conv"]
+kernels = [3, 5, 7]
+activations = ["relu", "hardswish"]
+
+[[stages]]
+stride = 2
+depths = [1]
+widths = [16, 32]
+ops = ["conv"]
+kernels = [3, 5, 7]
+activations = ["relu", "hardswish"]
+
+[head]
+widths = [0]
+activations = ["relu"]
+"""
+# About 10 ms an epoch on one thread (one batch of 64 digits resized to 16x16): ~3 s a trial.
+TRAIN_SLOWLY = """kind = "train"
+epochs = 300
+batch_size = 64
+max_train_samples = 64
+max_val_samples = 16
+torch_threads = 1"""
+
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -106,8 +151,14 @@ def _load(storage: str, study: str) -> optuna.Study:
 
 
 def _kill_a_worker_mid_trial(storage: str, study: str, procs: list[Any],
-                             timeout_s: float = 180) -> tuple[int, int]:
-    """SIGKILLs the worker process running some trial; returns (trial number, pid)."""
+                             timeout_s: float = 180, *, sampled: bool = False,
+                             after_done: int = 0) -> tuple[int, int]:
+    """SIGKILLs the worker process running some trial; returns (trial number, pid).
+
+    ``sampled``: only once the trial's constraints are in the storage, i.e. after it sampled
+    every parameter (they are set after sampling, before the estimator). ``after_done``: only a
+    worker that has finished at least that many trials (COMPLETE) already.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if all(p.poll() is not None for p in procs):
@@ -117,9 +168,13 @@ def _kill_a_worker_mid_trial(storage: str, study: str, procs: list[Any],
         except KeyError:  # not created yet
             time.sleep(0.3)
             continue
+        done = Counter(t.system_attrs.get(WORKER_ATTR)
+                       for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.system_attrs.get(WORKER_ATTR)  # set just before the test sleep
-            if worker and t.number >= 1:
+            if sampled and not t.constraints:
+                continue
+            if worker and t.number >= 1 and done[worker] >= after_done:
                 pid = int(worker.rsplit(":", 1)[1])
                 os.kill(pid, signal.SIGKILL)
                 return t.number, pid
@@ -313,27 +368,38 @@ def test_three_local_workers_on_the_journal_end_with_exactly_the_budget(tmp_path
 def test_sigkilled_worker_trial_is_failed_retried_and_nothing_is_lost_or_doubled(
     tmp_path: Path,
 ) -> None:
+    """A worker SIGKILLed while its trial trains (after sampling): the retry has its params.
+
+    Fails if the stale-trial retry did not copy the failed trial's parameters (e.g.
+    ``RetryHeartbeatStaleTrialCallback`` replaced by one that enqueues ``{}``: the retry then
+    samples afresh), or if the journal's heartbeat stopped carrying a running trial's held
+    writes out (the failed trial then has no parameters to copy).
+    """
     storage = str(tmp_path / "optuna.journal")
     out = tmp_path / "run"
-    env = _env(ROOFNAS_TEST_TRIAL_SLEEP_S="1.5", **FAST_HEARTBEAT)
-    args = ["run", "--config", str(_config(tmp_path)), "--workers", "3", "--trials", "9",
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    cfg = _config(tmp_path, **{'space = "cifar"': f'space = "{tmp_path / "tiny.toml"}"',
+                               'kind = "none"': TRAIN_SLOWLY})
+    env = _env(**FAST_HEARTBEAT)
+    args = ["run", "--config", str(cfg), "--workers", "3", "--trials", "6",
             "--study", "s", "--storage", storage, "--out-dir", str(out), "--quiet", "--json"]
     parent = subprocess.Popen([sys.executable, "-m", "search", *args], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        killed, _pid = _kill_a_worker_mid_trial(storage, "s", [parent])
+        killed, _pid = _kill_a_worker_mid_trial(storage, "s", [parent], sampled=True)
         stdout, stderr = parent.communicate(timeout=300)
     finally:
         if parent.poll() is None:
             parent.kill()
     assert parent.returncode == 0, stderr.decode()[-3000:]
-    trials = _assert_exact_budget(_load(storage, "s"), 9)
+    trials = _assert_exact_budget(_load(storage, "s"), 6)
     by_number = {t.number: t for t in trials}
     assert by_number[killed].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    # Killed in the test sleep, before sampling: nothing to keep, the retry samples afresh.
-    assert by_number[killed].params == {} or retries[0].params == by_number[killed].params
+    # Killed while training, after it sampled all 7 parameters: the retry runs the same ones.
+    assert len(by_number[killed].params) == 7, by_number[killed].params
+    assert retries[0].params == by_number[killed].params
     # MLflow (the local store) agrees after the parent's final sync: every trial once.
     result = json.loads(stdout)
     from search._mlflow import tracking_uri_for
@@ -400,14 +466,23 @@ def pg_study_env(postgres_url: str, mlflow_server: str, tmp_path: Path) -> Itera
 def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
     pg_study_env: dict[str, Any],
 ) -> None:
+    """The killed worker's trials are missing from MLflow until sync-mlflow writes exactly them.
+
+    Each worker logs to MLflow only when it ends (flush thresholds out of reach), so the
+    SIGKILLed one, which had finished a trial already, never logs its trials. Fails if
+    ``sync`` wrote nothing or something else than what MLflow lacked (e.g. it skipped FAIL
+    trials, or re-logged trials that have a child run), or if a second sync wrote anything.
+    """
     storage, server, tmp = pg_study_env["storage"], pg_study_env["mlflow"], pg_study_env["dir"]
     env = _env(ROOFNAS_TEST_TRIAL_SLEEP_S="1.5", MLFLOW_TRACKING_URI=server, **FAST_HEARTBEAT)
-    args = ["run", "--config", str(_config(tmp)), "--trials", "12", "--study", "pg",
+    cfg = _config(tmp, **{"flush_every_trials = 2": "flush_every_trials = 1000",
+                          "flush_every_s = 1": "flush_every_s = 3600"})
+    args = ["run", "--config", str(cfg), "--trials", "12", "--study", "pg",
             "--storage", storage, "--out-dir", str(tmp / "run"), "--quiet", "--json"]
     # Three separate workers, as on three machines: each `search run` on the same study.
     procs = [_start(args, env, tmp, tmp / f"worker{i}.log") for i in range(3)]
     try:
-        killed, pid = _kill_a_worker_mid_trial(storage, "pg", procs)
+        killed, pid = _kill_a_worker_mid_trial(storage, "pg", procs, after_done=1)
         for p in procs:
             p.wait(timeout=300)
     finally:
@@ -433,20 +508,27 @@ def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
     exp = client.get_experiment_by_name("roofnas/scaleout")
     parents = client.search_runs([exp.experiment_id], "tags.`roofnas.role` = 'parent'")
     assert [r.info.run_id for r in parents] == [parent], "the workers share one parent run"
+    finished = {t.number for t in trials if t.state.is_finished()}
+    victim = {t.number: t for t in trials}[killed].system_attrs[WORKER_ATTR]
+    # The killed trial (FAIL) and the ones its worker completed before (one at least).
+    unsynced = {t.number for t in trials
+                if t.state.is_finished() and t.system_attrs.get(WORKER_ATTR) == victim}
+    assert killed in unsynced and len(unsynced) >= 2, unsynced
     before = _mlflow_children(server, parent)
-    assert all(n == 1 for n in before.values()), f"a trial logged twice: {before}"
-    # The killed worker's unflushed trials (if any) are logged by sync-mlflow, exactly once.
+    assert before == Counter(finished - unsynced), f"before sync-mlflow: {before}"
     sync = ["sync-mlflow", "--study", "pg", "--storage", storage, "--out-dir", str(tmp / "run"),
             "--json"]
     first = _search(sync, env, tmp)
+    after = _mlflow_children(server, parent)
     second = _search(sync, env, tmp)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    assert json.loads(first.stdout)["parent_run_id"] == parent
-    assert json.loads(second.stdout)["written"] == 0
-    after = _mlflow_children(server, parent)
-    finished = {t.number for t in trials if t.state.is_finished()}
-    assert set(after) == finished and all(n == 1 for n in after.values()), after
-    assert json.loads(first.stdout)["written"] == len(finished) - len(before)
+    r1, r2 = json.loads(first.stdout), json.loads(second.stdout)
+    assert r1["parent_run_id"] == parent
+    assert (r1["written"], r1["already"]) == (len(unsynced), len(finished) - len(unsynced))
+    assert after - before == Counter(unsynced), after  # exactly the missing ones, once each
+    assert after == Counter(finished)
+    assert (r2["written"], r2["already"]) == (0, len(finished))
+    assert _mlflow_children(server, parent) == after
 
 
 @pytest.mark.slow

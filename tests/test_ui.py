@@ -1,0 +1,146 @@
+"""`python -m search ui` for real: it serves MLflow's page on the run store, and stops.
+
+The UI (`mlflow ui`, a uvicorn server with workers) takes 10 to 30 s to answer here, so these
+tests are slow. Each runs in a process group of its own, killed at the end whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_S = 120.0  # bound on the wait for the first answer (a loaded 2-core machine)
+STOP_S = 20.0  # bound on the wait for the server to go (it takes about 2 s)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some process of group ``pgid`` still runs (a zombie, dead but not reaped, does not)."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():  # no procfs: any member, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")"
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                return True
+    return False
+
+
+def _wait_until(condition: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.read().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _ui(out_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m search ui`` on a free loopback port, once it answers HTTP 200 on /."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    cmd = [sys.executable, "-m", "search", "ui", "--out-dir", str(out_dir),
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with open(log, "wb") as out:
+        # A group of its own, as a terminal gives a command: Ctrl-C reaches every process in it.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=out_dir.parent, start_new_session=True)  # fmt: skip
+    try:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"search ui exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                return _get(f"http://127.0.0.1:{port}/")[0] == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        assert _wait_until(answers, STARTUP_S), f"no answer in {STARTUP_S} s: {log.read_text()}"
+        yield proc, port
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # whatever the test left running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            if _wait_until(lambda: not _group_alive(proc.pid), 10):
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_ui_serves_mlflow_on_the_run_store_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """GET / is MLflow's page, its API answers, the store is <out-dir>/mlflow.db; Ctrl-C ends all.
+
+    Fails if _ui dropped ``--port``/``--host`` (nothing answers on the chosen port), pointed
+    ``--backend-store-uri`` elsewhere than the out-dir's store (no mlflow.db appears there), or
+    if on Ctrl-C it left the MLflow server running (e.g. ``mlflow ui`` started in a session of
+    its own and not terminated: the port stays open).
+    """
+    out_dir = tmp_path / "runs"
+    out_dir.mkdir()
+    with _ui(out_dir, tmp_path / "ui.log") as (proc, port):
+        status, page = _get(f"http://127.0.0.1:{port}/")
+        assert status == 200 and "<title>MLflow</title>" in page
+        status, body = _get(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
+        )
+        assert status == 200 and '"name": "Default"' in body
+        assert (out_dir / "mlflow.db").is_file()  # the store `run` logs to by default
+
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole group
+        assert proc.wait(timeout=STOP_S) == 130  # the CLI's "interrupted" exit code
+        assert _wait_until(lambda: not _group_alive(proc.pid), STOP_S), "a process stayed"
+        assert not _port_open(port)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs search ui to stop `mlflow ui` on SIGTERM: it handles only KeyboardInterrupt, "
+    "so SIGTERM ends the wrapper and leaves the MLflow server serving the port",
+)
+def test_ui_sigterm_stops_the_mlflow_server_too(tmp_path: Path) -> None:
+    """``kill PID`` (SIGTERM, what a process manager sends) stops the UI, not only its wrapper.
+
+    Fails today (xfail): search._cli's ``_ui`` runs ``mlflow ui`` as a child and stops it only
+    on KeyboardInterrupt; SIGTERM kills the wrapper and the orphaned server keeps the port.
+    """
+    out_dir = tmp_path / "runs"
+    out_dir.mkdir()
+    with _ui(out_dir, tmp_path / "ui.log") as (proc, port):
+        proc.send_signal(signal.SIGTERM)  # the wrapper's pid only, as `kill PID` does
+        proc.wait(timeout=STOP_S)
+        assert _wait_until(lambda: not _port_open(port), STOP_S), "the MLflow server still serves"
