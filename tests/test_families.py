@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import costmodel
-from costmodel._profile import trace_layers
+from costmodel._trace import trace_layers
 from searchspace import NB201Net, OFANet
 from searchspace._nb201 import EDGES, OPS
 

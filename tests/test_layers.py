@@ -139,13 +139,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
 @pytest.mark.parametrize("in_functions", [False, True], ids=["on_load", "with_functions"])
 @pytest.mark.parametrize(
     "package",
-    [
-        *LAYERS[:-1],
-        pytest.param(
-            "search",
-            marks=pytest.mark.xfail(strict=False, reason="search is restructured separately"),
-        ),
-    ],
+    LAYERS,
 )
 def test_no_import_cycle_within_a_package(package: str, in_functions: bool) -> None:
     graph: dict[str, set[str]] = {}
