@@ -14,12 +14,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import optuna
 
-from search._config import DEFAULT_RUN_DIR, ConfigError, ExperimentConfig, load_config
+from search._config import (
+    DEFAULT_RUN_DIR,
+    ConfigError,
+    ExperimentConfig,
+    HardwareTarget,
+    load_config,
+)
 from search._front import pareto_trials
 from search._mlflow import (
     MlflowTarget,
@@ -28,7 +34,13 @@ from search._mlflow import (
     sync,
     tracking_uri_for,
 )
-from search._results import export_trial, format_table, pareto_table
+from search._results import (
+    InfeasibleTrialError,
+    export_arch_string,
+    export_trial,
+    format_table,
+    pareto_table,
+)
 from search._run import RunResult, run_study
 from search._storage import StorageError, is_rdb_url
 from search._study import StudyMismatchError, load_existing_study, study_config
@@ -106,13 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write standalone PyTorch files of trials",
         description="Write a standalone PyTorch file (searchspace.export_source) of one trial, "
-        "or of every Pareto trial, with a cost report JSON beside each (<file>.cost.json).",
+        "of every Pareto trial, or of any architecture string, with a cost report JSON beside "
+        "each (<file>.cost.json). The header's costs are on the study's primary target.",
     )
     _add_study_args(exp)
     which = exp.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="trial number")
     which.add_argument("--pareto", action="store_true", help="every Pareto-front trial")
-    exp.add_argument("--out", required=True, help="FILE.py for --trial, a directory for --pareto")
+    which.add_argument("--arch", help="an architecture string (no study needed)")
+    exp.add_argument(
+        "--out", required=True, help="FILE.py for --trial/--arch, a directory for --pareto"
+    )
+    exp.add_argument(
+        "--allow-infeasible",
+        action="store_true",
+        help="export a trial that breaks a constraint (its cost JSON says so)",
+    )
+    exp.add_argument("--hw", help="--arch: hardware profile (default: the default experiment's)")
+    exp.add_argument("--precision", help="--arch: precision (default: the default experiment's)")
+    exp.add_argument("--batch", type=int, help="--arch: batch (default: the default experiment's)")
     exp.add_argument("--json", action="store_true", help="print the written paths as JSON")
 
     ui = sub.add_parser(
@@ -251,8 +275,20 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    study, cfg = _open(args)
     out = Path(args.out)
+    if args.pareto and out.suffix == ".py":
+        raise ConfigError(
+            f"--out={args.out!r}: --pareto writes one file per trial, give a directory"
+        )
+    if (args.trial is not None or args.arch) and out.suffix != ".py":
+        raise ConfigError(f"--out={args.out!r} must name a .py file for --trial or --arch")
+    if args.arch:
+        return _print_written(export_arch_string(args.arch, _arch_target(args), out), args.json)
+    if args.hw or args.precision or args.batch:
+        raise ConfigError(
+            "--hw/--precision/--batch go with --arch; a trial uses its study's target"
+        )
+    study, cfg = _open(args)
     written: list[Path] = []
     if args.pareto:
         front = pareto_trials(study)
@@ -262,10 +298,28 @@ def _export(args: argparse.Namespace) -> int:
         for t in front:
             written += export_trial(study, cfg, t.number, out / f"trial_{t.number}.py")
     else:
-        if out.suffix != ".py":
-            raise ConfigError(f"--out={args.out!r} must name a .py file for --trial")
-        written += export_trial(study, cfg, args.trial, out)
-    if args.json:
+        try:
+            written += export_trial(study, cfg, args.trial, out, args.allow_infeasible)
+        except InfeasibleTrialError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return _print_written(written, args.json)
+
+
+def _arch_target(args: argparse.Namespace) -> HardwareTarget:
+    """The target an ``--arch`` export is costed on: the default experiment's primary one."""
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch={args.batch} must be >= 1")
+    primary = load_config().primary
+    hw = args.hw or primary.profile
+    return replace(
+        primary, name=Path(hw).stem if hw.endswith(".toml") else hw, profile=hw,
+        precision=args.precision or primary.precision, batch=args.batch or primary.batch,
+    )  # fmt: skip
+
+
+def _print_written(written: Sequence[Path], as_json: bool) -> int:
+    if as_json:
         print(json.dumps([str(p) for p in written]))
     else:
         for p in written:

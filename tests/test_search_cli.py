@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import searchspace
 from search._cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,14 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     )  # fmt: skip
     assert code == 0 and target.is_file() and target.with_suffix(".cost.json").is_file()
     assert "class Net" in target.read_text()
+    # the header is costed on the study's primary target (the default: t4 fp16 batch 1 eager)
+    doc = json.loads(target.with_suffix(".cost.json").read_text())
+    p = doc["primary_target"]
+    assert f'(profile "{p["profile"]}", {p["precision"]}, batch {p["batch"]}' in target.read_text()
+    assert doc["feasible"] is True
+    assert all(c["met"] and c["value"] <= c["limit"] for c in doc["constraints"].values())
+    # each architecture once on the front
+    assert len({r["arch"] for r in rows}) == len(rows)
     code, _, err = run_cli(
         capsys, "export", "--study", "S", "--storage", store, "--trial", "99", "--out",
         str(target),
@@ -114,6 +123,47 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
 
     code, _, err = run_cli(capsys, "pareto", "--study", "T", "--storage", store)
     assert code == 1 and "studies: ['S']" in err
+
+    code, _, err = run_cli(capsys, "export", "--study", "S", "--storage", store, "--pareto",
+                           "--out", str(tmp_path / "front.py"))  # fmt: skip
+    assert code == 2 and "give a directory" in err
+
+
+def test_export_of_an_infeasible_trial_names_each_broken_constraint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "tight.toml"
+    text = (ROOT / "experiments" / "default.toml").read_text()
+    cfg.write_text(text.replace("params = 250_000", "params = 10"))
+    store = str(tmp_path / "o" / "optuna.journal")
+    run_cli(capsys, "run", "--config", str(cfg), "--trials", "2", "--estimator", "none",
+            "--no-mlflow", "--quiet", "--study", "S", "--storage", store)  # fmt: skip
+    out = tmp_path / "m.py"
+    argv = ["export", "--study", "S", "--storage", store, "--trial", "0", "--out", str(out)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "infeasible" in err and "params = " in err and "> limit 10" in err
+    assert not out.exists()
+    code, _, err = run_cli(capsys, *argv, "--allow-infeasible")
+    assert code == 0, err
+    doc = json.loads(out.with_suffix(".cost.json").read_text())
+    assert doc["feasible"] is False
+    params = doc["constraints"]["params"]
+    assert params["limit"] == 10 and params["value"] == doc["params"] > 10 and not params["met"]
+
+
+def test_export_any_architecture_string_on_a_chosen_target(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    arch = searchspace.mobilenet_v2().to_string()
+    out = tmp_path / "a.py"
+    code, _, err = run_cli(capsys, "export", "--arch", arch, "--out", str(out), "--hw",
+                           "jetson-orin", "--precision", "int8", "--batch", "4")  # fmt: skip
+    assert code == 0, err
+    assert '(profile "jetson-orin", int8, batch 4' in out.read_text()
+    doc = json.loads(out.with_suffix(".cost.json").read_text())
+    assert doc["arch"] == arch and doc["primary_target"]["batch"] == 4
+    code, _, err = run_cli(capsys, "export", "--arch", "nonsense", "--out", str(out))
+    assert code == 1 and "nonsense" in err
 
 
 def test_no_feasible_candidate_exits_1_with_the_culprit(
