@@ -101,12 +101,8 @@ class HardwareProfile:
     # precision-specific values override the defaults.
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
-    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
-        default_factory=dict
-    )
-    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
-        default_factory=dict
-    )
+    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # Shape dependence (costmodel/_latency.py); the defaults switch each term off.
     # A kernel whose working set (mac bytes) fits in ``cache_bytes`` moves at this rate.
     cache_bandwidth_bytes_per_s: float = 0.0
@@ -265,14 +261,32 @@ _TOP_KEYS = {
     **{k: float for k in SHAPE_KEYS},
 }
 _REQUIRED = (
-    "name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s"
+    "name",
+    "source",
+    "device_type",
+    "memory_bytes",
+    "bandwidth_bytes_per_s",
+    "peak_ops_per_s",
 )
 _RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"}
 _CALIBRATION_KEYS = {
-    "date", "device", "host", "torch_version", "method", "validation",
-    "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
-    "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
-    "reference_arch", "reference_s", "allocator",
+    "date",
+    "device",
+    "host",
+    "torch_version",
+    "method",
+    "validation",
+    "threads",
+    "duration_s",
+    "benchmarks",
+    "fit_median_abs_error",
+    "holdout_median_abs_error",
+    "networks",
+    "network_fit_median_abs_error",
+    "network_holdout_median_abs_error",
+    "reference_arch",
+    "reference_s",
+    "allocator",
 }
 
 
@@ -373,21 +387,23 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
                 table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False
             ),
             host_overhead_s=_number(
-                table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where,
+                table.get("host_overhead_s", 0.0),
+                f"runtime.{rt}.host_overhead_s",
+                where,
                 positive=False,
             ),
-            class_host_overhead_s=MappingProxyType({
-                k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
-                for k, v in per_class.items()
-            }),
+            class_host_overhead_s=MappingProxyType(
+                {
+                    k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
+                    for k, v in per_class.items()
+                }
+            ),
         )
     for k in data.get("calibration", {}):
         if k not in _CALIBRATION_KEYS:
             raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
 
-    shape = {
-        k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()
-    }
+    shape = {k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()}
     if shape["memory_compute_overlap"] > 1.0:
         raise ProfileError(
             f"{where}: memory_compute_overlap={shape['memory_compute_overlap']!r} "
@@ -449,10 +465,12 @@ def load(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
     if isinstance(name_or_path, HardwareProfile):
         return name_or_path
     key = str(name_or_path)
+    if Path(key).suffix != ".toml" and Path(key).parent == Path("."):
+        key = key.lower()  # a built-in name: "T4" is t4
     hit = _CACHE.get(key)
     if hit is not None and (hit[1] is None or _mtime_ns(Path(key)) == hit[1]):
         return hit[0]
-    path, builtin = _profile_path(key)
+    path, builtin = _profile_path(str(name_or_path))  # errors name what was given
     mtime = None if builtin else _mtime_ns(path)
     profile = parse_profile(_read_toml(path), str(path))
     _CACHE[key] = (profile, mtime)
@@ -476,7 +494,8 @@ def _profile_path(key: str) -> tuple[Path, bool]:
     path = Path(key)
     builtin = path.suffix != ".toml" and path.parent == Path(".")
     if builtin:
-        path = DATA_DIR / f"{key}.toml"
+        # Built-in names are lower case; "T4" is how people write it.
+        path = DATA_DIR / f"{key.lower()}.toml"
         if not path.exists():
             hint = difflib.get_close_matches(key, available(), n=1)
             raise ProfileError(

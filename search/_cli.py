@@ -48,6 +48,7 @@ from search._workers import run_workers
 
 DEFAULT_STORAGE = str(Path(DEFAULT_RUN_DIR) / "optuna.journal")
 DEFAULT_STUDY = "default"
+ARCH_WIDTH = 60  # terminal table: the architecture string is cut here
 
 EPILOG_RUN = """\
 examples:
@@ -234,6 +235,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
+    if r.budget_note(cfg.trials):
+        print(r.budget_note(cfg.trials))
     state = "interrupted" if r.interrupted else "done"
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
           f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
@@ -268,10 +271,16 @@ def _pareto(args: argparse.Namespace) -> int:
     cols += [f"{m}@{cfg.primary.name}" for m in ("params", "macs", "latency_s")
              if m not in cols and f"{m}@{cfg.primary.name}" not in cols]  # fmt: skip
     cols.append("arch")
-    print(f"study {args.study!r}: {len(rows)} Pareto trials "
-          "(macs = multiply-accumulates; FLOPs = 2 x MACs)")  # fmt: skip
-    print(format_table(rows, cols))
+    first = cfg.objectives[0]
+    print(f"study {args.study!r}: {len(rows)} Pareto trials, best {first.name} first "
+          "(macs = multiply-accumulates; FLOPs = 2 x MACs; arch cut at "
+          f"{ARCH_WIDTH} characters: --json has it whole)")  # fmt: skip
+    print(format_table([{**r, "arch": _cut(r["arch"], ARCH_WIDTH)} for r in rows], cols))
     return 0
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _export(args: argparse.Namespace) -> int:

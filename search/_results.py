@@ -43,7 +43,10 @@ def trial_row(t: FrozenTrial, cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def pareto_table(study: optuna.Study, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    return [trial_row(t, cfg) for t in pareto_trials(study)]
+    """The front's rows, best first in the first objective (then by trial number)."""
+    sign = -1.0 if cfg.objectives[0].direction == "maximize" else 1.0
+    front = sorted(pareto_trials(study), key=lambda t: (sign * t.values[0], t.number))
+    return [trial_row(t, cfg) for t in front]
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -90,9 +90,19 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store, "--json")
     assert code == 0
     rows = json.loads(out)["pareto"]
-    assert [r["trial"] for r in rows] == list(summary["pareto"])
+    assert sorted(r["trial"] for r in rows) == sorted(summary["pareto"])
+    # best accuracy first (maximised), then by trial number
+    assert [(-r["accuracy"], r["trial"]) for r in rows] == sorted(
+        (-r["accuracy"], r["trial"]) for r in rows
+    )
     code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store)
     assert code == 0 and "accuracy" in out and "FLOPs = 2 x MACs" in out
+    assert rows[0]["arch"][:57] + "..." in out and rows[0]["arch"] not in out  # cut, not whole
+
+    code, out, _ = run_cli(capsys, "run", "--trials", "3", "--seed", "1", "--study", "S",
+                           "--storage", store, "--estimator", "none", "--no-mlflow", "--quiet",
+                           "--out-dir", str(tmp_path / "o"))  # fmt: skip
+    assert code == 0 and "already has 6 finished trials" in out and "M > 6" in out
 
     n = rows[0]["trial"]
     target = tmp_path / "m.py"

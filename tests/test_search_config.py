@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+import searchspace
 from search import ConfigError, load_config, parse_config
+from search._objectives import cost_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,3 +143,19 @@ def test_fingerprint_tracks_the_search_not_the_budget() -> None:
     assert cfg.fingerprint() == cfg.with_overrides(trials=5, study="other").fingerprint()
     assert cfg.fingerprint() != cfg.with_overrides(seed=1).fingerprint()
     assert cfg.fingerprint() != cfg.with_overrides(sampler="tpe").fingerprint()
+
+
+def test_peak_activation_bytes_as_objective_and_constraint() -> None:
+    # the cost model reports total.peak_activation_bytes; both roles read it
+    cfg = parse_config(
+        base(
+            objectives=["accuracy", "peak_activation_bytes"],
+            constraints={"peak_activation_bytes": 2e6},
+        )
+    )
+    assert cfg.objectives[1].name == "peak_activation_bytes"
+    assert cfg.hv_bounds["peak_activation_bytes"] == (0.0, 2e6)  # from the constraint
+    arch = searchspace.mobilenet_v2()
+    reports = cfg.cost_reports(arch)
+    value = cost_value(cfg.objectives[1].metric, reports, cfg.primary.name)
+    assert value == reports[cfg.primary.name].total.peak_activation_bytes > 0
