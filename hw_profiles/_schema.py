@@ -101,8 +101,12 @@ class HardwareProfile:
     # precision-specific values override the defaults.
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
-    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict
+    )
+    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict
+    )
     # Shape dependence (costmodel/_latency.py); the defaults switch each term off.
     # A kernel whose working set (mac bytes) fits in ``cache_bytes`` moves at this rate.
     cache_bandwidth_bytes_per_s: float = 0.0
@@ -261,32 +265,14 @@ _TOP_KEYS = {
     **{k: float for k in SHAPE_KEYS},
 }
 _REQUIRED = (
-    "name",
-    "source",
-    "device_type",
-    "memory_bytes",
-    "bandwidth_bytes_per_s",
-    "peak_ops_per_s",
+    "name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s"
 )
 _RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"}
 _CALIBRATION_KEYS = {
-    "date",
-    "device",
-    "host",
-    "torch_version",
-    "method",
-    "validation",
-    "threads",
-    "duration_s",
-    "benchmarks",
-    "fit_median_abs_error",
-    "holdout_median_abs_error",
-    "networks",
-    "network_fit_median_abs_error",
-    "network_holdout_median_abs_error",
-    "reference_arch",
-    "reference_s",
-    "allocator",
+    "date", "device", "host", "torch_version", "method", "validation",
+    "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
+    "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
+    "reference_arch", "reference_s", "allocator",
 }
 
 
@@ -387,23 +373,21 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
                 table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False
             ),
             host_overhead_s=_number(
-                table.get("host_overhead_s", 0.0),
-                f"runtime.{rt}.host_overhead_s",
-                where,
+                table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where,
                 positive=False,
             ),
-            class_host_overhead_s=MappingProxyType(
-                {
-                    k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
-                    for k, v in per_class.items()
-                }
-            ),
+            class_host_overhead_s=MappingProxyType({
+                k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
+                for k, v in per_class.items()
+            }),
         )
     for k in data.get("calibration", {}):
         if k not in _CALIBRATION_KEYS:
             raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
 
-    shape = {k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()}
+    shape = {
+        k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()
+    }
     if shape["memory_compute_overlap"] > 1.0:
         raise ProfileError(
             f"{where}: memory_compute_overlap={shape['memory_compute_overlap']!r} "

@@ -38,35 +38,20 @@ def true_cpu_profile() -> Any:
                     "kernel_overhead_s": 0.0,
                     "host_overhead_s": 4e-6,
                     "class_host_overhead_s": {
-                        "dense_conv": 12e-6,
-                        "pointwise_conv": 8e-6,
-                        "group_conv": 80e-6,
-                        "depthwise_conv": 90e-6,
-                        "linear": 5e-6,
-                        "batchnorm": 10e-6,
-                        "activation": 0.5e-6,
-                        "elementwise": 1e-6,
-                        "pooling": 3e-6,
+                        "dense_conv": 12e-6, "pointwise_conv": 8e-6, "group_conv": 80e-6,
+                        "depthwise_conv": 90e-6, "linear": 5e-6, "batchnorm": 10e-6,
+                        "activation": 0.5e-6, "elementwise": 1e-6, "pooling": 3e-6,
                     },
                 },
             },
             "compute_efficiency": {
-                "dense_conv": 0.6,
-                "pointwise_conv": 0.7,
-                "group_conv": 0.3,
-                "depthwise_conv": 0.15,
-                "linear": 0.8,
+                "dense_conv": 0.6, "pointwise_conv": 0.7, "group_conv": 0.3,
+                "depthwise_conv": 0.15, "linear": 0.8,
             },
             "memory_efficiency": {
-                "dense_conv": 0.5,
-                "pointwise_conv": 0.6,
-                "group_conv": 0.5,
-                "depthwise_conv": 0.4,
-                "linear": 0.7,
-                "batchnorm": 0.5,
-                "activation": 0.8,
-                "elementwise": 0.7,
-                "pooling": 0.4,
+                "dense_conv": 0.5, "pointwise_conv": 0.6, "group_conv": 0.5,
+                "depthwise_conv": 0.4, "linear": 0.7, "batchnorm": 0.5, "activation": 0.8,
+                "elementwise": 0.7, "pooling": 0.4,
             },
         },
         "<truth>",
@@ -76,9 +61,7 @@ def true_cpu_profile() -> Any:
 def start_profile(truth: Any) -> Any:
     """What calibration knows before fitting: the measured ceilings, no fitted part."""
     d = {
-        "name": "start",
-        "source": "synthetic",
-        "device_type": "cpu",
+        "name": "start", "source": "synthetic", "device_type": "cpu",
         "memory_bytes": truth.memory_bytes,
         "bandwidth_bytes_per_s": truth.bandwidth_bytes_per_s,
         "cache_bytes": truth.cache_bytes,
@@ -136,15 +119,8 @@ def test_sweep_is_seeded_and_covers_every_kernel_class() -> None:
     a, b = shape_sweep(quick=True), shape_sweep(quick=True)
     assert a == b
     assert {kernel_class(s) for s in a} == {
-        "dense_conv",
-        "pointwise_conv",
-        "group_conv",
-        "depthwise_conv",
-        "linear",
-        "batchnorm",
-        "activation",
-        "elementwise",
-        "pooling",
+        "dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear",
+        "batchnorm", "activation", "elementwise", "pooling",
     }
 
 
@@ -164,17 +140,12 @@ def test_quick_calibration_writes_a_profile_that_loads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [
-        ["--out", "x.toml", "--threads", "0"],
-        ["--out", "x.json"],
-        ["--device", "tpu", "--out", "x.toml"],
-        ["--out", "x.toml", "--space", "missing.toml"],
-        ["--out", "x.toml", "--networks", "-1"],
-    ],
+    [["--out", "x.toml", "--threads", "0"], ["--out", "x.json"],
+     ["--device", "tpu", "--out", "x.toml"], ["--out", "x.toml", "--space", "missing.toml"],
+     ["--out", "x.toml", "--networks", "-1"]],
 )
-def test_calibrate_usage_errors_exit_2(
-    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_calibrate_usage_errors_exit_2(argv: list[str], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         raise SystemExit(main(argv))
@@ -183,22 +154,15 @@ def test_calibrate_usage_errors_exit_2(
 
 def test_summary_statistics() -> None:
     # predicted = measured * (1.05, 0.8, 1.0, 1.3): errors 5%, 20%, 0%, 30%
-    pts = [
-        ValidationPoint(f"a{i}", m, m * f, 0)
-        for i, (m, f) in enumerate([(1.0, 1.05), (2.0, 0.8), (3.0, 1.0), (4.0, 1.3)])
-    ]
+    pts = [ValidationPoint(f"a{i}", m, m * f, 0)
+           for i, (m, f) in enumerate([(1.0, 1.05), (2.0, 0.8), (3.0, 1.0), (4.0, 1.3)])]
     s = summarize(pts)
     assert s.spearman == pytest.approx(1.0)  # predicted 1.05, 1.6, 3.0, 5.2 keep the order
     assert s.kendall == pytest.approx(1.0)
     assert s.median_abs_error == pytest.approx(0.125)  # median of 0, 0.05, 0.2, 0.3
     assert s.within_10 == 0.5 and s.within_25 == 0.75
-    swapped = summarize(
-        [
-            ValidationPoint("a", 1.0, 2.0, 0),
-            ValidationPoint("b", 2.0, 1.0, 0),
-            ValidationPoint("c", 3.0, 3.0, 0),
-        ]
-    )
+    swapped = summarize([ValidationPoint("a", 1.0, 2.0, 0), ValidationPoint("b", 2.0, 1.0, 0),
+                         ValidationPoint("c", 3.0, 3.0, 0)])
     assert swapped.spearman == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least 3"):
         summarize(pts[:2])
@@ -207,29 +171,15 @@ def test_summary_statistics() -> None:
 def test_schema_shape_keys_defaults_and_errors() -> None:
     from hw_profiles import ProfileError
 
-    base = {
-        "name": "x",
-        "source": "s",
-        "device_type": "cpu",
-        "memory_bytes": 1,
-        "bandwidth_bytes_per_s": 1e9,
-        "peak_ops_per_s": {"fp32": 1e9},
-    }
+    base = {"name": "x", "source": "s", "device_type": "cpu", "memory_bytes": 1,
+            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9}}
     hw = parse_profile(base)
     # Defaults switch every correction off: the bare roofline plus fixed costs.
-    assert (
-        hw.cache_bandwidth_bytes_per_s,
-        hw.saturation_output_elements,
-        hw.saturation_reduction_elements,
-        hw.wave_output_elements,
-        hw.unaligned_channels_efficiency,
-        hw.memory_compute_overlap,
-    ) == (0, 0, 0, 0, 1, 1)
-    for key, bad in (
-        ("memory_compute_overlap", 1.5),
-        ("unaligned_channels_efficiency", 0.0),
-        ("saturation_output_elements", -1.0),
-    ):
+    assert (hw.cache_bandwidth_bytes_per_s, hw.saturation_output_elements,
+            hw.saturation_reduction_elements, hw.wave_output_elements,
+            hw.unaligned_channels_efficiency, hw.memory_compute_overlap) == (0, 0, 0, 0, 1, 1)
+    for key, bad in (("memory_compute_overlap", 1.5), ("unaligned_channels_efficiency", 0.0),
+                     ("saturation_output_elements", -1.0)):
         with pytest.raises(ProfileError, match=key):
             parse_profile({**base, key: bad})
     with pytest.raises(ProfileError, match="saturation_output_element"):
@@ -242,14 +192,8 @@ def test_schema_shape_keys_defaults_and_errors() -> None:
 def test_schema_conv_dispatch_and_threads() -> None:
     from hw_profiles import ProfileError
 
-    base = {
-        "name": "x",
-        "source": "s",
-        "device_type": "cpu",
-        "memory_bytes": 1,
-        "bandwidth_bytes_per_s": 1e9,
-        "peak_ops_per_s": {"fp32": 1e9},
-    }
+    base = {"name": "x", "source": "s", "device_type": "cpu", "memory_bytes": 1,
+            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9}}
     hw = parse_profile(base)
     assert (hw.conv_dispatch, hw.threads, hw.cache_falloff_exponent) == ("none", 1, 0.0)
     hw = parse_profile({**base, "conv_dispatch": "pytorch_cpu", "threads": 4})
@@ -274,7 +218,8 @@ def test_lower_quantile_matches_numpy() -> None:
         lower_quantile([1.0], 1.5)
 
     @settings(max_examples=60, deadline=None)
-    @given(xs=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=50), q=st.floats(0.0, 1.0))
+    @given(xs=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=50),
+           q=st.floats(0.0, 1.0))
     def prop(xs: list[float], q: float) -> None:
         assert lower_quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)), rel=1e-9)
 
@@ -284,12 +229,8 @@ def test_lower_quantile_matches_numpy() -> None:
 def test_calibration_table_with_reference_round_trips(tmp_path: Path) -> None:
     truth = true_cpu_profile()
     path = tmp_path / "p.toml"
-    calib = {
-        "date": "2026-01-01",
-        "reference_arch": "in_c3_h32_w32_n10:x",
-        "reference_s": {"b1": 0.004, "b32": 0.09},
-        "allocator": "default",
-    }
+    calib = {"date": "2026-01-01", "reference_arch": "in_c3_h32_w32_n10:x",
+             "reference_s": {"b1": 0.004, "b32": 0.09}, "allocator": "default"}
     path.write_text(profile_to_toml(truth, calib))
     assert "reference_s = { b1 = 0.004, b32 = 0.09 }" in path.read_text()
     assert load_fresh(path).to_dict() == {**truth.to_dict(), "source": truth.source}

@@ -59,16 +59,8 @@ def conv_cases(draw: st.DrawFn) -> tuple[nn.Conv2d, tuple[int, ...]]:
     pad = draw(st.integers(0, 2))
     h, w = draw(st.integers(1, 14)), draw(st.integers(1, 14))
     assume(h + 2 * pad >= dil * (kh - 1) + 1 and w + 2 * pad >= dil * (kw - 1) + 1)
-    conv = nn.Conv2d(
-        cin,
-        cout,
-        (kh, kw),
-        stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        padding=pad,
-        dilation=dil,
-        groups=g,
-        bias=draw(st.booleans()),
-    )
+    conv = nn.Conv2d(cin, cout, (kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                     padding=pad, dilation=dil, groups=g, bias=draw(st.booleans()))
     return conv, (draw(st.integers(1, 2)), cin, h, w)
 
 
@@ -87,12 +79,8 @@ def test_conv_matches_pytorch(case: tuple[nn.Conv2d, tuple[int, ...]]) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    st.integers(1, 32),
-    st.integers(1, 32),
-    st.booleans(),
-    st.lists(st.integers(1, 4), min_size=1, max_size=3),
-)
+@given(st.integers(1, 32), st.integers(1, 32), st.booleans(),
+       st.lists(st.integers(1, 4), min_size=1, max_size=3))
 def test_linear_matches_pytorch(fin: int, fout: int, bias: bool, lead: list[int]) -> None:
     fc = nn.Linear(fin, fout, bias=bias)
     shape = (*lead, fin)  # 2-D, 3-D and 4-D inputs: every leading dim is a row
@@ -225,9 +213,8 @@ def test_shared_relu_module_gets_suffixed_names() -> None:
 
 
 def test_peak_activation_bytes_on_a_chain() -> None:
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
-    )
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 10))
     rep = profile(model, (1, 3, 8, 8))
     # elements live: input 192; conv writes 512 (192 + 512 = 704), input dies;
     # relu writes 512 while conv's 512 is read (1,024 = peak), conv's dies;
@@ -285,16 +272,8 @@ def test_functional_pool_and_mean_variants() -> None:
 
     specs, unsupported = trace_layers(Fn(), (2, 4, 8, 8))
     assert unsupported == ()
-    assert [s.name for s in specs] == [
-        "hardswish",
-        "maxpool2d",
-        "silu",
-        "avgpool2d",
-        "relu6",
-        "global_avgpool2d",
-        "global_avgpool2d_1",
-        "flatten",
-    ]
+    assert [s.name for s in specs] == ["hardswish", "maxpool2d", "silu", "avgpool2d", "relu6",
+                                       "global_avgpool2d", "global_avgpool2d_1", "flatten"]
     assert specs[1].kernel_size == (2, 2) and specs[1].stride == (2, 2)
     assert specs[3].padding == (1, 1) and specs[3].stride == (1, 1)
 
@@ -367,16 +346,9 @@ def test_training_flags_are_restored() -> None:
 
 
 def test_formula_shape_mismatch_is_an_internal_error() -> None:
-    site = _Site(
-        "node:x",
-        "conv",
-        (1, 3, 8, 8),
-        (1, 4, 7, 7),
-        ("input",),
-        (),
-        _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3), "padding": (1, 1)}),
-        "Conv2d",
-    )
+    site = _Site("node:x", "conv", (1, 3, 8, 8), (1, 4, 7, 7), ("input",), (),
+                 _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3),
+                                   "padding": (1, 1)}), "Conv2d")
     with pytest.raises(TraceInternalError, match=r"out_shape=\(1, 4, 8, 8\).*\(1, 4, 7, 7\)"):
         _to_specs([site])
 

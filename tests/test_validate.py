@@ -26,26 +26,10 @@ def test_measure_samples_takes_rounds_times_repeats_samples() -> None:
     assert all(t > 0 for s in samples for t in s)
 
 
-def test_validate_writes_both_statistics(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = [
-        "--hw",
-        "t4",
-        "--device",
-        "cpu",
-        "--space",
-        str(SPACE),
-        "--n",
-        "3",
-        "--rounds",
-        "3",
-        "--min-ms",
-        "0.1",
-        "--out",
-        str(tmp_path),
-        "--json",
-    ]
+def test_validate_writes_both_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    argv = ["--hw", "t4", "--device", "cpu", "--space", str(SPACE), "--n", "3",
+            "--rounds", "3", "--min-ms", "0.1", "--out", str(tmp_path), "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
@@ -59,12 +43,10 @@ def test_validate_writes_both_statistics(
     assert "| 0.1-quantile | 3 |" in md and "| median | 3 |" in md
 
 
-@pytest.mark.parametrize(
-    "flag,value", [("--quantile", "1.5"), ("--rounds", "0"), ("--min-ms", "0")]
-)
-def test_validate_rejects_bad_protocol_values(
-    flag: str, value: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.parametrize("flag,value", [("--quantile", "1.5"), ("--rounds", "0"),
+                                        ("--min-ms", "0")])
+def test_validate_rejects_bad_protocol_values(flag: str, value: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--hw", "t4", flag, value]) == 2
     assert f"{flag}={value}" in capsys.readouterr().err
 
@@ -78,33 +60,19 @@ def test_lower_quantile_ignores_a_slow_burst() -> None:
     assert lower_quantile(samples, 0.5) == pytest.approx(5.3225e-3)
 
 
-def test_speed_factor_from_the_calibration_reference(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from costmodel._validate import calibration_reference
     from hw_profiles._schema import DATA_DIR
 
     prof = tmp_path / "cal.toml"
-    prof.write_text(
-        (DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
-        f'reference_arch = "{REFERENCE_ARCH}"\n'
-        "reference_s = { b1 = 0.004, b32 = 0.09 }\n"
-    )
+    prof.write_text((DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
+                    f'reference_arch = "{REFERENCE_ARCH}"\n'
+                    "reference_s = { b1 = 0.004, b32 = 0.09 }\n")
     assert calibration_reference(str(prof), REFERENCE_ARCH) == {1: 0.004, 32: 0.09}
     assert calibration_reference("t4", REFERENCE_ARCH) == {}  # a datasheet profile has none
-    argv = [
-        "--hw",
-        str(prof),
-        "--space",
-        str(SPACE),
-        "--n",
-        "3",
-        "--rounds",
-        "3",
-        "--out",
-        str(tmp_path),
-        "--json",
-    ]
+    argv = ["--hw", str(prof), "--space", str(SPACE), "--n", "3", "--rounds", "3",
+            "--out", str(tmp_path), "--json"]
     assert main(argv) == 0
     doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
     factor = doc["meta"]["speed_factor"]
@@ -132,8 +100,7 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -
     plain = dataclasses.replace(hw, conv_dispatch="none")
     assert rep.total.latency_s > 0
     assert costmodel.estimate(arch, hw=plain, batch=1).total.latency_s != pytest.approx(
-        rep.total.latency_s, rel=1e-3
-    )
+        rep.total.latency_s, rel=1e-3)
 
 
 def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
@@ -141,21 +108,12 @@ def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location(
-        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py"
-    )
+        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    argv = [
-        "--hw",
-        str(root / "experiments" / "results" / "calibrated_cpu.toml"),
-        "--size",
-        "4",
-        "--rounds",
-        "2",
-        "--out",
-        str(tmp_path),
-    ]
+    argv = ["--hw", str(root / "experiments" / "results" / "calibrated_cpu.toml"),
+            "--size", "4", "--rounds", "2", "--out", str(tmp_path)]
     assert mod.main(argv) == 0
     res = json.loads((tmp_path / "shufflenet_guidelines.json").read_text())
     assert [r["guideline"] for r in res["rows"]] == ["G1"] * 4 + ["G2"] * 4
