@@ -24,6 +24,7 @@ from search._config import (
     ConfigError,
     ExperimentConfig,
     HardwareTarget,
+    available_experiments,
     load_config,
 )
 from search._front import pareto_trials
@@ -53,7 +54,7 @@ ARCH_WIDTH = 60  # terminal table: the architecture string is cut here
 EPILOG_RUN = """\
 examples:
   python -m search run                                  # the default experiment (a few minutes)
-  python -m search run --config experiments/t4_int8.toml --trials 500 --study int8
+  python -m search run --config t4_int8 --trials 500 --study int8   # a shipped experiment
   python -m search run --hw jetson-orin --sampler tpe --seed 3
   python -m search run --study S                        # again: continues study S
 
@@ -89,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_RUN % {"default_storage": DEFAULT_STORAGE},
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", help="experiment TOML (default: the embedded default experiment)")
+    run.add_argument(
+        "--config",
+        help="experiment TOML path, or the name of a shipped one "
+        f"({', '.join(available_experiments())}; default: default)",
+    )
     run.add_argument("--trials", type=int, help="trial budget, finished trials included")
     run.add_argument("--study", help="study name (default: the config's name)")
     run.add_argument("--storage", help=f"Optuna storage URL or journal path (default: "

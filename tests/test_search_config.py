@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 import searchspace
 from search import ConfigError, load_config, parse_config
+from search._config import EXPERIMENTS_DIR, available_experiments
 from search._objectives import cost_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +42,23 @@ def test_default_experiment_loads_with_two_targets_and_directions() -> None:
     assert cfg.directions == ["maximize", "minimize"]
     assert {c.name for c in cfg.constraints} == {"params", "latency_s", "latency_s@jetson-orin"}
     assert cfg.sampler.name == "nsga2"
-    # the packaged copy is the experiments/ file
-    assert (ROOT / "search" / "default_experiment.toml").read_text() == (
-        ROOT / "experiments" / "default.toml"
-    ).read_text()
+    # one file: experiments/default.toml is a link to the packaged one
+    assert (ROOT / "experiments" / "default.toml").resolve() == (
+        ROOT / "search" / "experiments" / "default.toml"
+    )
+
+
+def test_shipped_experiments_load_by_name_and_the_repo_links_to_them() -> None:
+    names = available_experiments()
+    assert {"default", "mobile_t4", "t4_fp32", "t4_int8", "seed_convs"} <= set(names)
+    for name in names:
+        link = ROOT / "experiments" / f"{name}.toml"
+        assert link.is_symlink() and link.resolve() == EXPERIMENTS_DIR / f"{name}.toml"
+        by_path = load_config(EXPERIMENTS_DIR / f"{name}.toml")
+        assert load_config(name) == dataclasses.replace(by_path, source=name)
+    assert load_config("default") == load_config()
+    with pytest.raises(ConfigError, match=r"did you mean 't4_int8'\?"):
+        load_config("t4_int9")
 
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
