@@ -37,6 +37,7 @@ from search._mlflow import (
 )
 from search._results import (
     InfeasibleTrialError,
+    bound_line,
     export_arch_string,
     export_trial,
     format_table,
@@ -254,6 +255,8 @@ def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
               f"--out-dir {r.run_dir})")  # fmt: skip
     if r.mlflow_error:
         print(f"warning: {r.mlflow_error}", file=sys.stderr)
+    if r.pareto:
+        print(bound_line(load_existing_study(r.study_name, r.storage), cfg))
     print(f"next: python -m search pareto --study {r.study_name} --storage {r.storage}")
 
 

@@ -49,6 +49,38 @@ def pareto_table(study: optuna.Study, cfg: ExperimentConfig) -> list[dict[str, A
     return [trial_row(t, cfg) for t in front]
 
 
+BOUNDS = ("memory", "compute", "overhead")  # costmodel's roofline bounds, as printed
+
+
+def bound_shares(report: CostReport) -> dict[str, float]:
+    """Each bound's share of the summed layer time (layers are attributed to their bound)."""
+    by_bound = dict.fromkeys(BOUNDS, 0.0)
+    for layer in report.layers:
+        if layer.bound in by_bound:
+            by_bound[layer.bound] += layer.latency_s
+    total = sum(by_bound.values())
+    return {k: v / total if total else 0.0 for k, v in by_bound.items()}
+
+
+def bound_line(study: optuna.Study, cfg: ExperimentConfig) -> str:
+    """Which bound the primary latency is made of, on the front (median over its trials).
+
+    Tells whether the search traded memory traffic and MACs (memory/compute-bound) or only
+    counted kernels (overhead-bound) at this deployment setting.
+    """
+    front = pareto_trials(study)
+    if not front:
+        return ""
+    shares = [bound_shares(cfg.primary.estimate(arch_of(t))) for t in front]
+    med = {k: float(np.median([s[k] for s in shares])) for k in BOUNDS}
+    p = cfg.primary
+    return (
+        f"latency at {p.profile}/{p.precision}/b{p.batch}/{p.runtime}: memory-bound "
+        f"{med['memory']:.0%}, compute {med['compute']:.0%}, overhead {med['overhead']:.0%} "
+        f"of summed layer time (front median, {len(front)} trials)"
+    )
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A plain fixed-width table (MACs are multiply-accumulates; FLOPs = 2 x MACs)."""
 
