@@ -12,7 +12,12 @@ trap 'rm -rf "$WORK"' EXIT
 step() { echo "wheel_check: $*" >&2; }
 
 step "building the wheel"
-"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$ROOT"
+# From a copy of the checkout's files (tracked and untracked, not ignored): a build/ left
+# in the checkout by an earlier build could carry files that are no longer in the tree.
+mkdir "$WORK/src"
+git -C "$ROOT" ls-files -z -co --exclude-standard | (cd "$ROOT" && tar --null -T - -cf -) \
+    | tar -xf - -C "$WORK/src"
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/src"
 WHEEL="$(ls "$WORK"/dist/roofnas-*.whl)"
 
 step "fresh venv with torch==2.13.0 and $(basename "$WHEEL")"

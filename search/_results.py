@@ -77,7 +77,7 @@ def bound_line(study: optuna.Study, cfg: ExperimentConfig) -> str:
     return (
         f"latency at {p.profile}/{p.precision}/b{p.batch}/{p.runtime}: memory-bound "
         f"{med['memory']:.0%}, compute {med['compute']:.0%}, overhead {med['overhead']:.0%} "
-        f"of summed layer time (front median, {len(front)} trials)"
+        f"of summed layer time (front median, {len(front)} trial{'s' * (len(front) != 1)})"
     )
 
 
