@@ -449,10 +449,12 @@ def load(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
     if isinstance(name_or_path, HardwareProfile):
         return name_or_path
     key = str(name_or_path)
+    if Path(key).suffix != ".toml" and Path(key).parent == Path("."):
+        key = key.lower()  # a built-in name: "T4" is t4
     hit = _CACHE.get(key)
     if hit is not None and (hit[1] is None or _mtime_ns(Path(key)) == hit[1]):
         return hit[0]
-    path, builtin = _profile_path(key)
+    path, builtin = _profile_path(str(name_or_path))  # errors name what was given
     mtime = None if builtin else _mtime_ns(path)
     profile = parse_profile(_read_toml(path), str(path))
     _CACHE[key] = (profile, mtime)
@@ -476,7 +478,8 @@ def _profile_path(key: str) -> tuple[Path, bool]:
     path = Path(key)
     builtin = path.suffix != ".toml" and path.parent == Path(".")
     if builtin:
-        path = DATA_DIR / f"{key}.toml"
+        # Built-in names are lower case; "T4" is how people write it.
+        path = DATA_DIR / f"{key.lower()}.toml"
         if not path.exists():
             hint = difflib.get_close_matches(key, available(), n=1)
             raise ProfileError(

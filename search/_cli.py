@@ -14,12 +14,19 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import optuna
 
-from search._config import DEFAULT_RUN_DIR, ConfigError, ExperimentConfig, load_config
+from search._config import (
+    DEFAULT_RUN_DIR,
+    ConfigError,
+    ExperimentConfig,
+    HardwareTarget,
+    available_experiments,
+    load_config,
+)
 from search._front import pareto_trials
 from search._mlflow import (
     MlflowTarget,
@@ -28,7 +35,14 @@ from search._mlflow import (
     sync,
     tracking_uri_for,
 )
-from search._results import export_trial, format_table, pareto_table
+from search._results import (
+    InfeasibleTrialError,
+    bound_line,
+    export_arch_string,
+    export_trial,
+    format_table,
+    pareto_table,
+)
 from search._run import RunResult, run_study
 from search._storage import StorageError, is_rdb_url
 from search._study import StudyMismatchError, load_existing_study, study_config
@@ -36,11 +50,12 @@ from search._workers import run_workers
 
 DEFAULT_STORAGE = str(Path(DEFAULT_RUN_DIR) / "optuna.journal")
 DEFAULT_STUDY = "default"
+ARCH_WIDTH = 60  # terminal table: the architecture string is cut here
 
 EPILOG_RUN = """\
 examples:
   python -m search run                                  # the default experiment (a few minutes)
-  python -m search run --config experiments/t4_int8.toml --trials 500 --study int8
+  python -m search run --config t4_int8 --trials 500 --study int8   # a shipped experiment
   python -m search run --hw jetson-orin --sampler tpe --seed 3
   python -m search run --study S                        # again: continues study S
 
@@ -76,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_RUN % {"default_storage": DEFAULT_STORAGE},
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", help="experiment TOML (default: the embedded default experiment)")
+    run.add_argument(
+        "--config",
+        help="experiment TOML path, or the name of a shipped one "
+        f"({', '.join(available_experiments())}; default: default)",
+    )
     run.add_argument("--trials", type=int, help="trial budget, finished trials included")
     run.add_argument("--study", help="study name (default: the config's name)")
     run.add_argument("--storage", help=f"Optuna storage URL or journal path (default: "
@@ -106,13 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write standalone PyTorch files of trials",
         description="Write a standalone PyTorch file (searchspace.export_source) of one trial, "
-        "or of every Pareto trial, with a cost report JSON beside each (<file>.cost.json).",
+        "of every Pareto trial, or of any architecture string, with a cost report JSON beside "
+        "each (<file>.cost.json). The header's costs are on the study's primary target.",
     )
     _add_study_args(exp)
     which = exp.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="trial number")
     which.add_argument("--pareto", action="store_true", help="every Pareto-front trial")
-    exp.add_argument("--out", required=True, help="FILE.py for --trial, a directory for --pareto")
+    which.add_argument("--arch", help="an architecture string (no study needed)")
+    exp.add_argument(
+        "--out", required=True, help="FILE.py for --trial/--arch, a directory for --pareto"
+    )
+    exp.add_argument(
+        "--allow-infeasible",
+        action="store_true",
+        help="export a trial that breaks a constraint (its cost JSON says so)",
+    )
+    exp.add_argument("--hw", help="--arch: hardware profile (default: the default experiment's)")
+    exp.add_argument("--precision", help="--arch: precision (default: the default experiment's)")
+    exp.add_argument("--batch", type=int, help="--arch: batch (default: the default experiment's)")
     exp.add_argument("--json", action="store_true", help="print the written paths as JSON")
 
     ui = sub.add_parser(
@@ -210,6 +241,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
+    if r.budget_note(cfg.trials):
+        print(r.budget_note(cfg.trials))
     state = "interrupted" if r.interrupted else "done"
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
           f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
@@ -222,6 +255,8 @@ def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
               f"--out-dir {r.run_dir})")  # fmt: skip
     if r.mlflow_error:
         print(f"warning: {r.mlflow_error}", file=sys.stderr)
+    if r.pareto:
+        print(bound_line(load_existing_study(r.study_name, r.storage), cfg))
     print(f"next: python -m search pareto --study {r.study_name} --storage {r.storage}")
 
 
@@ -244,15 +279,33 @@ def _pareto(args: argparse.Namespace) -> int:
     cols += [f"{m}@{cfg.primary.name}" for m in ("params", "macs", "latency_s")
              if m not in cols and f"{m}@{cfg.primary.name}" not in cols]  # fmt: skip
     cols.append("arch")
-    print(f"study {args.study!r}: {len(rows)} Pareto trials "
-          "(macs = multiply-accumulates; FLOPs = 2 x MACs)")  # fmt: skip
-    print(format_table(rows, cols))
+    first = cfg.objectives[0]
+    print(f"study {args.study!r}: {len(rows)} Pareto trials, best {first.name} first "
+          "(macs = multiply-accumulates; FLOPs = 2 x MACs; arch cut at "
+          f"{ARCH_WIDTH} characters: --json has it whole)")  # fmt: skip
+    print(format_table([{**r, "arch": _cut(r["arch"], ARCH_WIDTH)} for r in rows], cols))
     return 0
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _export(args: argparse.Namespace) -> int:
-    study, cfg = _open(args)
     out = Path(args.out)
+    if args.pareto and out.suffix == ".py":
+        raise ConfigError(
+            f"--out={args.out!r}: --pareto writes one file per trial, give a directory"
+        )
+    if (args.trial is not None or args.arch) and out.suffix != ".py":
+        raise ConfigError(f"--out={args.out!r} must name a .py file for --trial or --arch")
+    if args.arch:
+        return _print_written(export_arch_string(args.arch, _arch_target(args), out), args.json)
+    if args.hw or args.precision or args.batch:
+        raise ConfigError(
+            "--hw/--precision/--batch go with --arch; a trial uses its study's target"
+        )
+    study, cfg = _open(args)
     written: list[Path] = []
     if args.pareto:
         front = pareto_trials(study)
@@ -262,10 +315,28 @@ def _export(args: argparse.Namespace) -> int:
         for t in front:
             written += export_trial(study, cfg, t.number, out / f"trial_{t.number}.py")
     else:
-        if out.suffix != ".py":
-            raise ConfigError(f"--out={args.out!r} must name a .py file for --trial")
-        written += export_trial(study, cfg, args.trial, out)
-    if args.json:
+        try:
+            written += export_trial(study, cfg, args.trial, out, args.allow_infeasible)
+        except InfeasibleTrialError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return _print_written(written, args.json)
+
+
+def _arch_target(args: argparse.Namespace) -> HardwareTarget:
+    """The target an ``--arch`` export is costed on: the default experiment's primary one."""
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch={args.batch} must be >= 1")
+    primary = load_config().primary
+    hw = args.hw or primary.profile
+    return replace(
+        primary, name=Path(hw).stem if hw.endswith(".toml") else hw, profile=hw,
+        precision=args.precision or primary.precision, batch=args.batch or primary.batch,
+    )  # fmt: skip
+
+
+def _print_written(written: Sequence[Path], as_json: bool) -> int:
+    if as_json:
         print(json.dumps([str(p) for p in written]))
     else:
         for p in written:

@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -38,7 +37,9 @@ else:  # pragma: no cover
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DEFAULT_RUN_DIR = "roofnas-runs"
-DEFAULT_CONFIG_RESOURCE = "default_experiment.toml"
+# Example experiments ship inside the package; `--config NAME` loads NAME.toml from here.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+DEFAULT_EXPERIMENT = "default"
 
 
 class ConfigError(ValueError):
@@ -504,16 +505,29 @@ def _parse_mlflow(ml: Any) -> MlflowConfig:
     return MlflowConfig(**kw)
 
 
+def available_experiments() -> list[str]:
+    """Names of the experiments shipped in the package (``--config NAME``)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+
+
 def load_config(path: str | Path | None = None) -> ExperimentConfig:
-    """Load an experiment TOML; ``None`` loads the embedded default experiment."""
-    if path is None:
-        text = resources.files("search").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
-        source, base = "default", None
-    else:
-        p = Path(path)
+    """Load an experiment: a TOML path, or the name of a shipped one (``None``: "default")."""
+    name = DEFAULT_EXPERIMENT if path is None else str(path)
+    p = Path(name)
+    shipped = not p.is_file() and p.suffix != ".toml" and p.parent == Path(".")
+    if shipped:
+        p = EXPERIMENTS_DIR / f"{name}.toml"
         if not p.is_file():
-            raise ConfigError(f"config={str(path)!r}: no such file")
-        text, source, base = p.read_text(), str(p), p.resolve().parent
+            hint = difflib.get_close_matches(name, available_experiments(), n=1)
+            raise ConfigError(
+                f"config={name!r}: no such file, nor a shipped experiment"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; shipped: {available_experiments()}"
+            )
+    elif not p.is_file():
+        raise ConfigError(f"config={name!r}: no such file")
+    # A shipped experiment is known by its name, wherever the package is installed.
+    text, source, base = p.read_text(), name if shipped else str(p), p.resolve().parent
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

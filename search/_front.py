@@ -1,10 +1,13 @@
 """The feasible Pareto front and its hypervolume, by one rule.
 
-The front is Optuna's ``study.best_trials``: COMPLETE trials that meet every constraint and
-that no other such trial dominates (at least as good in every objective and not equal; two
-trials with equal values are both on the front). ``pareto_trials`` reads it from a study;
-``FrontTracker`` keeps the same front trial by trial for the progress bar and the MLflow
-step metrics, and its hypervolume.
+The front: COMPLETE trials that meet every constraint, one per architecture, that no other
+such trial beats. Identical architectures (same ``Architecture.to_string()``) collapse to the
+earliest trial: a sampler that proposes a known network again adds no new choice. "Beats":
+dominates (at least as good in every objective, better in one), or has the same objective
+vector and fewer params (then the earlier trial): a user is never shown two rows that differ
+only in trial number. ``pareto_trials`` reads it from a study; ``FrontTracker`` keeps the
+same front trial by trial for the progress bar, the summary and the MLflow metrics, and its
+hypervolume. Both use ``_Candidate`` and ``_beats``, so they cannot disagree.
 
 Hypervolume: objective values become losses in [0, 1] inside the config's fixed box,
 ``(v - best) / (worst - best)`` (``search._objectives.normalise``), and the reference point
@@ -20,19 +23,59 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from search._budget import is_done
 from search._config import ExperimentConfig
 from search._objectives import normalise
-from search._record import is_feasible
+from search._record import TrialRecord, is_feasible
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """What the front rule compares: losses (every objective minimised), params, trial number."""
+
+    loss: tuple[float, ...]
+    params: float  # tie-break for equal losses; inf when the trial recorded no costs
+    number: int
+
+    @classmethod
+    def of(cls, t: FrozenTrial, signs: Sequence[float]) -> _Candidate:
+        rec = TrialRecord.of(t)
+        costs = next(iter(rec.costs.values()), {}) if rec is not None else {}
+        # Exact signed values, so dominance is decided to the last bit.
+        loss = tuple(s * v for s, v in zip(signs, t.values, strict=True))
+        return cls(loss, float(costs.get("params", math.inf)), t.number)
+
+
+def _beats(a: _Candidate, b: _Candidate) -> bool:
+    """``a`` pushes ``b`` off the front: dominates it, or ties it with fewer params (earlier)."""
+    if a.loss == b.loss:
+        return (a.params, a.number) < (b.params, b.number)
+    return all(x <= y for x, y in zip(a.loss, b.loss, strict=True))
+
+
+def _signs(directions: Sequence[optuna.study.StudyDirection]) -> list[float]:
+    return [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions]
+
+
+def _arch_key(t: FrozenTrial) -> str:
+    rec = TrialRecord.of(t)
+    return rec.arch if rec is not None and rec.arch else f"trial:{t.number}"
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto front (Optuna's ``best_trials``), by trial number."""
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        return []
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The feasible Pareto front by the module's rule, one trial per architecture, by number."""
+    signs = _signs(study.directions)
+    seen: set[str] = set()
+    cands: dict[int, tuple[_Candidate, FrozenTrial]] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if not is_feasible(t) or t.values is None or _arch_key(t) in seen:
+            continue
+        seen.add(_arch_key(t))
+        cands[t.number] = (_Candidate.of(t, signs), t)
+    pool = [c for c, _ in cands.values()]
+    return [t for c, t in cands.values() if not any(_beats(o, c) for o in pool if o is not c)]
 
 
 def hypervolume(points: Iterable[Sequence[float]]) -> float:
@@ -95,7 +138,8 @@ class FrontTracker:
         self.bounds = cfg.hv_bounds
         self._signs = [-1.0 if d == "maximize" else 1.0 for d in cfg.directions]
         self.front: dict[int, tuple[float, ...]] = {}  # trial number -> normalised losses
-        self._losses: dict[int, tuple[float, ...]] = {}  # trial number -> exact losses
+        self._cands: dict[int, _Candidate] = {}  # trial number -> what the rule compares
+        self._archs: set[str] = set()  # architectures of feasible trials seen so far
         self.n_finished = 0
         self.n_feasible = 0
         self.hv = 0.0
@@ -120,18 +164,16 @@ class FrontTracker:
         if not is_feasible(t) or t.values is None:
             return False
         self.n_feasible += 1
-        # Signs make every objective a loss: exact, so dominance is Optuna's to the last bit.
-        loss = tuple(s * v for s, v in zip(self._signs, t.values, strict=True))
-        if any(_dominates(q, loss) for q in self._losses.values()):
+        arch = _arch_key(t)
+        if arch in self._archs:  # a repeat: the earliest trial of an architecture stands for it
             return False
-        for n in [n for n, q in self._losses.items() if _dominates(loss, q)]:
-            del self._losses[n], self.front[n]
-        self._losses[t.number] = loss
+        self._archs.add(arch)
+        cand = _Candidate.of(t, self._signs)
+        if any(_beats(q, cand) for q in self._cands.values()):
+            return False
+        for n in [n for n, q in self._cands.items() if _beats(cand, q)]:
+            del self._cands[n], self.front[n]
+        self._cands[t.number] = cand
         self.front[t.number] = normalise(t.values, self.names, self.bounds)
         self.hv = hypervolume(self.front.values())
         return True
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` is at least as good as ``b`` everywhere and better somewhere (losses)."""
-    return all(x <= y for x, y in zip(a, b, strict=True)) and tuple(a) != tuple(b)

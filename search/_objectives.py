@@ -23,7 +23,14 @@ COST_METRICS: dict[str, str] = {
     "mac_bytes": "mac_bytes",
     "peak_activation_bytes": "peak_activation_bytes",
 }
-OBJECTIVE_METRICS = ("accuracy", "latency_s", "params", "macs", "mac_bytes")
+OBJECTIVE_METRICS = (
+    "accuracy",
+    "latency_s",
+    "params",
+    "macs",
+    "mac_bytes",
+    "peak_activation_bytes",
+)
 CONSTRAINT_METRICS = ("latency_s", "params", "macs", "mac_bytes", "peak_activation_bytes")
 
 

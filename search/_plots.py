@@ -90,7 +90,7 @@ def plot_roofline(
         hi = [i for i, (t, _) in enumerate(chosen) if t.number in pareto]
         path = out_dir / f"roofline_{target.name}.png"
         title = (f"{len(chosen)} candidates on {target.name} ({target.precision}, batch "
-                 f"{target.batch}); Pareto front highlighted")  # fmt: skip
+                 f"{target.batch}, {target.runtime}); Pareto front highlighted")  # fmt: skip
         plot_roofline_networks(
             reports, labels, target.profile, target.precision, path, title=title, highlight=hi
         )

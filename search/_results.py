@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import torch
 from optuna.trial import FrozenTrial
 
 import searchspace
-from search._config import ExperimentConfig
+from costmodel import CostReport
+from search._config import ExperimentConfig, HardwareTarget
 from search._front import pareto_trials
+from search._objectives import cost_value
 from search._plots import plot_pareto, plot_roofline
 from search._record import TrialRecord
 
@@ -40,7 +43,42 @@ def trial_row(t: FrozenTrial, cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def pareto_table(study: optuna.Study, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    return [trial_row(t, cfg) for t in pareto_trials(study)]
+    """The front's rows, best first in the first objective (then by trial number)."""
+    sign = -1.0 if cfg.objectives[0].direction == "maximize" else 1.0
+    front = sorted(pareto_trials(study), key=lambda t: (sign * t.values[0], t.number))
+    return [trial_row(t, cfg) for t in front]
+
+
+BOUNDS = ("memory", "compute", "overhead")  # costmodel's roofline bounds, as printed
+
+
+def bound_shares(report: CostReport) -> dict[str, float]:
+    """Each bound's share of the summed layer time (layers are attributed to their bound)."""
+    by_bound = dict.fromkeys(BOUNDS, 0.0)
+    for layer in report.layers:
+        if layer.bound in by_bound:
+            by_bound[layer.bound] += layer.latency_s
+    total = sum(by_bound.values())
+    return {k: v / total if total else 0.0 for k, v in by_bound.items()}
+
+
+def bound_line(study: optuna.Study, cfg: ExperimentConfig) -> str:
+    """Which bound the primary latency is made of, on the front (median over its trials).
+
+    Tells whether the search traded memory traffic and MACs (memory/compute-bound) or only
+    counted kernels (overhead-bound) at this deployment setting.
+    """
+    front = pareto_trials(study)
+    if not front:
+        return ""
+    shares = [bound_shares(cfg.primary.estimate(arch_of(t))) for t in front]
+    med = {k: float(np.median([s[k] for s in shares])) for k in BOUNDS}
+    p = cfg.primary
+    return (
+        f"latency at {p.profile}/{p.precision}/b{p.batch}/{p.runtime}: memory-bound "
+        f"{med['memory']:.0%}, compute {med['compute']:.0%}, overhead {med['overhead']:.0%} "
+        f"of summed layer time (front median, {len(front)} trial{'s' * (len(front) != 1)})"
+    )
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -78,26 +116,85 @@ def arch_of(t: FrozenTrial) -> searchspace.Architecture:
     return searchspace.Architecture.from_string(rec.arch)
 
 
-def export_trial(study: optuna.Study, cfg: ExperimentConfig, number: int, out: Path) -> list[Path]:
-    """A standalone PyTorch file (``searchspace.export_source``) and its cost report JSON."""
+class InfeasibleTrialError(ValueError):
+    """Exporting a trial that breaks a constraint, without ``allow_infeasible``."""
+
+
+def constraint_report(
+    cfg: ExperimentConfig, reports: Mapping[str, CostReport]
+) -> dict[str, dict[str, Any]]:
+    """Each constraint of ``cfg``: its value for these reports, its limit, and whether it is met."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in cfg.constraints:
+        value = cost_value(c.metric, reports, cfg.primary.name)
+        out[c.name] = {"value": value, "limit": c.limit, "met": value <= c.limit}
+    return out
+
+
+def export_arch(
+    arch: searchspace.Architecture, target: HardwareTarget, out: Path, doc: Mapping[str, Any]
+) -> list[Path]:
+    """``out``: the source, its header costed on ``target``; beside it ``doc`` as cost JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        searchspace.export_source(
+            arch, hw=target.profile, precision=target.precision, batch=target.batch,
+            runtime=target.runtime, target=target.name,
+        )
+    )  # fmt: skip
+    report_path = out.with_suffix(".cost.json")
+    report_path.write_text(json.dumps(doc, indent=1))
+    return [out, report_path]
+
+
+def export_trial(
+    study: optuna.Study, cfg: ExperimentConfig, number: int, out: Path,
+    allow_infeasible: bool = False,
+) -> list[Path]:  # fmt: skip
+    """A standalone PyTorch file (``searchspace.export_source``) and its cost report JSON.
+
+    The header is costed on the study's primary target. A trial that breaks a constraint
+    raises ``InfeasibleTrialError`` naming each one, unless ``allow_infeasible``.
+    """
     t = get_trial(study, number)
     arch = arch_of(t)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(searchspace.export_source(arch))
     reports = cfg.cost_reports(arch)
-    report_path = out.with_suffix(".cost.json")
+    constraints = constraint_report(cfg, reports)
+    broken = {k: c for k, c in constraints.items() if not c["met"]}
+    if broken and not allow_infeasible:
+        raise InfeasibleTrialError(
+            f"trial {t.number} is infeasible: "
+            + "; ".join(
+                f"{k} = {c['value']:.4g} > limit {c['limit']:.4g}" for k, c in broken.items()
+            )
+            + " (--allow-infeasible exports it anyway)"
+        )
     doc = {
         "study": study.study_name,
         "trial": t.number,
         "state": t.state.name,
         "arch": arch.to_string(),
+        "primary_target": dataclasses.asdict(cfg.primary),
+        "feasible": not broken,
         "objectives": dict(zip([o.name for o in cfg.objectives], t.values or [], strict=False)),
-        "constraints": t.constraints,
+        "constraints": constraints,
         "params": reports[cfg.primary.name].total.params,
         "reports": {name: r.to_dict() for name, r in reports.items()},
     }
-    report_path.write_text(json.dumps(doc, indent=1))
-    return [out, report_path]
+    return export_arch(arch, cfg.primary, out, doc)
+
+
+def export_arch_string(text: str, target: HardwareTarget, out: Path) -> list[Path]:
+    """Any architecture string, costed on ``target`` (no study, so no constraints)."""
+    arch = searchspace.Architecture.from_string(text)
+    report = target.estimate(arch)
+    doc = {
+        "arch": arch.to_string(),
+        "primary_target": dataclasses.asdict(target),
+        "params": report.total.params,
+        "reports": {target.name: report.to_dict()},
+    }
+    return export_arch(arch, target, out, doc)
 
 
 def write_results(study: optuna.Study, cfg: ExperimentConfig, out_dir: Path) -> tuple[str, ...]:

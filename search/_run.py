@@ -54,6 +54,17 @@ class RunResult:
     rejections: Mapping[str, int] = field(default_factory=dict)
     closest: Mapping[str, float] = field(default_factory=dict)  # normalised: value/limit - 1
     artifacts: tuple[str, ...] = ()
+    n_before: int = 0  # trials already finished in the storage when this run started
+
+    def budget_note(self, trials: int) -> str:
+        """Why nothing ran: the budget counts every finished trial in the storage."""
+        if self.n_before < trials:
+            return ""
+        return (
+            f"nothing to run: study {self.study_name!r} already has {self.n_before} finished "
+            f"trials and the budget is --trials {trials} (it counts every finished trial in "
+            f"the storage); --trials M with M > {self.n_before} runs M - {self.n_before} more"
+        )
 
     def no_feasible_message(self, cfg: ExperimentConfig) -> str:
         """Which constraint rejected most candidates, and the closest values seen."""
@@ -125,6 +136,7 @@ def run_study(
     storage = open_storage(cfg.storage_url)
     study = create_or_load_study(cfg, storage)
     front = FrontTracker.of_trials(cfg, study.get_trials(deepcopy=False))
+    n_before = front.n_finished
     evaluator = TrialEvaluator(cfg, estimator)
     mlflow = MlflowObserver.start(cfg, study, front)
     observers: list[TrialObserver] = [ProgressBar(cfg.trials, front)] if progress else []
@@ -176,6 +188,7 @@ def run_study(
         rejections=dict(final.rejects.count),
         closest=dict(final.rejects.closest),
         artifacts=artifacts,
+        n_before=n_before,
     )
 
 

@@ -139,11 +139,12 @@ def open_storage(
 def _open_rdb(url: str, heartbeat: HeartbeatSettings) -> RDBStorage:
     if url.startswith("sqlite:///"):
         _check_writable_dir(Path(url[len("sqlite:///") :]).parent, url)
+    driver_url = _with_driver(url)  # outside the try: its error names the missing extra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
         try:
             return RDBStorage(
-                _with_driver(url),
+                driver_url,
                 heartbeat_interval=heartbeat.interval_s,
                 grace_period=heartbeat.grace_period_s,
                 heartbeat_stale_trial_callback=heartbeat.retry_callback(),
@@ -206,6 +207,11 @@ def _with_driver(url: str) -> str:
         return url
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
         return f"postgresql+psycopg2{sep}{rest}"
+    if importlib.util.find_spec("psycopg") is None:
+        raise StorageError(
+            f"storage={_redact(url)!r} needs a PostgreSQL driver and none is installed: "
+            "pip install 'roofnas[postgres]' (psycopg2-binary)"
+        )
     return f"postgresql{sep}{rest}"
 
 

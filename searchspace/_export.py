@@ -20,17 +20,18 @@ _TEMPLATE = """\
 #
 # Architecture: {arch}
 #
-# Costs from costmodel.estimate on the "t4" hardware profile (NVIDIA T4), fp32,
-# batch 1, eager runtime; MACs are multiply-accumulates (what ZOMI's lecture on
-# model miniaturization calls "FLOPs"), FLOPs = 2 x MACs:
+# Costs from costmodel.estimate on the target {target}
+# (profile "{profile}", {precision}, batch {batch}, {runtime} runtime); MACs are
+# multiply-accumulates (what ZOMI's lecture on model miniaturization calls "FLOPs"),
+# FLOPs = 2 x MACs:
 #   params                {params:,}
 #   MACs                  {macs:,} (BatchNorm folded: 1 MAC per element)
 #   MACs conv + linear    {conv_macs:,} (what torchvision and FlopCounterMode / 2 report)
 #   FLOPs                 {flops:,}
 #   memory access (MAC)   {mac_bytes:,} bytes (per layer: input + output + weights)
 #   peak activations      {peak:,} bytes
-#   model size            {size:,} bytes (fp32)
-#   latency (roofline)    {latency_ms:.4f} ms
+#   model size            {size:,} bytes ({precision})
+#   latency (roofline)    {latency_ms:.4f} ms ({profile}/{precision}/b{batch}/{runtime})
 #
 # Usage: model = {cls}().eval(); logits = model(torch.randn(1, {c}, {h}, {w}))
 # Input (N, {c}, {h}, {w}); output (N, {classes}) logits.
@@ -43,11 +44,25 @@ def _module_source() -> str:
     return src[src.index("import torch") :]
 
 
-def export_source(arch: Architecture, class_name: str = "Net") -> str:
-    """The network as Python source: ``class_name()`` builds it with no arguments."""
+def export_source(
+    arch: Architecture,
+    class_name: str = "Net",
+    *,
+    hw: str = "t4",
+    precision: str = "fp32",
+    batch: int = 1,
+    runtime: str = "eager",
+    target: str | None = None,
+) -> str:
+    """The network as Python source: ``class_name()`` builds it with no arguments.
+
+    The header's costs are on ``hw``/``precision``/``batch``/``runtime`` (a search exports on
+    its study's primary target, so the latency printed is the one it optimised); ``target``
+    names that target in the header (default: the profile name).
+    """
     if not class_name.isidentifier():
         raise ValueError(f"class_name={class_name!r} is not a Python identifier")
-    rep = estimate(arch, hw="t4", precision="fp32", batch=1)
+    rep = estimate(arch, hw=hw, precision=precision, batch=batch, runtime=runtime)
     t = rep.total
     conv_macs = sum(ly.macs for ly in rep.layers if ly.op in ("conv2d", "linear"))
     c, h, w = arch.input_shape
@@ -59,7 +74,12 @@ def export_source(arch: Architecture, class_name: str = "Net") -> str:
         flops=t.flops,
         mac_bytes=t.mac_bytes,
         peak=t.peak_activation_bytes,
-        size=t.model_size_bytes["fp32"],
+        size=t.model_size_bytes[precision],
+        target=target or hw,
+        profile=hw,
+        precision=precision,
+        batch=batch,
+        runtime=runtime,
         latency_ms=t.latency_s * 1e3,
         cls=class_name,
         c=c,

@@ -13,6 +13,7 @@ from torch import nn
 import costmodel
 from costmodel import _cli as costmodel_cli
 from costmodel._cli import main
+from costmodel._plot import RooflinePoint, _label_spread, overhead_share, roofline_points
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,3 +197,19 @@ def test_plot_networks_api(tmp_path: Path) -> None:
         costmodel.plot_roofline_networks(reps, list("abc"), "t4", "fp16", tmp_path / "x.png")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         costmodel.plot_roofline_layers(reps[0], "t4", tmp_path / "no" / "x.png")
+
+
+def test_roofline_points_mark_overhead_bound_layers() -> None:
+    net = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 1))
+    small = costmodel.profile(net, (1, 16, 8, 8), hw="t4", precision="fp16")
+    big = costmodel.profile(net, (64, 16, 64, 64), hw="t4", precision="fp16", runtime="fused")
+    # a tiny input on an eager runtime: each kernel's fixed cost is its whole time
+    assert all(p.overhead_bound for p in roofline_points(small))
+    assert overhead_share(small) == 1.0
+    # 64 x 16 x 64 x 64 fused: the layers move megabytes, the fixed cost is a small part
+    assert not any(p.overhead_bound for p in roofline_points(big))
+    assert overhead_share(big) < 0.5
+    # labels: at most k, spread from the lowest to the highest intensity
+    pts = [RooflinePoint(str(i), "x", float(i), 1.0) for i in range(20)]
+    shown = _label_spread(pts, 6)
+    assert len(shown) == 6 and shown[0].intensity == 0 and shown[-1].intensity == 19

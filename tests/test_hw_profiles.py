@@ -362,3 +362,11 @@ def test_python_dash_m_entry_point() -> None:
     bad = subprocess.run([sys.executable, "-m", "hw_profiles", "show", "nope"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "known:" in bad.stderr
+
+
+def test_builtin_profile_names_ignore_case() -> None:
+    # people write "T4"; the data file is t4.toml
+    assert load("T4") is load("t4")
+    assert load("Jetson-Orin").name == load("jetson-orin").name
+    with pytest.raises(ProfileError, match="'T5'"):
+        load("T5")

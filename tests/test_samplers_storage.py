@@ -6,6 +6,7 @@ Each test names in its docstring a change of the code under test that makes it f
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from search import (
     run_study,
 )
 from search._cli import main as cli_main  # the `roofnas` console script
+from search._storage import StorageError, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # GPSampler warns per independent param
 
@@ -197,3 +199,15 @@ def test_sqlite_storage_runs_reads_the_front_and_continues(
     assert [t.number for t in trials] == list(range(8))
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert [t.params for t in trials[:5]] == before  # continued, not started afresh
+
+
+def test_postgresql_without_a_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def no_driver(name: str, *a: Any) -> Any:
+        return None if name in ("psycopg", "psycopg2") else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_driver)
+    with pytest.raises(StorageError, match=r"pip install 'roofnas\[postgres\]'") as e:
+        open_storage("postgresql://me:secret@db.example:5432/nas")
+    assert "secret" not in str(e.value)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import costmodel
+import searchspace
+from search import load_config
 from search._cli import main
+from search._results import bound_shares
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,9 +93,19 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store, "--json")
     assert code == 0
     rows = json.loads(out)["pareto"]
-    assert [r["trial"] for r in rows] == list(summary["pareto"])
+    assert sorted(r["trial"] for r in rows) == sorted(summary["pareto"])
+    # best accuracy first (maximised), then by trial number
+    assert [(-r["accuracy"], r["trial"]) for r in rows] == sorted(
+        (-r["accuracy"], r["trial"]) for r in rows
+    )
     code, out, _ = run_cli(capsys, "pareto", "--study", "S", "--storage", store)
     assert code == 0 and "accuracy" in out and "FLOPs = 2 x MACs" in out
+    assert rows[0]["arch"][:57] + "..." in out and rows[0]["arch"] not in out  # cut, not whole
+
+    code, out, _ = run_cli(capsys, "run", "--trials", "3", "--seed", "1", "--study", "S",
+                           "--storage", store, "--estimator", "none", "--no-mlflow", "--quiet",
+                           "--out-dir", str(tmp_path / "o"))  # fmt: skip
+    assert code == 0 and "already has 6 finished trials" in out and "M > 6" in out
 
     n = rows[0]["trial"]
     target = tmp_path / "m.py"
@@ -101,6 +115,14 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     )  # fmt: skip
     assert code == 0 and target.is_file() and target.with_suffix(".cost.json").is_file()
     assert "class Net" in target.read_text()
+    # the header is costed on the study's primary target (the default: t4 fp16 batch 1 eager)
+    doc = json.loads(target.with_suffix(".cost.json").read_text())
+    p = doc["primary_target"]
+    assert f'(profile "{p["profile"]}", {p["precision"]}, batch {p["batch"]}' in target.read_text()
+    assert doc["feasible"] is True
+    assert all(c["met"] and c["value"] <= c["limit"] for c in doc["constraints"].values())
+    # each architecture once on the front
+    assert len({r["arch"] for r in rows}) == len(rows)
     code, _, err = run_cli(
         capsys, "export", "--study", "S", "--storage", store, "--trial", "99", "--out",
         str(target),
@@ -115,13 +137,54 @@ def test_run_pareto_export_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     code, _, err = run_cli(capsys, "pareto", "--study", "T", "--storage", store)
     assert code == 1 and "studies: ['S']" in err
 
+    code, _, err = run_cli(capsys, "export", "--study", "S", "--storage", store, "--pareto",
+                           "--out", str(tmp_path / "front.py"))  # fmt: skip
+    assert code == 2 and "give a directory" in err
+
+
+def test_export_of_an_infeasible_trial_names_each_broken_constraint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "tight.toml"
+    text = (ROOT / "experiments" / "default.toml").read_text()
+    cfg.write_text(text.replace("params = 300_000", "params = 10"))
+    store = str(tmp_path / "o" / "optuna.journal")
+    run_cli(capsys, "run", "--config", str(cfg), "--trials", "2", "--estimator", "none",
+            "--no-mlflow", "--quiet", "--study", "S", "--storage", store)  # fmt: skip
+    out = tmp_path / "m.py"
+    argv = ["export", "--study", "S", "--storage", store, "--trial", "0", "--out", str(out)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "infeasible" in err and "params = " in err and "> limit 10" in err
+    assert not out.exists()
+    code, _, err = run_cli(capsys, *argv, "--allow-infeasible")
+    assert code == 0, err
+    doc = json.loads(out.with_suffix(".cost.json").read_text())
+    assert doc["feasible"] is False
+    params = doc["constraints"]["params"]
+    assert params["limit"] == 10 and params["value"] == doc["params"] > 10 and not params["met"]
+
+
+def test_export_any_architecture_string_on_a_chosen_target(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    arch = searchspace.mobilenet_v2().to_string()
+    out = tmp_path / "a.py"
+    code, _, err = run_cli(capsys, "export", "--arch", arch, "--out", str(out), "--hw",
+                           "jetson-orin", "--precision", "int8", "--batch", "4")  # fmt: skip
+    assert code == 0, err
+    assert '(profile "jetson-orin", int8, batch 4' in out.read_text()
+    doc = json.loads(out.with_suffix(".cost.json").read_text())
+    assert doc["arch"] == arch and doc["primary_target"]["batch"] == 4
+    code, _, err = run_cli(capsys, "export", "--arch", "nonsense", "--out", str(out))
+    assert code == 1 and "nonsense" in err
+
 
 def test_no_feasible_candidate_exits_1_with_the_culprit(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     cfg = tmp_path / "tight.toml"
     text = (ROOT / "experiments" / "default.toml").read_text()
-    cfg.write_text(text.replace("params = 250_000", "params = 10"))
+    cfg.write_text(text.replace("params = 300_000", "params = 10"))
     code, _, err = run_cli(
         capsys, "run", "--config", str(cfg), "--trials", "3", "--estimator", "none",
         "--no-mlflow", "--quiet", "--out-dir", str(tmp_path / "o"),
@@ -139,3 +202,14 @@ def test_ui_dry_run_prints_the_store_and_url(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     code, out, _ = run_cli(capsys, "ui", "--dry-run")
     assert code == 0 and "http://127.0.0.1:5999" in out
+
+
+def test_bound_shares_tell_which_bound_the_latency_is_made_of() -> None:
+    arch = searchspace.sample_architectures("cifar", 1, seed=0)[0]
+    eager_b1 = bound_shares(costmodel.estimate(arch, hw="t4", precision="fp16", batch=1))
+    # batch 1 eager on a T4: the fixed per-kernel cost exceeds most layers' roofline time
+    assert eager_b1["overhead"] > max(eager_b1["memory"], eager_b1["compute"])
+    primary = load_config().primary  # T4 fp16 batch 32 fused
+    shares = bound_shares(primary.estimate(arch))
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["memory"] > shares["overhead"] < eager_b1["overhead"] and shares["compute"] > 0

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import searchspace
 from search import ConfigError, load_config, parse_config
+from search._config import EXPERIMENTS_DIR, available_experiments
+from search._objectives import cost_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +42,23 @@ def test_default_experiment_loads_with_two_targets_and_directions() -> None:
     assert cfg.directions == ["maximize", "minimize"]
     assert {c.name for c in cfg.constraints} == {"params", "latency_s", "latency_s@jetson-orin"}
     assert cfg.sampler.name == "nsga2"
-    # the packaged copy is the experiments/ file
-    assert (ROOT / "search" / "default_experiment.toml").read_text() == (
-        ROOT / "experiments" / "default.toml"
-    ).read_text()
+    # one file: experiments/default.toml is a link to the packaged one
+    assert (ROOT / "experiments" / "default.toml").resolve() == (
+        ROOT / "search" / "experiments" / "default.toml"
+    )
+
+
+def test_shipped_experiments_load_by_name_and_the_repo_links_to_them() -> None:
+    names = available_experiments()
+    assert {"default", "mobile_t4", "t4_fp32", "t4_int8", "seed_convs"} <= set(names)
+    for name in names:
+        link = ROOT / "experiments" / f"{name}.toml"
+        assert link.is_symlink() and link.resolve() == EXPERIMENTS_DIR / f"{name}.toml"
+        by_path = load_config(EXPERIMENTS_DIR / f"{name}.toml")
+        assert load_config(name) == dataclasses.replace(by_path, source=name)
+    assert load_config("default") == load_config()
+    with pytest.raises(ConfigError, match=r"did you mean 't4_int8'\?"):
+        load_config("t4_int9")
 
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
@@ -141,3 +158,19 @@ def test_fingerprint_tracks_the_search_not_the_budget() -> None:
     assert cfg.fingerprint() == cfg.with_overrides(trials=5, study="other").fingerprint()
     assert cfg.fingerprint() != cfg.with_overrides(seed=1).fingerprint()
     assert cfg.fingerprint() != cfg.with_overrides(sampler="tpe").fingerprint()
+
+
+def test_peak_activation_bytes_as_objective_and_constraint() -> None:
+    # the cost model reports total.peak_activation_bytes; both roles read it
+    cfg = parse_config(
+        base(
+            objectives=["accuracy", "peak_activation_bytes"],
+            constraints={"peak_activation_bytes": 2e6},
+        )
+    )
+    assert cfg.objectives[1].name == "peak_activation_bytes"
+    assert cfg.hv_bounds["peak_activation_bytes"] == (0.0, 2e6)  # from the constraint
+    arch = searchspace.mobilenet_v2()
+    reports = cfg.cost_reports(arch)
+    value = cost_value(cfg.objectives[1].metric, reports, cfg.primary.name)
+    assert value == reports[cfg.primary.name].total.peak_activation_bytes > 0

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 
-from search import FrontTracker, TrialRecord, hypervolume, load_config, pareto_trials
+from search import (
+    ExperimentConfig,
+    FrontTracker,
+    TrialRecord,
+    hypervolume,
+    load_config,
+    pareto_trials,
+)
 from search._record import ATTR_RECORD
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,35 +73,90 @@ def test_hypervolume_equals_inclusion_exclusion(points: list[tuple[float, ...]])
 
 
 def _trial(values: list[float] | None, state: TrialState = TrialState.COMPLETE,
+           arch: str | None = None, n_params: float | None = None,
            **constraints: float) -> optuna.trial.FrozenTrial:  # fmt: skip
-    t = optuna.trial.create_trial(state=state, values=values)
+    attrs = {}
+    if arch is not None:
+        costs = {} if n_params is None else {"t4": {"params": n_params}}
+        attrs = {ATTR_RECORD: TrialRecord(arch=arch, costs=costs).to_dict()}
+    t = optuna.trial.create_trial(state=state, values=values, user_attrs=attrs)
     for k, v in constraints.items():
         t.set_constraint(k, v)
     return t
 
 
-def test_tracker_keeps_optunas_front_with_ties_and_constraints() -> None:
-    cfg = load_config()  # accuracy (maximised), latency_s (minimised); hv box [1, 0] x [0, 5e-4]
+def _front_both_ways(cfg: ExperimentConfig, trials: list[optuna.trial.FrozenTrial]
+                     ) -> tuple[FrontTracker, list[int]]:  # fmt: skip
+    """The tracker's front and ``pareto_trials``' front of the same trials: they must agree."""
     study = optuna.create_study(directions=cfg.directions)
-    trials = [
-        _trial([0.5, 2e-4], params=-0.1),
-        _trial([0.5, 2e-4], params=-0.2),  # equal values: both on the front
-        _trial([0.4, 1e-4], params=-0.1),
-        _trial([0.5, 3e-4], params=-0.1),  # dominated by the first two
-        _trial([0.9, 1e-5], params=0.5),  # the best values, but infeasible
-        _trial(None, TrialState.PRUNED),
-        _trial(None, TrialState.FAIL),
-    ]
     for t in trials:
         study.add_trial(t)
     tracker = FrontTracker.of_trials(cfg, study.get_trials())
-    assert sorted(tracker.front) == [t.number for t in pareto_trials(study)] == [0, 1, 2]
+    numbers = [t.number for t in pareto_trials(study)]
+    assert sorted(tracker.front) == numbers
+    return tracker, numbers
+
+
+def test_tracker_and_pareto_trials_agree_with_ties_and_constraints() -> None:
+    # accuracy (maximised), latency_s (minimised); hv box [1, 0] x [0, 7.5e-4] (the default
+    # experiment's T4 batch-32 fused budget)
+    cfg = load_config()
+    trials = [
+        _trial([0.5, 2e-4], arch="a", n_params=900, params=-0.1),
+        _trial([0.5, 2e-4], arch="b", n_params=800, params=-0.2),  # same values, fewer params
+        _trial([0.4, 1e-4], arch="c", n_params=500, params=-0.1),
+        _trial([0.5, 3e-4], arch="d", n_params=100, params=-0.1),  # dominated by 0 and 1
+        _trial([0.9, 1e-5], arch="e", n_params=100, params=0.5),  # the best values, infeasible
+        _trial(None, TrialState.PRUNED),
+        _trial(None, TrialState.FAIL),
+    ]
+    tracker, numbers = _front_both_ways(cfg, trials)
+    assert numbers == [1, 2]  # trial 0 ties trial 1 with more params: off the front
     assert (tracker.n_finished, tracker.n_feasible) == (6, 4)  # FAIL is not done; PRUNED is
     assert tracker.rejects.count == {"params": 1}
     assert tracker.rejects.closest["params"] == pytest.approx(-0.2)
-    # normalised losses: accuracy (1 - v), latency v / 5e-4: (0.5, 0.4), (0.5, 0.4), (0.6, 0.2)
-    assert tracker.hv == pytest.approx(hypervolume([(0.5, 0.4), (0.6, 0.2)]))
-    assert tracker.hv == pytest.approx(0.5 * 0.6 + 0.4 * 0.2)  # 0.3 + 0.08
+    # normalised losses: accuracy (1 - v), latency v / 7.5e-4: (0.5, 4/15), (0.6, 2/15)
+    assert tracker.hv == pytest.approx(hypervolume([(0.5, 4 / 15), (0.6, 2 / 15)]))
+    # (1 - 0.5) * (1 - 4/15) + (1 - 0.6) * (4/15 - 2/15) = 0.36667 + 0.05333
+    assert tracker.hv == pytest.approx(0.42)
+
+
+def test_identical_architectures_collapse_to_the_earliest_trial() -> None:
+    cfg = load_config()
+    trials = [
+        _trial([0.5, 2e-4], arch="a", n_params=900),
+        _trial([0.3, 3e-4], arch="b", n_params=900),
+        # "a" again with a better (noisy) estimate: still one row, the earliest trial
+        _trial([0.6, 2e-4], arch="a", n_params=900),
+        _trial([0.5, 2e-4], arch="c", n_params=900),  # ties trial 0, same params: earlier wins
+    ]
+    _, numbers = _front_both_ways(cfg, trials)
+    assert numbers == [0]
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([0.2, 0.4, 0.6]),
+                          st.sampled_from([1e-4, 2e-4]), st.sampled_from([10, 20])),
+                max_size=12))  # fmt: skip
+@settings(max_examples=60, deadline=None)
+def test_front_has_each_architecture_once_and_no_ties(
+    rows: list[tuple[str, float, float, int]],
+) -> None:
+    cfg = load_config()
+    trials = [_trial([acc, lat], arch=a, n_params=p) for a, acc, lat, p in rows]
+    _, numbers = _front_both_ways(cfg, trials)
+    archs = [rows[n][0] for n in numbers]
+    values = [rows[n][1:3] for n in numbers]
+    assert len(set(archs)) == len(archs)
+    assert len(set(values)) == len(values)
+    # every architecture's earliest trial is on the front or beaten by one that is
+    for first in {a: i for i, (a, *_) in reversed(list(enumerate(rows)))}.values():
+        acc, lat, p = rows[first][1:]
+        assert first in numbers or any(
+            rows[n][1] >= acc
+            and rows[n][2] <= lat
+            and (rows[n][1:3] != (acc, lat) or rows[n][3] <= p)
+            for n in numbers
+        )
 
 
 def test_tracker_drops_points_a_new_trial_dominates() -> None:

@@ -17,7 +17,14 @@ from typing import Any
 import optuna
 import pytest
 
-from search import ExperimentConfig, load_config, load_existing_study, run_study, sync
+from search import (
+    ExperimentConfig,
+    load_config,
+    load_existing_study,
+    pareto_trials,
+    run_study,
+    sync,
+)
 from search._mlflow import TAG_TRIAL, tracking_uri_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +197,8 @@ def test_e2e_mlflow_parent_children_and_artifacts(e2e: dict[str, Any]) -> None:
     exp = c.get_experiment_by_name("roofnas/default")
     parent = c.get_run(r.mlflow_parent_run_id)
     assert parent.data.params["sampler"] == "nsga2" and parent.data.params["seed"] == "0"
-    assert "t4=t4:fp16:b1:eager" in parent.data.params["profiles"]
+    # the default experiment's primary target: T4 fp16, a batch of 32, fused runtime
+    assert "t4=t4:fp16:b32:fused" in parent.data.params["profiles"]
     hv = c.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in hv] == sorted(m.step for m in hv) and hv[-1].step == 20
     children = c.search_runs(
@@ -198,7 +206,11 @@ def test_e2e_mlflow_parent_children_and_artifacts(e2e: dict[str, Any]) -> None:
     )
     assert sorted(int(ch.data.tags[TAG_TRIAL]) for ch in children) == list(range(20))
     study = load_existing_study("e2e", r.storage)
-    pareto = {t.number for t in study.best_trials}
+    pareto = {t.number for t in pareto_trials(study)}  # one trial per architecture
+    # the parent's Pareto-size metrics count the same front
+    sizes = c.get_metric_history(parent.info.run_id, "pareto_size")
+    assert max(sizes, key=lambda m: m.step).value == len(pareto)
+    assert parent.data.metrics["final_pareto_size"] == len(pareto)
     for ch in children:
         n = int(ch.data.tags[TAG_TRIAL])
         assert ch.data.metrics["pareto"] == float(n in pareto)
