@@ -308,6 +308,7 @@ def _sync(args: argparse.Namespace) -> int:
             objective_names=[o.name for o in cfg.objectives],
             artifact_root=target.artifact_root,
             params=parent_params(cfg, args.storage),
+            cfg=cfg,
         )
     except Exception as e:
         print(f"error: MLflow at {uri} failed: {type(e).__name__}: {e}", file=sys.stderr)
