@@ -212,7 +212,7 @@ class MlflowView:
     # ------------------------------------------------------------------ parent
     def ensure_parent(self, study: optuna.Study, params: Mapping[str, Any] | None = None) -> str:
         """The study's parent run, created once and remembered in ``study.user_attrs``."""
-        self.experiment_id = self._experiment_id()
+        self.ensure_experiment()
         self.parent_run_id = self._remembered_parent(study)
         if self.parent_run_id is not None:
             self.logged = self._existing_children()
@@ -243,6 +243,11 @@ class MlflowView:
             )
         self.logged = {}  # a new parent has no children
         return chosen
+
+    def ensure_experiment(self) -> str:
+        """The experiment's id (kept in ``experiment_id``), created if missing."""
+        self.experiment_id = self._experiment_id()
+        return self.experiment_id
 
     def _experiment_id(self) -> str:
         """The experiment's id, created if missing, tagged as model development either way."""
@@ -488,6 +493,25 @@ def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
         "study": cfg.study_name,
         "storage": storage,
     }
+
+
+def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
+    """(experiment name, URL of its runs table) for every experiment in the store but Default.
+
+    MLflow's UI routes by the URL fragment (a hash router): ``#/experiments/<id>/runs``
+    opens the runs table, whatever page the experiment would open on.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    exps = MlflowClient(tracking_uri).search_experiments()
+    base = base_url.rstrip("/")
+    exps = sorted(exps, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
+    return [
+        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs")
+        for e in exps
+        if e.name != "Default"
+    ]
 
 
 @dataclass(frozen=True)

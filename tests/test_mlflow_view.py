@@ -91,3 +91,68 @@ def test_sync_without_cfg_still_tags(tmp_path: Path) -> None:
     assert (
         MlflowClient(uri).get_experiment_by_name("e2").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     )
+
+
+def test_ui_prints_the_runs_page_of_each_experiment(tmp_path: Path) -> None:
+    """The URL opens the runs table: MLflow's UI routes on ``#/experiments/<id>/runs``."""
+    cfg = tiny(tmp_path, trials=3, mlflow=True, study="u")
+    run_study(cfg, progress=False, write_artifacts=False)
+    from mlflow import MlflowClient
+
+    exp = MlflowClient(tracking_uri_for(tmp_path)).get_experiment_by_name("roofnas/default")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        argv = ["ui", "--out-dir", str(tmp_path), "--port", "5123", "--dry-run"]
+        assert main(argv) == 0
+    url = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs"
+    assert f"roofnas/default: {url}" in out.getvalue()
+    assert "Default:" not in out.getvalue()
+
+
+def _two_studies(tmp_path: Path) -> str:
+    """Studies "a" (seed 0) and "b" (seed 1) in one storage, 10 trials each, MLflow on."""
+    storage = ""
+    for name, seed in (("a", 0), ("b", 1)):
+        r = run_study(tiny(tmp_path, trials=10, mlflow=True, study=name, seed=seed),
+                      progress=False, write_artifacts=False)  # fmt: skip
+        storage = r.storage
+    return storage
+
+
+def test_compare_tabulates_plots_and_logs_a_compare_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    storage = _two_studies(tmp_path)
+    out = io.StringIO()
+    png = tmp_path / "cmp.png"
+    argv = ["compare", "a", "b", "--storage", storage, "--out-dir", str(tmp_path),
+            "--out", str(png), "--json"]  # fmt: skip
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    res = json.loads(out.getvalue())
+    assert [r["study"] for r in res["studies"]] == ["a", "b"]
+    c = MlflowClient(tracking_uri_for(tmp_path))
+    for row in res["studies"]:
+        assert row["trials"] == 10
+        assert row["front_size"] == len(_pareto_json(row["study"], storage))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = c.get_run(res["mlflow_run_id"])
+    assert run.info.run_name == "compare:a+b" and run.data.tags["roofnas.role"] == "compare"
+    arts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"cmp.png", "compare.csv", "compare.json"} <= arts
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.name == "roofnas/default" and exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def test_compare_text_table_and_unknown_study(tmp_path: Path, capsys: object) -> None:
+    storage = _two_studies(tmp_path)
+    assert main(["compare", "a", "b", "--storage", storage, "--out-dir", str(tmp_path),
+                 "--no-mlflow"]) == 0  # fmt: skip
+    text = capsys.readouterr().out  # type: ignore[attr-defined]
+    header, row_a, row_b = text.splitlines()[:3]
+    assert header.split() == ["study", "trials", "feasible", "front_size", "hypervolume"]
+    assert row_a.split()[:2] == ["a", "10"] and row_b.split()[:2] == ["b", "10"]
+    assert (tmp_path / "compare_a+b.png").is_file()
+    assert main(["compare", "a", "nope", "--storage", storage, "--no-mlflow"]) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "study='nope'" in err and "'a'" in err
