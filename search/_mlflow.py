@@ -499,7 +499,9 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
     """(experiment name, URL of its runs table) for every experiment in the store but Default.
 
     MLflow's UI routes by the URL fragment (a hash router): ``#/experiments/<id>/runs``
-    opens the runs table, whatever page the experiment would open on.
+    opens the runs table. MLflow 3.17 opens an experiment by its global "GenAI | Model
+    training" switch (GenAI by default, whatever the experiment's kind tag says);
+    ``workflowType=machine_learning`` in the URL sets it to model training.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
@@ -508,7 +510,7 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
     base = base_url.rstrip("/")
     exps = sorted(exps, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
     return [
-        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs")
+        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning")
         for e in exps
         if e.name != "Default"
     ]
