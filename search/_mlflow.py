@@ -20,6 +20,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -501,16 +502,23 @@ def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
     MLflow's UI routes by the URL fragment (a hash router): ``#/experiments/<id>/runs``
     opens the runs table. MLflow 3.17 opens an experiment by its global "GenAI | Model
     training" switch (GenAI by default, whatever the experiment's kind tag says);
-    ``workflowType=machine_learning`` in the URL sets it to model training.
+    ``workflowType=machine_learning`` in the URL sets it to model training. The search
+    filter keeps the table to parent runs: with thousands of child runs, the first page
+    (100 runs, newest first) would hold children only, and the parents only after many
+    "Load more"; a parent's children stay one click away (its run page, or clear the filter).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
     exps = MlflowClient(tracking_uri).search_experiments()
     base = base_url.rstrip("/")
+    query = urllib.parse.urlencode(
+        {"workflowType": "machine_learning", "searchFilter": f"tags.`{TAG_ROLE}` = 'parent'"},
+        quote_via=urllib.parse.quote,
+    )
     exps = sorted(exps, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
     return [
-        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning")
+        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs?{query}")
         for e in exps
         if e.name != "Default"
     ]

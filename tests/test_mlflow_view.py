@@ -104,7 +104,10 @@ def test_ui_prints_the_runs_page_of_each_experiment(tmp_path: Path) -> None:
     with contextlib.redirect_stdout(out):
         argv = ["ui", "--out-dir", str(tmp_path), "--port", "5123", "--dry-run"]
         assert main(argv) == 0
-    url = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    url = (
+        f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType="
+        "machine_learning&searchFilter=tags.%60roofnas.role%60%20%3D%20%27parent%27"
+    )
     assert f"roofnas/default: {url}" in out.getvalue()
     assert "Default:" not in out.getvalue()
 
