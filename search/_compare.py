@@ -72,7 +72,7 @@ def table_csv(rows: Sequence[StudySummary]) -> str:
 def plot_comparison(rows: Sequence[StudySummary], axes: Sequence[str], path: Path) -> Path:
     """Fronts as step lines, one color per study, with the table under the plot."""
     fig = Figure(figsize=(8, 6.5))
-    ax = fig.add_axes((0.12, 0.38, 0.83, 0.55))
+    ax = fig.add_axes((0.15, 0.38, 0.8, 0.55))
     for r in rows:
         if r.front:
             xs, ys = zip(*r.front, strict=True)
