@@ -1,4 +1,4 @@
-"""``python -m search run|pareto|export|ui|sync-mlflow``: a thin layer over the library.
+"""``python -m search run|pareto|export|compare|ui|sync-mlflow``: a thin layer over the library.
 
 Exit codes: 0 ok, 1 failure (storage, study, no feasible candidate, MLflow),
 2 usage error (bad flag or config), 130 interrupted (results kept).
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import optuna
 
+from search._compare import format_summary, log_comparison, plot_comparison, summarise
 from search._config import (
     DEFAULT_RUN_DIR,
     ConfigError,
@@ -26,10 +28,12 @@ from search._config import (
     HardwareTarget,
     available_experiments,
     load_config,
+    safe_name,
 )
 from search._front import pareto_trials
 from search._mlflow import (
     MlflowTarget,
+    experiment_pages,
     parent_params,
     remembered_experiment,
     sync,
@@ -158,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
 
+    cmp = sub.add_parser(
+        "compare",
+        help="plot the fronts of several studies and tabulate their hypervolumes",
+        description="Draw the feasible fronts of the studies (first two objectives) on one "
+        "plot, print a table (trials, feasible, front size, hypervolume) and log both to "
+        "MLflow as a run `compare:A+B` in the first study's experiment.",
+    )
+    cmp.add_argument("studies", nargs="+", metavar="STUDY")
+    cmp.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage (as for run)")
+    cmp.add_argument("--out", help="PNG path (default: <out-dir>/compare_A+B.png)")
+    cmp.add_argument("--out-dir", default=DEFAULT_RUN_DIR, help="run directory for a local store")
+    cmp.add_argument("--json", action="store_true", help="print the table as JSON")
+    cmp.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
     sync = sub.add_parser(
         "sync-mlflow",
         help="log what MLflow lacks for a study (exactly once)",
@@ -187,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ui(args)
         if args.command == "sync-mlflow":
             return _sync(args)
+        if args.command == "compare":
+            return _compare(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -353,18 +373,86 @@ def _ui(args: argparse.Namespace) -> int:
     cmd = [exe, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     if not Path(args.out_dir).exists() and uri.startswith("sqlite"):
         print(f"warning: run directory {args.out_dir!r} does not exist yet", file=sys.stderr)
-    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)")
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {uri}: {base}  (Ctrl-C stops it)")
+    if Path(args.out_dir).exists():
+        for name, url in experiment_pages(uri, base):
+            print(f"  {name}: {url}")
     if args.dry_run:
         print(" ".join(cmd))
         return 0
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, env=env)
+    # A group of its own, so that stopping it reaches the server's workers too, whichever
+    # signal stops this wrapper (Ctrl-C, or SIGTERM/SIGHUP from `kill` or a closed terminal).
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
-        return 130
+        code = 130
+    except _StopSignal as e:
+        code = 128 + e.signum
+    sys.stdout.flush()
+    _stop_group(proc)
+    return code
+
+
+class _StopSignal(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _StopSignal(signum)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], wait_s: float = 20.0) -> None:
+    """SIGTERM to the child's process group, SIGKILL if it has not gone after ``wait_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _compare(args: argparse.Namespace) -> int:
+    loaded = []
+    for name in args.studies:
+        try:
+            study = load_existing_study(name, args.storage)
+        except StorageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        loaded.append((study, study_config(study)))
+    rows = [summarise(study, cfg) for study, cfg in loaded]
+    cfg0 = loaded[0][1]
+    default = Path(args.out_dir) / f"compare_{'+'.join(safe_name(n) for n in args.studies)}.png"
+    png = plot_comparison(rows, [o.name for o in cfg0.objectives], Path(args.out or default))
+    run_id = None
+    if not args.no_mlflow:
+        target = MlflowTarget.of(cfg0, args.out_dir, remembered_experiment(loaded[0][0]))
+        try:
+            run_id = log_comparison(target.view(args.studies[0]), rows, png)
+        except Exception as e:
+            print(f"error: MLflow at {target.tracking_uri} failed: {type(e).__name__}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+    if args.json:
+        print(json.dumps({"studies": [r.row() for r in rows], "plot": str(png),
+                          "mlflow_run_id": run_id}, indent=1))  # fmt: skip
+        return 0
+    print(format_summary(rows))
+    print(f"plot: {png}")
+    if run_id:
+        print(f"MLflow run compare:{'+'.join(args.studies)}: {run_id}")
+    return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -379,6 +467,7 @@ def _sync(args: argparse.Namespace) -> int:
             objective_names=[o.name for o in cfg.objectives],
             artifact_root=target.artifact_root,
             params=parent_params(cfg, args.storage),
+            cfg=cfg,
         )
     except Exception as e:
         print(f"error: MLflow at {uri} failed: {type(e).__name__}: {e}", file=sys.stderr)

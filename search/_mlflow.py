@@ -17,8 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search._config import ExperimentConfig, safe_name
-from search._front import pareto_trials
+from search._config import ExperimentConfig, HardwareTarget, safe_name
+from search._front import FrontTracker, hypervolume, pareto_trials
+from search._objectives import normalise
 from search._private_apis import PARENT_TAG, bulk_insert_child_runs, study_id
-from search._record import TrialRecord, constraints_met
+from search._record import TrialRecord, constraints_met, is_feasible
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,6 +50,10 @@ TAG_STUDY_KEY = "roofnas.study_key"
 # Longer than the gap between a worker creating its parent run and another seeing it.
 PARENT_ELECTION_WAIT_S = 1.0
 TAG_PARETO = "roofnas.pareto"
+# MLflow 3 opens an experiment without this tag on its GenAI overview (traces, latency:
+# all "No data"); with it, on the runs table, where a search's runs are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 ATTR_PARENT = "roofnas.mlflow_parent_run_id"
 ATTR_TRACKING = "roofnas.mlflow_tracking_uri"
 ATTR_EXPERIMENT = "roofnas.mlflow_experiment"
@@ -206,7 +213,7 @@ class MlflowView:
     # ------------------------------------------------------------------ parent
     def ensure_parent(self, study: optuna.Study, params: Mapping[str, Any] | None = None) -> str:
         """The study's parent run, created once and remembered in ``study.user_attrs``."""
-        self.experiment_id = self._experiment_id()
+        self.ensure_experiment()
         self.parent_run_id = self._remembered_parent(study)
         if self.parent_run_id is not None:
             self.logged = self._existing_children()
@@ -238,14 +245,26 @@ class MlflowView:
         self.logged = {}  # a new parent has no children
         return chosen
 
+    def ensure_experiment(self) -> str:
+        """The experiment's id (kept in ``experiment_id``), created if missing."""
+        self.experiment_id = self._experiment_id()
+        return self.experiment_id
+
     def _experiment_id(self) -> str:
+        """The experiment's id, created if missing, tagged as model development either way."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(
+                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return exp.experiment_id
         loc = None
         if self.artifact_root is not None:
             loc = (self.artifact_root / safe_name(self.experiment_name)).resolve().as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=loc)
+        return self.client.create_experiment(
+            self.experiment_name, artifact_location=loc, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
 
     def _remembered_parent(self, study: optuna.Study) -> str | None:
         """The parent run kept in the study, if it is in this store and not deleted."""
@@ -293,11 +312,17 @@ class MlflowView:
             if not token:
                 return out
 
-    def log_parent_metrics(self, metrics: Iterable[tuple[str, float, int]]) -> None:
-        """(key, value, step) triples, in as few calls as MLflow allows."""
+    def log_parent_metrics(
+        self, metrics: Iterable[tuple[str, float, int]], later_by_ms: int = 0
+    ) -> None:
+        """(key, value, step) triples, in as few calls as MLflow allows.
+
+        ``later_by_ms`` moves the timestamp on: of two values at one step, MLflow shows the
+        later one, so a final value must not tie with a step value logged the same millisecond.
+        """
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
+        ts = int(time.time() * 1000) + later_by_ms
         ms = [Metric(k, float(v), ts, int(s)) for k, v, s in metrics]
         for i in range(0, len(ms), _METRICS_PER_CALL):
             self.client.log_batch(self.parent_run_id, metrics=ms[i : i + _METRICS_PER_CALL])
@@ -389,8 +414,68 @@ def _study_key(study: optuna.Study) -> str:
     return hashlib.sha1(f"{study.study_name}#{study_id(study)}".encode()).hexdigest()[:16]
 
 
+def mlflow_name(text: str) -> str:
+    """``text`` in the characters MLflow allows in a param or metric name.
+
+    "@" (metric at a target) becomes "/", "<=" becomes "_le_", anything else not allowed "_":
+    ``best_accuracy@latency_s@t4<=0.0005`` -> ``best_accuracy/latency_s/t4_le_0.0005``.
+    """
+    return re.sub(r"[^/\w.\- ]", "_", text.replace("<=", "_le_").replace("@", "/"))
+
+
+def _full_name(cfg: ExperimentConfig, metric: str, target: str | None) -> str:
+    """``metric@target`` with the primary target spelled out."""
+    return metric if metric == "accuracy" else f"{metric}@{target or cfg.primary.name}"
+
+
+def _target_text(t: HardwareTarget) -> str:
+    spec = f"{t.profile}/{t.precision}/b{t.batch}/{t.runtime}"
+    return spec if t.name == t.profile else f"{t.name}={spec}"
+
+
+def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
+    """One param per setting, so that MLflow's Compare shows them side by side."""
+    out = {f"target.{i}": _target_text(t) for i, t in enumerate(cfg.hardware)}
+    for i, (o, d) in enumerate(zip(cfg.objectives, cfg.directions, strict=True)):
+        out[f"objective.{i}"] = f"{_full_name(cfg, o.metric.metric, o.metric.target)} ({d})"
+    for c in cfg.constraints:
+        key = mlflow_name("constraint." + _full_name(cfg, c.metric.metric, c.metric.target))
+        out[key] = f"{c.limit:g}"
+    return out
+
+
+def summary_metrics(study: optuna.Study, cfg: ExperimentConfig) -> dict[str, float]:
+    """What decides between studies: front size and hypervolume, counts, best accuracy.
+
+    The front is ``pareto_trials`` (the one ``python -m search pareto`` prints), its
+    hypervolume that of its normalised points. ``best_accuracy@<latency>@<target><=<limit>``
+    (in MLflow's characters) is the best accuracy among feasible trials, one per latency
+    constraint, so the budget stands in the name.
+    """
+    names = [o.name for o in cfg.objectives]
+    front = pareto_trials(study)
+    done = FrontTracker.of_trials(cfg, study.get_trials(deepcopy=False))
+    out = {
+        "hypervolume": hypervolume(normalise(t.values, names, cfg.hv_bounds) for t in front),
+        "pareto_size": float(len(front)),
+        "n_feasible": float(done.n_feasible),
+        "n_finished": float(done.n_finished),
+    }
+    if "accuracy" not in names:
+        return out
+    i = names.index("accuracy")
+    accs = [t.values[i] for t in study.get_trials(deepcopy=False) if is_feasible(t) and t.values]
+    for c in cfg.constraints:
+        if c.metric.metric != "latency_s":
+            continue
+        name = f"best_accuracy@{_full_name(cfg, 'latency_s', c.metric.target)}<={c.limit:g}"
+        out[mlflow_name(name)] = max(accs) if accs else float("nan")
+    return out
+
+
 def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
     return {
+        **flat_params(cfg),
         "config": cfg.name,
         "config_source": cfg.source,
         "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
@@ -411,6 +496,34 @@ def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
     }
 
 
+def experiment_pages(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
+    """(experiment name, URL of its runs table) for every experiment in the store but Default.
+
+    MLflow's UI routes by the URL fragment (a hash router): ``#/experiments/<id>/runs``
+    opens the runs table. MLflow 3.17 opens an experiment by its global "GenAI | Model
+    training" switch (GenAI by default, whatever the experiment's kind tag says);
+    ``workflowType=machine_learning`` in the URL sets it to model training. The search
+    filter keeps the table to parent runs: with thousands of child runs, the first page
+    (100 runs, newest first) would hold children only, and the parents only after many
+    "Load more"; a parent's children stay one click away (its run page, or clear the filter).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    exps = MlflowClient(tracking_uri).search_experiments()
+    base = base_url.rstrip("/")
+    query = urllib.parse.urlencode(
+        {"workflowType": "machine_learning", "searchFilter": f"tags.`{TAG_ROLE}` = 'parent'"},
+        quote_via=urllib.parse.quote,
+    )
+    exps = sorted(exps, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
+    return [
+        (e.name, f"{base}/#/experiments/{e.experiment_id}/runs?{query}")
+        for e in exps
+        if e.name != "Default"
+    ]
+
+
 @dataclass(frozen=True)
 class SyncResult:
     parent_run_id: str
@@ -427,10 +540,18 @@ def sync(
     objective_names: Sequence[str],
     artifact_root: Path | None = None,
     params: Mapping[str, Any] | None = None,
+    cfg: ExperimentConfig | None = None,
 ) -> SyncResult:
-    """Log exactly what MLflow lacks for this study; running it twice adds nothing."""
+    """Log exactly what MLflow lacks for this study; running it twice adds nothing.
+
+    With ``cfg``, the parent's summary metrics (``summary_metrics``) are logged again too.
+    """
     view = MlflowView(tracking_uri, experiment_name, study.study_name, artifact_root)
     parent = view.ensure_parent(study, params)
     already = len(view.logged)
     written, updated = view.log_missing(study, objective_names)
+    if cfg is not None:
+        summary = summary_metrics(study, cfg)
+        step = int(summary["n_finished"])
+        view.log_parent_metrics([(k, v, step) for k, v in summary.items()], later_by_ms=1)
     return SyncResult(parent, written, updated, already)

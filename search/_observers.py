@@ -29,6 +29,7 @@ from search._mlflow import (
     child_record,
     mlflow_reachable,
     parent_params,
+    summary_metrics,
 )
 from search._results import chosen_trials, log_models
 
@@ -199,9 +200,13 @@ class MlflowObserver:
         """Final metrics, the result files and ``mlflow.pytorch.log_model`` for chosen ones."""
         assert self.view is not None and self.view.parent_run_id is not None
         n = final.n_finished
+        summary = summary_metrics(study, self.cfg)
         self.view.log_parent_metrics(
-            [("final_hypervolume", final.hv, n), ("final_n_feasible", final.n_feasible, n),
-             ("final_pareto_size", len(final.front), n), ("n_trials", n, n)]
+            [(k, v, n) for k, v in summary.items()]
+            + [("final_hypervolume", summary["hypervolume"], n),
+               ("final_n_feasible", final.n_feasible, n),
+               ("final_pareto_size", summary["pareto_size"], n), ("n_trials", n, n)],
+            later_by_ms=1,
         )  # fmt: skip
         self.view.log_parent_artifacts(artifacts, Path(self.cfg.results_dir))
         k = self.cfg.mlflow.log_models

@@ -127,20 +127,15 @@ def test_ui_serves_mlflow_on_the_run_store_and_ctrl_c_stops_it(tmp_path: Path) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs search ui to stop `mlflow ui` on SIGTERM: it handles only KeyboardInterrupt, "
-    "so SIGTERM ends the wrapper and leaves the MLflow server serving the port",
-)
 def test_ui_sigterm_stops_the_mlflow_server_too(tmp_path: Path) -> None:
     """``kill PID`` (SIGTERM, what a process manager sends) stops the UI, not only its wrapper.
 
-    Fails today (xfail): search._cli's ``_ui`` runs ``mlflow ui`` as a child and stops it only
-    on KeyboardInterrupt; SIGTERM kills the wrapper and the orphaned server keeps the port.
+    Fails if ``_ui`` stopped ``mlflow ui`` only on KeyboardInterrupt: SIGTERM would end the
+    wrapper and the orphaned server would keep the port.
     """
     out_dir = tmp_path / "runs"
     out_dir.mkdir()
     with _ui(out_dir, tmp_path / "ui.log") as (proc, port):
         proc.send_signal(signal.SIGTERM)  # the wrapper's pid only, as `kill PID` does
-        proc.wait(timeout=STOP_S)
+        assert proc.wait(timeout=STOP_S) == 128 + signal.SIGTERM
         assert _wait_until(lambda: not _port_open(port), STOP_S), "the MLflow server still serves"
