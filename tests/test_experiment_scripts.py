@@ -64,8 +64,8 @@ def test_bench_search_overhead_and_its_markdown(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_workers(tmp_path: Path) -> None:
     run_script("bench_workers.py", "--trials", "4", "--proxy-trials", "2", "--train-trials", "1",
-               "--workers", "1", "--storages", "journal", "--objectives", "latency",
-               "--out", str(tmp_path))
+               "--workers", "1", "--storages", "journal", "--objectives", "analytic",
+               "--out", str(tmp_path / "bench_workers"))
     assert {"meta", "rows"} <= keys(tmp_path / "bench_workers.json")
 
 
