@@ -49,7 +49,10 @@ from costmodel._ceilings import (
 from costmodel._fit import FitResult, NetworkRow, fit_profile
 from costmodel._formulas import count
 from costmodel._measure import (
+    CLOCK_FUNCTIONS,
+    DEFAULT_CLOCK,
     Runnable,
+    clock_now,
     make_timer,
     measure_in_context,
     measure_latencies,
@@ -68,6 +71,7 @@ def measure_networks(
     batches: Sequence[int],
     device: str,
     reference: Runnable | None = None,
+    clock: str = DEFAULT_CLOCK,
 ) -> tuple[list[NetworkRow], dict[int, float]]:
     """The networks, batch ``batches[i % len(batches)]`` for the i-th, lowered and timed.
 
@@ -81,7 +85,9 @@ def measure_networks(
         group = [n for i, n in enumerate(networks) if batches[i % len(batches)] == b]
         # Exactly as validation measures (same protocol and statistic): the fitted
         # level is then the level that validation checks.
-        times = measure_latencies([*group, *([reference] if reference else [])], b, device)
+        times = measure_latencies(
+            [*group, *([reference] if reference else [])], b, device, clock=clock
+        )
         if reference is not None:
             reference_s[b] = times.pop()
         rows += [(tuple(n.lower(b)), t) for n, t in zip(group, times, strict=True)]
@@ -100,12 +106,18 @@ def _configure_torch(device: str, threads: int) -> None:
 
 
 def _time_benchmarks(
-    specs: Sequence[LayerSpec], device: str, quick: bool, timer: Callable[..., float]
+    specs: Sequence[LayerSpec],
+    device: str,
+    quick: bool,
+    timer: Callable[..., float],
+    clock: str = DEFAULT_CLOCK,
 ) -> list[float]:
     with torch.inference_mode():
         if device == "cpu":
             calls = [layer_call(spec, device) for spec in specs]
-            return measure_in_context(calls, passes=20 if quick else 60, seed=CALIBRATION_SEED)
+            return measure_in_context(
+                calls, passes=20 if quick else 60, seed=CALIBRATION_SEED, now=clock_now(clock)
+            )
         # Per-call timing would need a sync per kernel: loop each kernel instead.
         return [timer(layer_call(spec, device), repeats=5 if quick else 7) for spec in specs]
 
@@ -242,7 +254,11 @@ def _method(device: str, overheads: dict[str, float], fit: FitResult, quick: boo
 
 
 def _measure_machine(
-    device: str, quick: bool, timer: Callable[..., float], say: Callable[[str], None]
+    device: str,
+    quick: bool,
+    timer: Callable[..., float],
+    say: Callable[[str], None],
+    clock: str = DEFAULT_CLOCK,
 ) -> tuple[Ceilings, dict[str, float], list[LayerSpec], list[float]]:
     """Ceilings, fixed costs per runtime and the sweep of single kernels with their times."""
     with torch.inference_mode():
@@ -257,7 +273,7 @@ def _measure_machine(
     overheads = measure_runtime_overheads(device, timer)
     say("per-op fixed cost: " + ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in overheads.items()))
     specs = shape_sweep(quick)
-    times = _time_benchmarks(specs, device, quick, timer)
+    times = _time_benchmarks(specs, device, quick, timer, clock)
     say(f"measured {len(specs)} single-kernel benchmarks")
     # A ceiling is at least the best rate any kernel reached (the matmul may have
     # run during a burst of load on a shared machine).
@@ -289,13 +305,15 @@ def calibrate(
     networks_from: str = "",
     reference: Runnable | None = None,
     network_batches: Sequence[int] = NETWORK_BATCHES,
+    clock: str = DEFAULT_CLOCK,
 ) -> tuple[HardwareProfile, dict[str, Any]]:
     """Measure this machine and fit a profile; returns it and its [calibration] table.
 
     ``networks``: whole networks to time and fit to (``networks_from`` says
     where they come from, for the record); ``reference``: a fixed network timed
     beside them in every round, whose time per batch the table records
-    (``reference_arch``: ``str(reference)``) as the machine's speed.
+    (``reference_arch``: ``str(reference)``) as the machine's speed. ``clock``
+    times everything (``costmodel._measure.make_clock``): validate with the same.
     """
     t_start = time.perf_counter()
     allocator = steady_state_allocator() if device == "cpu" else "caching (torch.cuda)"
@@ -305,13 +323,17 @@ def calibrate(
 
     _configure_torch(device, threads)
     host = platform.node() or "unknown-host"
-    ceil, overheads, specs, times = _measure_machine(device, quick, make_timer(device), say)
+    ceil, overheads, specs, times = _measure_machine(
+        device, quick, make_timer(device, clock), say, clock
+    )
     base = _base_profile(device, threads, name, host, ceil, overheads)
     nets: list[NetworkRow] = []
     reference_s: dict[int, float] = {}
     if networks:
         with torch.inference_mode():
-            nets, reference_s = measure_networks(networks, network_batches, device, reference)
+            nets, reference_s = measure_networks(
+                networks, network_batches, device, reference, clock
+            )
         say(
             f"measured {len(nets)} calibration networks from {networks_from} "
             f"(batches {list(network_batches)})"
@@ -327,7 +349,8 @@ def calibrate(
         "host": host,
         "torch_version": torch.__version__,
         "threads": threads,
-        "method": _method(device, overheads, fit, quick),
+        "method": _method(device, overheads, fit, quick)
+        + f"; timed with the {clock} clock ({CLOCK_FUNCTIONS[clock]})",
         "benchmarks": fit.n_fit,
         "fit_median_abs_error": round(fit.fit_median_abs_error, 4),
         "holdout_median_abs_error": round(fit.holdout_median_abs_error, 4),

@@ -23,7 +23,7 @@ import torch
 
 import searchspace
 from costmodel._formulas import UnsupportedLayerError
-from costmodel._measure import DEFAULT_MIN_S, DEFAULT_QUANTILE
+from costmodel._measure import CLOCKS, DEFAULT_CLOCK, DEFAULT_MIN_S
 from costmodel._plot import plot_roofline_layers
 from costmodel._report import CostReport
 from costmodel._trace import DEFAULT_INPUT_SHAPE, TraceInternalError, profile
@@ -265,6 +265,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- validate
 
+# The held-out set (drawn once by experiments/heldout_networks.py from families that
+# calibration and the development set never sample): for reporting only.
+HELDOUT_FILE = Path(__file__).resolve().parents[1] / "experiments" / "heldout_networks.txt"
+VALIDATION_SETS = ("dev", "heldout")
+
+
+def parse_network(line: str) -> Any:
+    """A network from its string: ``ofa:...`` (OFANet), ``|op~0|+...`` (NB201Net) or an
+    ``searchspace.Architecture`` string."""
+    if line.startswith("ofa:"):
+        return searchspace.OFANet.from_string(line)
+    if line.startswith("|"):
+        return searchspace.NB201Net.from_string(line)
+    return searchspace.Architecture.from_string(line)
+
+
+def read_networks(path: Path) -> list[Any]:
+    """The networks listed in ``path``, one string a line (``#`` starts a comment line)."""
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    nets = []
+    for i, ln in enumerate(lines, 1):
+        if ln and not ln.startswith("#"):
+            try:
+                nets.append(parse_network(ln))
+            except ValueError as e:
+                raise ValueError(f"{path}:{i}: {e}") from e
+    return nets
+
+
 
 def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -277,7 +306,17 @@ def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
     p.add_argument("--space", default="cifar",
                    help="search space: a name shipped with searchspace "
                    f"({', '.join(searchspace.available_spaces())}) or a TOML path (default cifar)")
-    p.add_argument("--n", type=int, default=40, help="architectures (default 40)")
+    p.add_argument("--n", type=int, default=40,
+                   help="architectures of --space (default 40), for --set dev")
+    p.add_argument("--set", dest="net_set", choices=VALIDATION_SETS, default="dev",
+                   help="dev: --n architectures of --space drawn with --seed (the development "
+                   "set design decisions were checked on); heldout: the frozen list "
+                   "experiments/heldout_networks.txt (other families; report only)")
+    p.add_argument("--networks", default=None,
+                   help="a file of network strings, one a line (replaces --set)")
+    p.add_argument("--clock", choices=CLOCKS, default=DEFAULT_CLOCK,
+                   help="CPU clock: wall (time.perf_counter, default) or thread (the "
+                   "thread's CPU time, one thread)")
     p.add_argument("--batch", type=int, action="append", default=None,
                    help="batch size; repeat for several (default 1)")
     p.add_argument("--runtime", choices=RUNTIMES, default="eager")
@@ -289,9 +328,9 @@ def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
                    help="samples per network per round (default %(default)s)")
     p.add_argument("--min-ms", type=float, default=DEFAULT_MIN_S * 1e3,
                    help="shortest timed sample in ms; faster networks loop (default %(default)s)")
-    p.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
+    p.add_argument("--quantile", type=float, default=0.5,
                    help="the quantile of the samples taken as the latency (default %(default)s, "
-                   "the lower decile; 0.5: the median)")
+                   "the median; the lower decile is reported beside it)")
     p.add_argument("--out", default="experiments/results", help="output folder")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     return p
@@ -316,6 +355,8 @@ def _validate_usage_error(args: argparse.Namespace) -> str | None:
         load(args.hw)
     except ProfileError as e:
         return f"--hw: {e}"
+    if args.networks is not None and not Path(args.networks).is_file():
+        return f"--networks={args.networks!r} is not a file"
     return None
 
 
@@ -344,16 +385,27 @@ def validate_main(argv: Sequence[str]) -> int:
         print("validate: --device=cuda but no CUDA device is available", file=sys.stderr)
         return 1
     command = "python -m costmodel validate " + " ".join(argv)
-    archs = searchspace.sample_architectures(args.space, args.n, args.seed)
+    if args.networks is not None or args.net_set == "heldout":
+        path = Path(args.networks) if args.networks is not None else HELDOUT_FILE
+        try:
+            archs, space, tag = read_networks(path), str(path), "_" + path.stem
+        except ValueError as e:
+            print(f"validate: --networks: {e}", file=sys.stderr)
+            return 2
+        if args.networks is None:
+            space, tag = f"held-out set ({path.name})", "_heldout"
+    else:
+        archs, space, tag = searchspace.sample_architectures(args.space, args.n, args.seed), (
+            f"development set: {args.n} of {args.space}"), ""
     reference = searchspace.reference_architecture()
     results = {}
     for b in args.batch or [1]:
         points, summary, meta = V.validate(
             args.hw, args.device, archs, b, args.runtime, reference=reference, seed=args.seed,
             threads=args.threads, rounds=args.rounds, repeats=args.repeats,
-            min_s=args.min_ms / 1e3, quantile=args.quantile, space=args.space,
+            min_s=args.min_ms / 1e3, quantile=args.quantile, space=space, clock=args.clock,
         )
-        stem = f"validation_{args.device}_b{b}" + (
+        stem = f"validation_{args.device}{tag}_b{b}" + (
             "" if args.runtime == "eager" else f"_{args.runtime}")
         paths = V.write_results(points, summary, meta, Path(args.out), stem, command)
         results[f"b{b}"] = {"summary": summary.to_dict(), "speed_factor": meta["speed_factor"],

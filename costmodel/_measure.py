@@ -1,8 +1,9 @@
 """Measuring latency on this machine: clocks, the sampling protocol, the networks' timing.
 
 Everything that times work goes through one seam, ``Clock`` (``make_clock``):
-the clock to read and the synchronisation to call around it. On a CPU with one
-torch thread that is the thread's CPU clock and no synchronisation; on CUDA,
+the clock to read and the synchronisation to call around it. By default wall
+time (``time.perf_counter``), what a user's stopwatch sees; on a CPU with one
+torch thread ``clock="thread"`` reads the thread's CPU clock instead; on CUDA,
 wall time and ``torch.cuda.synchronize``. A test can pass a fake ``Clock`` to
 ``sample_calls`` to exercise the protocol without the device.
 
@@ -34,6 +35,10 @@ MMAP_THRESHOLD_MAX_BYTES = 32 * 2**20
 # A network's latency: this quantile of its samples, each of at least this many seconds.
 DEFAULT_QUANTILE = 0.1
 DEFAULT_MIN_S = 1e-3
+# Which clock times CPU work: "wall" (time.perf_counter) or "thread" (the thread's CPU time).
+CLOCKS = ("wall", "thread")
+DEFAULT_CLOCK = "wall"
+CLOCK_FUNCTIONS = {"wall": "time.perf_counter", "thread": "time.thread_time"}
 
 
 class Runnable(Lowerable, Protocol):
@@ -53,19 +58,31 @@ def _no_sync() -> None:
     pass
 
 
-def make_clock(device: str) -> Clock:
+def clock_now(clock: str) -> Callable[[], float]:
+    """The function that reads ``clock`` ("wall" or "thread")."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "thread":
+        return time.thread_time
+    raise ValueError(f"clock={clock!r} is not one of {CLOCKS}")
+
+
+def make_clock(device: str, clock: str = DEFAULT_CLOCK) -> Clock:
     """The clock to time ``device`` work with, and the synchronisation to call around it.
 
-    On a CPU with one torch thread all work runs on the calling thread, so we
-    read that thread's CPU clock (CLOCK_THREAD_CPUTIME_ID): equal to wall time
-    on an idle machine, but not inflated while other processes preempt us on a
-    shared one (short loops dodge preemption, long ones do not, which would
-    bias small kernels against whole networks). Otherwise: wall time, with a
-    device synchronisation on cuda.
+    "wall": elapsed time, as a user measures it, including whatever other
+    processes take from us on a shared machine. "thread" (CPU, one torch
+    thread): the calling thread's CPU clock (CLOCK_THREAD_CPUTIME_ID), equal to
+    wall time on an idle machine but not inflated while other processes preempt
+    us; with more threads the work runs on others too, so it falls back to wall
+    time. CUDA: wall time with a device synchronisation.
     """
+    now = clock_now(clock)
     if device == "cuda":
         return Clock(time.perf_counter, torch.cuda.synchronize)
-    return Clock(time.thread_time if torch.get_num_threads() == 1 else time.perf_counter, _no_sync)
+    if clock == "thread" and torch.get_num_threads() != 1:
+        now = time.perf_counter
+    return Clock(now, _no_sync)
 
 
 def capture_cuda_graph(model: Any, x: Any) -> Callable[[], Any]:
@@ -116,7 +133,7 @@ def sample_calls(
     repeats: int = 1,
     min_s: float = 1e-3,
     max_inner: int = 2000,
-    clock: Clock | None = None,
+    clock: Clock | str | None = None,
 ) -> list[list[float]]:
     """``rounds x repeats`` timed samples (seconds per call) of each call, visited in turn.
 
@@ -126,7 +143,9 @@ def sample_calls(
     synchronisation: ``clock``, by default ``make_clock(device)``. Runs in the
     caller's autograd mode.
     """
-    now, sync = clock or make_clock(device)
+    if not isinstance(clock, Clock):
+        clock = make_clock(device, clock or DEFAULT_CLOCK)
+    now, sync = clock
     inner = []
     for fn in calls:
         for _ in range(3):  # allocator, oneDNN / cuDNN primitive caches
@@ -149,7 +168,7 @@ def sample_calls(
     return samples
 
 
-def make_timer(device: str, clock: Clock | None = None) -> Callable[..., float]:
+def make_timer(device: str, clock: Clock | str | None = None) -> Callable[..., float]:
     """Median (or best) seconds per call of ``fn`` over ``repeats`` samples (``sample_calls``)."""
 
     def timer(
@@ -268,13 +287,14 @@ def measure_samples(
     repeats: int = 1,
     min_s: float = DEFAULT_MIN_S,
     runtime: str = "eager",
-    clock: Clock | None = None,
+    clock: Clock | str | None = None,
 ) -> list[list[float]]:
     """Timed samples (seconds per forward pass) of each network, ``rounds x repeats``.
 
     Warm-up, then ``rounds`` rounds (default ``default_rounds(batch)``) that
     visit the networks in turn, each taking ``repeats`` samples of one
-    forward pass (an inner loop of >= ``min_s`` for faster ones). One sample per
+    forward pass (an inner loop of >= ``min_s`` for faster ones), timed with
+    ``clock`` (a ``Clock``, or the name of one: ``make_clock``). One sample per
     visit spreads every network's samples over the whole run: the development
     VM's speed drifts by +-20% from one second to the next (experiments/results/
     validation_cpu_protocol.md), so samples taken back to back share one state.
@@ -296,6 +316,7 @@ def measure_latencies(
     min_s: float = DEFAULT_MIN_S,
     quantile: float = DEFAULT_QUANTILE,
     runtime: str = "eager",
+    clock: Clock | str | None = None,
 ) -> list[float]:
     """Seconds per forward pass of each network: the lower decile of its samples.
 
@@ -311,6 +332,13 @@ def measure_latencies(
     the level validated.
     """
     samples = measure_samples(
-        networks, batch, device, rounds=rounds, repeats=repeats, min_s=min_s, runtime=runtime
+        networks,
+        batch,
+        device,
+        rounds=rounds,
+        repeats=repeats,
+        min_s=min_s,
+        runtime=runtime,
+        clock=clock,
     )
     return [lower_quantile(s, quantile) for s in samples]

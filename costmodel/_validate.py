@@ -11,9 +11,11 @@ within +-10% / +-25%; ``write_results`` writes them with a scatter plot to
 
 Measuring (``costmodel._measure.measure_samples``): warm-up, then 100 rounds
 (20 above batch 8) that visit the networks in turn, one forward pass each (an
-inner loop of >= 1 ms for faster networks); a network's latency is the lower
-decile of its samples. The median is recorded beside it. On a CPU with one
-thread the clock is the thread's CPU time (``costmodel._measure.make_clock``).
+inner loop of >= 1 ms for faster networks), wall-clock time by default
+(``costmodel._measure.make_clock``: what a user measures). A network's latency
+is a quantile of its samples, the median by default, with the 10th and 90th
+percentiles beside it (the spread; the lower decile is the figure that the
+calibration fits, less sensitive to a shared machine's contention).
 
 A fixed reference network, timed in every round beside the others, probes how
 fast the machine runs at the moment: a shared VM's speed drifts by 10-20% from
@@ -27,11 +29,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ from scipy.stats import kendalltau, spearmanr
 
 from costmodel._estimate import estimate
 from costmodel._measure import (
+    CLOCK_FUNCTIONS,
+    DEFAULT_CLOCK,
     DEFAULT_MIN_S,
     DEFAULT_QUANTILE,
     Runnable,
@@ -52,6 +57,9 @@ from costmodel._measure import (
 )
 from hw_profiles import calibration_table, load
 
+# Validation reports the median of the samples (what a user's repeated runs give);
+# calibration fits the lower decile (costmodel._measure.DEFAULT_QUANTILE).
+VALIDATION_QUANTILE = 0.5
 VALIDATION_SEED = 7_000_001  # not the calibration seed (costmodel._bench.CALIBRATION_SEED)
 
 
@@ -73,6 +81,8 @@ class ValidationPoint:
     predicted_s: float
     macs: int
     measured_median_s: float = float("nan")
+    measured_p10_s: float = float("nan")
+    measured_p90_s: float = float("nan")
 
     @property
     def rel_error(self) -> float:
@@ -139,31 +149,37 @@ def validate(
     hw: str, device: str, networks: Sequence[Runnable], batch: int, runtime: str = "eager",
     *, reference: Runnable, seed: int = VALIDATION_SEED, threads: int = 1,
     rounds: int | None = None, repeats: int = 1, min_s: float = DEFAULT_MIN_S,
-    quantile: float = DEFAULT_QUANTILE, space: str = "",
+    quantile: float = VALIDATION_QUANTILE, space: str = "", clock: str = DEFAULT_CLOCK,
+    timing_clock: Any = None,
 ) -> tuple[list[ValidationPoint], ValidationSummary, dict[str, Any]]:
     """Measure ``networks`` at ``batch`` and compare with their predicted latency on ``hw``.
 
     ``reference`` is timed in every round beside them; ``space`` (where the
     networks come from) and ``seed`` (torch's, for the weights) are recorded.
+    ``clock`` names the clock (``costmodel._measure.make_clock``);
+    ``timing_clock``, a ``costmodel._measure.Clock``, replaces it (tests).
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     allocator = steady_state_allocator() if device == "cpu" else "caching (torch.cuda)"
     hw_profile = load(hw)
     t0 = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     samples = measure_samples(
         [*networks, reference], batch, device, rounds=rounds, repeats=repeats,
-        min_s=min_s, runtime=runtime,
+        min_s=min_s, runtime=runtime, clock=timing_clock or clock,
     )
-    reference_now = lower_quantile(samples.pop(), quantile)
+    # The reference's statistic is calibration's (the lower decile), whatever the networks'.
+    reference_now = lower_quantile(samples.pop(), DEFAULT_QUANTILE)
     reference_then = (calibration_reference(hw, str(reference)).get(batch)
                       if runtime == "eager" else None)
     points = []
     for net, ts in zip(networks, samples, strict=True):
         rep = estimate(net, hw=hw_profile, precision="fp32", batch=batch, runtime=runtime)
-        points.append(ValidationPoint(str(net), lower_quantile(ts, quantile),
-                                      rep.total.latency_s, rep.total.macs,
-                                      statistics.median(ts)))
+        points.append(ValidationPoint(
+            str(net), lower_quantile(ts, quantile), rep.total.latency_s, rep.total.macs,
+            statistics.median(ts), lower_quantile(ts, 0.1), lower_quantile(ts, 0.9),
+        ))
     meta = {
         "hw": hw,
         "profile_source": hw_profile.source,
@@ -178,6 +194,12 @@ def validate(
         "repeats": repeats,
         "min_s": min_s,
         "quantile": quantile,
+        "clock": f"{clock} ({CLOCK_FUNCTIONS[clock]})" if device == "cpu"
+        else "wall (time.perf_counter, torch.cuda.synchronize around timed regions)",
+        "statistic": f"{quantile:g}-quantile of the samples"
+        + (" (the median)" if quantile == 0.5 else ""),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "allocator": allocator,
         "host": platform.node(),
         "torch_version": torch.__version__,
@@ -197,21 +219,23 @@ def write_results(
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md, png = (out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png"))
-    by_median = [
-        ValidationPoint(p.arch, p.measured_median_s, p.predicted_s, p.macs, p.measured_median_s)
-        for p in points if math.isfinite(p.measured_median_s)
-    ]
-    median_summary = summarize(by_median) if len(by_median) >= 3 else None
+    def vs(field: str) -> ValidationSummary | None:
+        pts = [replace(p, measured_s=getattr(p, field)) for p in points
+               if math.isfinite(getattr(p, field))]
+        return summarize(pts) if len(pts) >= 3 else None
+
+    median_summary, decile_summary = vs("measured_median_s"), vs("measured_p10_s")
     factor = meta.get("speed_factor")
     normalized = summarize([
-        ValidationPoint(p.arch, p.measured_s * factor, p.predicted_s, p.macs,
-                        p.measured_median_s * factor) for p in points
+        replace(p, measured_s=p.measured_s * factor, measured_median_s=p.measured_median_s * factor)
+        for p in points
     ]) if factor else None
     doc = {
         "command": command,
         "meta": meta,
         "summary": summary.to_dict(),
         "summary_vs_median": median_summary.to_dict() if median_summary else None,
+        "summary_vs_lower_decile": decile_summary.to_dict() if decile_summary else None,
         "summary_speed_normalized": normalized.to_dict() if normalized else None,
         "points": [{**asdict(p), "rel_error": p.rel_error} for p in points],
     }
@@ -222,7 +246,8 @@ def write_results(
                 f"| {s.median_abs_error:.1%} | {s.within_10:.0%} | {s.within_25:.0%} "
                 f"| {s.mean_signed_error:+.1%} |")
 
-    q = meta.get("quantile", DEFAULT_QUANTILE)
+    q = meta.get("quantile", VALIDATION_QUANTILE)
+    load = meta.get("loadavg_before")
     lines = [
         f"# Latency validation: {meta['hw']} on {meta['device']}, batch {meta['batch']}, "
         f"{meta['runtime']}",
@@ -230,16 +255,21 @@ def write_results(
         f"Command: `{command}`",
         "",
         f"{meta['date']}, host {meta['host']}, torch {meta['torch_version']}, "
-        f"{meta['threads']} thread(s), space {meta['space']}, seed {meta['seed']}.",
+        f"{meta['threads']} thread(s), space {meta['space']}, seed {meta['seed']}"
+        + (f", load average (1/5/15 min) {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} before "
+           f"and {meta['loadavg_after'][0]:.2f} after" if load else "") + ".",
         f"Measured: warm-up, {meta['rounds']} interleaved rounds x {meta['repeats']} samples "
-        f"(inner loop >= {meta['min_s'] * 1e3:g} ms), the {q:g}-quantile of the samples "
-        "(the median in the second row). Predicted: `costmodel.estimate` (fp32).",
+        f"(inner loop >= {meta['min_s'] * 1e3:g} ms), clock: {meta.get('clock', '?')}; "
+        f"statistic: the {meta.get('statistic', f'{q:g}-quantile')} (first row); the other "
+        "rows compare with the median and the lower decile (0.1-quantile) of the same samples. "
+        "Predicted: `costmodel.estimate` (fp32).",
         "",
         "| measured as | architectures | Spearman | Kendall | median abs error | within 10% "
         "| within 25% | mean signed error |",
         "|---|---|---|---|---|---|---|---|",
         row(f"{q:g}-quantile", summary),
-        *([row("median", median_summary)] if median_summary else []),
+        *([row("median", median_summary)] if median_summary and q != 0.5 else []),
+        *([row("lower decile", decile_summary)] if decile_summary and q != 0.1 else []),
         *([row(f"{q:g}-quantile at calibration speed (x{factor:.3f})", normalized)]
           if normalized else []),
         "",
@@ -251,11 +281,12 @@ def write_results(
         "",
         f"![scatter]({png.name})",
         "",
-        "| measured ms | median ms | predicted ms | error | MACs | architecture |",
-        "|---|---|---|---|---|---|",
+        "| measured ms | median ms | p10-p90 ms | predicted ms | error | MACs | architecture |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: p.measured_s):
         lines.append(f"| {p.measured_s * 1e3:.3f} | {p.measured_median_s * 1e3:.3f} | "
+                     f"{p.measured_p10_s * 1e3:.3f}-{p.measured_p90_s * 1e3:.3f} | "
                      f"{p.predicted_s * 1e3:.3f} | "
                      f"{p.rel_error:+.1%} | {p.macs:,} | `{p.arch}` |")
     md.write_text("\n".join(lines) + "\n")

@@ -164,7 +164,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {res['machine']}; torch {res['torch']}, 1 thread; load average "
+        f"Date: {res.get('date', 'not recorded')}. Machine: {res['machine']}; "
+        f"torch {res['torch']}, 1 thread; load average "
         f"{res['loadavg_start']} at start, {res['loadavg_end']} at end (shared machine: "
         "absolute times are inflated; both paths ran under the same load).",
         "",
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     res: dict[str, Any] = {
         "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),

@@ -191,6 +191,9 @@ def _calibrate_parser() -> argparse.ArgumentParser:
                    "seed): a name shipped with searchspace or a TOML path (default cifar)")
     p.add_argument("--networks", type=int, default=None,
                    help="calibration networks (default 40, --quick 4; 0: none)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="CPU timing clock: wall (time.perf_counter, default) or thread (the "
+                   "thread's CPU time, one thread); validate with the same")
     p.add_argument("--raw", default=None,
                    help="also write the raw measurements (specs and times) to this JSON file")
     return p
@@ -231,6 +234,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
             networks=searchspace.sample_architectures(space, n, C.CALIBRATION_SEED) if n else (),
             networks_from=f"{args.space} (seed {C.CALIBRATION_SEED})",
             reference=searchspace.reference_architecture(),
+            clock=args.clock,
         )
     except RuntimeError as e:
         print(f"calibrate: {e}", file=sys.stderr)

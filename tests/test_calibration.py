@@ -71,8 +71,12 @@ def start_profile(truth: Any) -> Any:
     return parse_profile(d, "<start>")
 
 
-@pytest.mark.slow
 def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
+    """Noise-free timings from the model itself, from parameters inside the fitter's bounds:
+    the fit must reproduce them to 0.1% (median) and recover the identifiable parameters to
+    0.2-0.5%. Fails, e.g., if ``predict_single`` drops the host term of a class, if the
+    fitter's loss is not minimised to convergence (a cap of a few iterations), or if
+    calibration and prediction disagree on a kernel's class."""
     truth = true_cpu_profile()
     specs = shape_sweep(quick=False, seed=11)
     times = [predict_single(s, truth, "fp32") for s in specs]
@@ -82,18 +86,27 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
     nets = [(c, sum(predict_single(s, truth, "fp32") for s in c)) for c in chains]
     fit = fit_profile(start_profile(truth), specs, times, nets=nets)
     hw = fit.profile
-    # Exact model, noiseless timings: the fit reproduces them, held-out shapes and nets too.
-    assert fit.fit_median_abs_error < 0.01
-    assert fit.holdout_median_abs_error < 0.02
+    errs = [abs(predict_single(s, hw, "fp32") / t - 1) for s, t in zip(specs, times, strict=True)]
+    # Exact model, noiseless timings: the fit reproduces them, held-out shapes and nets too
+    # (the optimiser stops at a tolerance, hence not bit-exact: the worst shape is 0.2% off).
+    assert statistics.median(errs) < 1e-3 and max(errs) < 1e-2
+    assert fit.fit_median_abs_error < 1e-3
+    assert fit.holdout_median_abs_error < 1e-3
     assert fit.n_networks == len(nets) >= 4
-    assert fit.network_holdout_median_abs_error < 0.02
+    assert fit.network_holdout_median_abs_error < 1e-3
     # Fixed costs per class are identifiable from the many overhead-bound shapes.
-    for cls in ("dense_conv", "depthwise_conv", "group_conv", "batchnorm", "activation"):
+    for cls in ("dense_conv", "pointwise_conv", "depthwise_conv", "group_conv", "linear",
+                "batchnorm", "activation", "elementwise", "pooling"):
         assert hw.runtime("eager").host_s(cls) == pytest.approx(
-            truth.runtime("eager").host_s(cls), rel=0.1
+            truth.runtime("eager").host_s(cls), rel=2e-3
         ), cls
-    assert hw.saturation_output_elements == pytest.approx(800.0, rel=0.25)
-    assert hw.compute_efficiency["dense_conv"] == pytest.approx(0.6, rel=0.15)
+    assert hw.saturation_output_elements == pytest.approx(800.0, rel=5e-3)
+    assert hw.saturation_reduction_elements == pytest.approx(12.0, rel=5e-3)
+    # Compute-bound classes pin their compute efficiency; their memory efficiency (and the
+    # compute efficiency of memory-bound classes) hardly moves a prediction: not asserted.
+    for cls, eff in (("dense_conv", 0.6), ("pointwise_conv", 0.7), ("group_conv", 0.3),
+                     ("depthwise_conv", 0.15)):
+        assert hw.compute_efficiency[cls] == pytest.approx(eff, rel=2e-3), cls
 
 
 def test_fit_is_robust_to_a_few_outliers() -> None:
@@ -236,13 +249,57 @@ def test_calibration_table_with_reference_round_trips(tmp_path: Path) -> None:
     assert load_fresh(path).to_dict() == {**truth.to_dict(), "source": truth.source}
 
 
-def test_steady_state_allocator_reports_what_it_set() -> None:
+def _glibc() -> Any:
+    """This process's glibc, or None (another libc, another OS): mallopt's knobs are glibc's."""
+    import ctypes
+    import ctypes.util
     import sys
 
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def test_steady_state_allocator_sets_the_thresholds() -> None:
+    """Fails if mallopt is not called, fails, or is called with other values: e.g. with
+    ``== 1`` changed to ``== 0`` in ``steady_state_allocator`` it says "default"."""
     from costmodel._measure import steady_state_allocator
 
-    said = steady_state_allocator()
-    if sys.platform == "linux":
-        assert said.startswith("glibc mmap threshold 32 MiB") or said == "default"  # musl
-    else:
-        assert said == "default"
+    if _glibc() is None:
+        pytest.skip("glibc mallopt is not available on this platform")
+    assert steady_state_allocator() == "glibc mmap threshold 32 MiB, trim threshold 64 MiB"
+
+
+def test_steady_state_allocator_passes_the_converged_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records the mallopt calls: fails if a parameter number or threshold changes (e.g.
+    M_MMAP_THRESHOLD=-3 written as -2, or the trim threshold not twice the mmap one), and
+    if a failed mallopt is reported as set."""
+    import ctypes
+    import sys
+
+    from costmodel import _measure
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def __init__(self, result: int) -> None:
+            self.result = result
+
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return self.result
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc(1))
+    assert _measure.steady_state_allocator().startswith("glibc mmap threshold 32 MiB")
+    # mallopt(3): M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1; 32 MiB = 33554432.
+    assert calls == [(-3, 33_554_432), (-1, 67_108_864)]
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc(0))
+    assert _measure.steady_state_allocator() == "default"

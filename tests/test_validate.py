@@ -28,19 +28,50 @@ def test_measure_samples_takes_rounds_times_repeats_samples() -> None:
 
 def test_validate_writes_both_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
+    """The default statistic is the wall-clock median, with the p10-p90 spread and the lower
+    decile beside it: fails if validation reverts to the thread clock or the lower decile
+    as its first statistic, or if the spread is not p10 <= median <= p90."""
     argv = ["--hw", "t4", "--device", "cpu", "--space", str(SPACE), "--n", "3",
             "--rounds", "3", "--min-ms", "0.1", "--out", str(tmp_path), "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
     assert out["b1"]["summary"] == doc["summary"]
-    assert doc["meta"]["rounds"] == 3 and doc["meta"]["quantile"] == 0.1
-    assert doc["summary_vs_median"]["n"] == doc["summary"]["n"] == 3
+    meta = doc["meta"]
+    assert meta["rounds"] == 3 and meta["quantile"] == 0.5
+    assert meta["clock"] == "wall (time.perf_counter)" and "median" in meta["statistic"]
+    assert len(meta["loadavg_before"]) == 3
+    assert doc["summary_vs_lower_decile"]["n"] == doc["summary"]["n"] == 3
     for p in doc["points"]:
-        # The lower decile of a network's samples never exceeds their median.
-        assert 0 < p["measured_s"] <= p["measured_median_s"]
+        assert p["measured_s"] == p["measured_median_s"]
+        assert 0 < p["measured_p10_s"] <= p["measured_median_s"] <= p["measured_p90_s"]
     md = (tmp_path / "validation_cpu_b1.md").read_text()
-    assert "| 0.1-quantile | 3 |" in md and "| median | 3 |" in md
+    assert "| 0.5-quantile | 3 |" in md and "| lower decile | 3 |" in md
+    assert "clock: wall (time.perf_counter)" in md and "load average" in md
+
+
+def test_validate_networks_file_and_heldout_set(tmp_path: Path) -> None:
+    """--networks FILE validates exactly the listed networks (fails if the file is ignored
+    and the space is sampled instead); the held-out list parses into its three families."""
+    from costmodel._cli import HELDOUT_FILE, read_networks
+    from searchspace import Architecture, NB201Net, OFANet
+
+    nets = read_networks(HELDOUT_FILE)
+    kinds = [type(n) for n in nets]
+    assert kinds.count(NB201Net) == 10 and kinds.count(OFANet) == 10
+    assert kinds.count(Architecture) == 3
+    assert all(128 <= n.resolution <= 160 for n in nets if isinstance(n, OFANet))
+    listed = [str(n) for n in nets[:3]]
+    f = tmp_path / "nets.txt"
+    f.write_text("# three NB201 cells\n" + "\n".join(listed) + "\n")
+    argv = ["--hw", "t4", "--networks", str(f), "--rounds", "2", "--min-ms", "0.1",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "validation_cpu_nets_b1.json").read_text())
+    assert [p["arch"] for p in doc["points"]] == listed
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ofa:r=12\n")
+    assert main(["--hw", "t4", "--networks", str(bad)]) == 2
 
 
 @pytest.mark.parametrize("flag,value", [("--quantile", "1.5"), ("--rounds", "0"),
