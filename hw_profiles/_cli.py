@@ -1,4 +1,4 @@
-"""``python -m hw_profiles list|show|calibrate``: inspect the hardware profiles, or measure one.
+"""``python -m hw_profiles list|show|calibrate|fit``: inspect the hardware profiles, or measure one.
 
 Exit codes: 0 ok, 2 usage error (unknown profile, bad file, bad arguments),
 1 failure (whatever ``calibrate`` reports).
@@ -273,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("calibrate", add_help=False,
                    help="measure this machine and write a profile "
                    "(`calibrate --help` for its options)")
+    sub.add_parser("fit", add_help=False,
+                   help="fit a profile to a CSV of measured networks "
+                   "(`fit --help` for its options)")
     return parser
 
 
@@ -281,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # calibrate owns its own arguments (calibrate_main parses them).
     if argv and argv[0] == "calibrate":
         return calibrate_main(argv[1:])
+    if argv and argv[0] == "fit":
+        # Glue that imports torch and the search space: loaded only for this command.
+        from hw_profiles._fitcli import fit_main
+
+        return fit_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _cmd_list(args) if args.command == "list" else _cmd_show(args)
