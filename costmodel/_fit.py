@@ -549,3 +549,12 @@ def fit_networks(
         cv_spearman=_spearman(cv, meas),
         cv_folds=k,
     )
+
+
+def predict_networks(hw: HardwareProfile, rows: Sequence[MeasuredNetwork]) -> list[float]:
+    """Predicted seconds of each row under ``hw``: the fit's own model at the profile's values.
+
+    Equals ``analyze(...).total.latency_s`` for a row without ``extra_kernels``.
+    """
+    model = _Model(hw, rows)
+    return [float(t) for t in model.predict(np.zeros(len(model.names)), range(len(rows)))]
