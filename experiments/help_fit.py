@@ -19,23 +19,29 @@ of predictions within +-10% / +-25%, for
 
     python experiments/help_fit.py                    # the recorded run
     python experiments/help_fit.py --sample 40 --draws 2 --out /tmp/hf   # smoke run
+    python experiments/help_fit.py --write-profiles   # only fit the priors and write them
+                                                      # into hw_profiles/data/*.toml
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import random
+import re
 import shlex
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from scipy import stats
@@ -46,7 +52,12 @@ if str(_ROOT) not in sys.path:
 
 import costmodel  # noqa: E402
 import hw_profiles  # noqa: E402
-from costmodel._fit import MeasuredNetwork, fit_networks, predict_networks  # noqa: E402
+from costmodel._fit import (  # noqa: E402
+    HEAVY_HOST_CLASSES,
+    MeasuredNetwork,
+    fit_networks,
+    predict_networks,
+)
 from hw_profiles import HardwareProfile  # noqa: E402
 from searchspace import NB201Net, OFANet  # noqa: E402
 
@@ -127,13 +138,75 @@ def fit_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, 
     return priors, record
 
 
+EAGER_BLOCK = re.compile(r"\[runtime\.eager\]\n(?:[a-z_]+ = [^\n]*\n)+")
+PROFILE_DIR = _ROOT / "hw_profiles" / "data"
+OTHER_GPUS = ("a100", "h100", "h200", "l4", "rtx3090", "rtx4090", "t4", "v100")
+
+
+def _eager_block(host: dict[str, float], why: str) -> str:
+    lines = [f"# {line}" for line in why.splitlines()]
+    lines += [
+        "[runtime.eager]",
+        f"kernel_overhead_s = {host['kernel_overhead_s']:.3g}",
+        f"host_overhead_s = {host['host_other_s']:.3g}",
+        "[runtime.eager.class_host_overhead_s]   # extra host cost of a conv / linear call",
+    ]
+    lines += [f"{c} = {host['host_conv_extra_s']:.3g}" for c in sorted(HEAVY_HOST_CLASSES)]
+    return "\n".join(lines) + "\n"
+
+
+def _set_fp32_efficiencies(text: str, table: str, values: dict[str, float]) -> str:
+    """Rewrite ``cls = value`` lines of the [table] section (not its precision subtables)."""
+    head = f"\n[{table}]\n"
+    start = text.index(head) + len(head)
+    end = text.find("\n[", start)
+    section = text[start:end]
+    for cls, v in values.items():
+        section = re.sub(rf"(?m)^{cls} = [0-9.e+-]+", f"{cls} = {v:.3g}", section)
+    return text[:start] + section + text[end:]
+
+
+def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], sha: str) -> None:
+    """The priors into the built-in TOMLs: eager costs, fp32 efficiencies, a [fit] table."""
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    for name, r in record.items():
+        if name == "median_host":
+            continue
+        path = PROFILE_DIR / f"{name}.toml"
+        why = (f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
+               f"--write-profiles) to HELP's eager PyTorch\nlatencies on this GPU ({r['gpu']}; "
+               f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
+               "arch_idx at batch 1 and 256,\ncostmodel._fit.fit_networks from the datasheet "
+               "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
+        block = _eager_block(r["parameters"], why)
+        text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
+        hw = priors[name]
+        text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
+        text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
+        text = text.rstrip("\n") + (
+            f'\n\n[fit]\nbase = "{name} (datasheet)"\nmeasurements = "help_nb201_latency.csv"\n'
+            f'sha256 = "{sha}"\nrows = {2 * PRIOR_NETS}\ndate = "{date}"\n'
+            f'precision = "fp32"\nruntime = "eager"\nparameters = {{ {params} }}\n'
+            f"fit_mdape = {r['fit_mdape']:.4g}\n"
+        )
+        path.write_text(text)
+        hw_profiles.load_fresh(path)
+    host = record["median_host"]
+    gpus = ", ".join(n for n in record if n != "median_host")
+    for name in OTHER_GPUS:
+        path = PROFILE_DIR / f"{name}.toml"
+        why = (f"Eager costs: not measured on this GPU. The median ({date}) over the GPUs "
+               f"fitted to HELP's NAS-Bench-201\nlatencies ({gpus}; experiments/help_fit.py "
+               "--write-profiles): host dispatch is a property of host and framework.")
+        block = _eager_block(host, why)
+        text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
+        path.write_text(text)
+        hw_profiles.load_fresh(path)
+
+
 def with_host(hw: HardwareProfile, host: dict[str, float]) -> HardwareProfile:
     """``hw`` with the eager host / device per-kernel costs in ``host``."""
-    import dataclasses
-    from types import MappingProxyType
-
-    from costmodel._fit import HEAVY_HOST_CLASSES
-
     eager = hw_profiles.RuntimeParams(
         host["kernel_overhead_s"],
         host["host_other_s"],
@@ -274,6 +347,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=200, help="networks per space (default 200)")
     p.add_argument("--draws", type=int, default=5, help="10-network fits per cell (default 5)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write-profiles", action="store_true",
+                   help="only fit the priors and write them into hw_profiles/data/*.toml")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.md and .json)")
     return p.parse_args(argv)
 
@@ -286,6 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+    if args.write_profiles:
+        csv_path = Path(args.data) / "help_nb201_latency.csv"
+        priors, record = fit_priors(read(csv_path, NB201Net.from_help_row))
+        write_profiles(record, priors, hashlib.sha256(csv_path.read_bytes()).hexdigest())
+        print(json.dumps(record["median_host"]))
+        return 0
     res = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
