@@ -18,10 +18,11 @@ from types import MappingProxyType
 
 import numpy as np
 from scipy.optimize import least_squares
+from scipy.stats import spearmanr
 
 from costmodel._formulas import count
 from costmodel._kinds import latency_class
-from costmodel._latency import roofline_time
+from costmodel._latency import FREE, FUSED, is_fused, roofline_time
 from costmodel._report import analyze, layer_mac_bytes
 from costmodel._spec import LayerSpec
 from hw_profiles import KERNEL_CLASSES, HardwareProfile, RuntimeParams
@@ -224,3 +225,336 @@ def fit_profile(
         network_holdout_median_abs_error=net_holdout,
         n_networks=len(nets),
     )
+
+
+# --- Whole networks measured by a user: a few physical parameters, the base profile as prior ---
+
+# Efficiency groups tied so that ten networks identify them: each conv kind and
+# linear alone (compute and memory share the value, as in the shipped profiles),
+# one memory efficiency for the streaming ops (BN, activations, element-wise),
+# pooling alone. A class outside these is its own group.
+EFFICIENCY_GROUPS: dict[str, tuple[str, ...]] = {
+    "dense_conv": ("dense_conv",),
+    "pointwise_conv": ("pointwise_conv",),
+    "group_conv": ("group_conv",),
+    "depthwise_conv": ("depthwise_conv",),
+    "linear": ("linear",),
+    "streaming": ("batchnorm", "activation", "elementwise"),
+    "pooling": ("pooling",),
+}
+# Classes whose eager call costs the host more (algorithm choice, descriptor set-up).
+HEAVY_HOST_CLASSES = frozenset(
+    {"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear", "native_conv"}
+)
+# Groups whose ops stream memory: their factor moves memory efficiency only.
+MEMORY_GROUPS = frozenset({"streaming", "pooling"})
+HOST_PARAMS = ("host_other_s", "host_conv_extra_s", "kernel_overhead_s")
+_LOG_RANGE = math.log(1e3)  # no parameter moves more than 1000x from its prior
+
+
+@dataclass(frozen=True)
+class MeasuredNetwork:
+    """One measured whole network: its layers, measured seconds and how it ran.
+
+    ``extra_kernels``: kernels the framework launches beyond one per costed
+    layer (PyTorch's eager h_swish runs 4); each costs one host call of a
+    streaming op and one device kernel overhead.
+    """
+
+    specs: tuple[LayerSpec, ...]
+    latency_s: float
+    precision: str = "fp32"
+    runtime: str = "eager"
+    extra_kernels: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkFit:
+    profile: HardwareProfile
+    parameters: dict[str, float]  # fitted value of each free parameter (s, or efficiency)
+    prior: dict[str, float]  # the base profile's value of each
+    predicted_s: tuple[float, ...]  # fitted profile, every row
+    cv_predicted_s: tuple[float, ...]  # each row predicted by a fit that did not see it
+    fit_mdape: float
+    fit_spearman: float
+    cv_mdape: float
+    cv_spearman: float
+    cv_folds: int
+
+
+def _group_of(cls: str) -> str:
+    return next((g for g, members in EFFICIENCY_GROUPS.items() if cls in members), cls)
+
+
+def _efficiency_prior(base: HardwareProfile, group: str, precision: str) -> tuple[float, float]:
+    """(prior value, largest factor keeping every member <= 1) of an efficiency group."""
+    members = EFFICIENCY_GROUPS.get(group, (group,))
+    pairs = [base.efficiency(cls, precision) for cls in members]
+    effs = [m for _, m in pairs] if group in MEMORY_GROUPS else [e for p in pairs for e in p]
+    return effs[0] if group in MEMORY_GROUPS else pairs[0][0], 1.0 / max(effs)
+
+
+def _host_prior(base: HardwareProfile, runtime: str) -> dict[str, float]:
+    rt = base.runtime(runtime)
+    extras = [rt.class_host_overhead_s.get(c, 0.0) for c in HEAVY_HOST_CLASSES]
+    extra = max(extras) or rt.host_overhead_s  # none set: a conv call costs the host 2x
+    return {
+        "host_other_s": rt.host_overhead_s,
+        "host_conv_extra_s": extra,
+        "kernel_overhead_s": rt.kernel_overhead_s,
+    }
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """A network's kernels as arrays at the base profile, for fast refits."""
+
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    group: np.ndarray  # index into the fit's group list
+    heavy: np.ndarray  # 1.0 where the host call is a conv / linear
+
+
+def _base_layers(
+    row: MeasuredNetwork, base: HardwareProfile, groups: list[str], scale: dict[str, float]
+) -> _Layers:
+    c_s, m_s, g_i, heavy = [], [], [], []
+    for i, spec in enumerate(row.specs):
+        c = count(spec)
+        t = roofline_time(
+            spec,
+            c,
+            layer_mac_bytes(c, row.precision),
+            base,
+            row.precision,
+            row.runtime,
+            fused=is_fused(spec, row.runtime, i > 0),
+        )
+        if t.bound in (FREE, FUSED):
+            continue
+        cls = latency_class(spec, base.conv_dispatch, base.threads)
+        g = _group_of(cls)
+        # Times at efficiency 1 of the group's prior value (a factor then rescales them).
+        c_s.append(t.compute_s * (1.0 if g in MEMORY_GROUPS else scale[g]))
+        m_s.append(t.memory_s * scale[g])
+        g_i.append(groups.index(g))
+        heavy.append(1.0 if cls in HEAVY_HOST_CLASSES else 0.0)
+    for _ in range(row.extra_kernels):
+        c_s.append(0.0)
+        m_s.append(0.0)
+        g_i.append(groups.index("streaming") if "streaming" in groups else 0)
+        heavy.append(0.0)
+    return _Layers(*(np.asarray(a, dtype=float) for a in (c_s, m_s, g_i, heavy)))
+
+
+def _pipeline_s(host: np.ndarray, device: np.ndarray) -> float:
+    """Network time of ``critical_path`` in closed form.
+
+    end_i = max(H_i, end_{i-1}) + d_i with H the cumulative host time unrolls to
+    end_n = D_n + max_j (H_j - D_{j-1}), D the cumulative device time.
+    """
+    h = np.cumsum(host)
+    d = np.cumsum(device)
+    d_prev = np.concatenate([[0.0], d[:-1]])
+    return float(d[-1] + max(0.0, float(np.max(h - d_prev))))
+
+
+class _Model:
+    """Predicts measured networks from log-factors on the base profile's parameters."""
+
+    def __init__(self, base: HardwareProfile, rows: Sequence[MeasuredNetwork]) -> None:
+        precisions = {r.precision for r in rows}
+        runtimes = {r.runtime for r in rows}
+        if len(precisions) != 1 or len(runtimes) != 1:
+            raise ValueError(
+                f"fit one precision and runtime at a time: got precisions={sorted(precisions)}, "
+                f"runtimes={sorted(runtimes)}"
+            )
+        self.base, self.rows = base, list(rows)
+        self.precision, self.runtime = precisions.pop(), runtimes.pop()
+        classes = {
+            latency_class(s, base.conv_dispatch, base.threads)
+            for r in rows
+            for s in r.specs
+            if not count(s).alias
+        }
+        self.groups = sorted({_group_of(c) for c in classes} | {"streaming"})
+        eff = {g: _efficiency_prior(base, g, self.precision) for g in self.groups}
+        self.prior = {
+            **_host_prior(base, self.runtime),
+            **{f"efficiency_{g}": eff[g][0] for g in eff},
+        }
+        self.names = list(self.prior)
+        hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(eff[g][1]) for g in self.groups]
+        self.bounds = (np.full(len(self.names), -_LOG_RANGE), np.asarray(hi) + 1e-12)
+        self.heavy_host = any(
+            latency_class(s, base.conv_dispatch, base.threads) in HEAVY_HOST_CLASSES
+            for r in rows
+            for s in r.specs
+            if not count(s).alias
+        )
+        scale = {g: eff[g][0] for g in self.groups}
+        self.memory_only = np.asarray([g in MEMORY_GROUPS for g in self.groups])
+        self.layers = [_base_layers(r, base, self.groups, scale) for r in rows]
+        self.overlap = base.memory_compute_overlap
+        self.cpu = base.device_type == "cpu"
+
+    def values(self, theta: np.ndarray) -> dict[str, float]:
+        return {n: self.prior[n] * math.exp(t) for n, t in zip(self.names, theta, strict=True)}
+
+    def predict(self, theta: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+        v = self.values(theta)
+        eff = np.asarray([v[f"efficiency_{g}"] for g in self.groups])
+        out = []
+        for i in idx:
+            lay = self.layers[i]
+            e = eff[lay.group.astype(int)]
+            c, m = (
+                lay.compute_s / np.where(self.memory_only[lay.group.astype(int)], 1.0, e),
+                (lay.memory_s / e),
+            )
+            roof = np.maximum(c, m) + (1.0 - self.overlap) * np.minimum(c, m)
+            host = v["host_other_s"] + v["host_conv_extra_s"] * lay.heavy
+            dev = roof + v["kernel_overhead_s"]
+            out.append(float(np.sum(dev + host)) if self.cpu else _pipeline_s(host, dev))
+        return np.asarray(out)
+
+    def profile(self, theta: np.ndarray) -> HardwareProfile:
+        """The base profile with the fitted values written in."""
+        v = self.values(theta)
+        base = self.base
+        rt = base.runtime(self.runtime)
+        extra = dict(rt.class_host_overhead_s)
+        if self.heavy_host:
+            extra.update({c: v["host_conv_extra_s"] for c in sorted(HEAVY_HOST_CLASSES)})
+        runtimes = dict(base.runtimes)
+        runtimes[self.runtime] = RuntimeParams(
+            v["kernel_overhead_s"], v["host_other_s"], MappingProxyType(extra)
+        )
+        ce, me = _precision_tables(base, self.precision)
+        for g in self.groups:
+            for cls in EFFICIENCY_GROUPS.get(g, (g,)):
+                # Members keep their ratios to the group's prior value.
+                f = v[f"efficiency_{g}"] / self.prior[f"efficiency_{g}"]
+                c0, m0 = base.efficiency(cls, self.precision)
+                me[0][cls] = min(m0 * f, 1.0)
+                if g not in MEMORY_GROUPS:
+                    ce[0][cls] = min(c0 * f, 1.0)
+        return dataclasses.replace(
+            base,
+            runtimes=MappingProxyType(runtimes),
+            compute_efficiency=MappingProxyType(ce[1]),
+            memory_efficiency=MappingProxyType(me[1]),
+            compute_efficiency_by_precision=MappingProxyType(ce[2]),
+            memory_efficiency_by_precision=MappingProxyType(me[2]),
+        )
+
+
+_Tables = tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]
+
+
+def _precision_tables(base: HardwareProfile, precision: str) -> tuple[_Tables, _Tables]:
+    """Copies of the efficiency tables and the one a fit at ``precision`` writes into.
+
+    A precision with its own table gets the fitted values there; otherwise the
+    default table (which every precision without its own reads) does.
+    """
+    out = []
+    for default, by_p in (
+        (base.compute_efficiency, base.compute_efficiency_by_precision),
+        (base.memory_efficiency, base.memory_efficiency_by_precision),
+    ):
+        d = dict(default)
+        bp = {p: dict(t) for p, t in by_p.items()}
+        target = bp[precision] if precision in bp else d
+        out.append((target, d, bp))
+    return out[0], out[1]
+
+
+def _solve(model: _Model, idx: Sequence[int], prior_weight: float) -> np.ndarray:
+    y = np.log([model.rows[i].latency_s for i in idx])
+
+    def resid(theta: np.ndarray) -> np.ndarray:
+        r = np.log(model.predict(theta, idx)) - y
+        return np.concatenate([r, prior_weight * theta])
+
+    start = np.clip(np.zeros(len(model.names)), model.bounds[0], model.bounds[1])
+    sol = least_squares(
+        resid,
+        start,
+        bounds=model.bounds,
+        x_scale=1.0,
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=2000,
+    )
+    return sol.x
+
+
+def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:
+    return float(statistics.median(abs(p / m - 1) for p, m in zip(pred, meas, strict=True)))
+
+
+def _spearman(pred: Sequence[float], meas: Sequence[float]) -> float:
+    if len(pred) < 3:
+        return float("nan")
+    return float(spearmanr(pred, meas).statistic)
+
+
+def fit_networks(
+    base: HardwareProfile,
+    rows: Sequence[MeasuredNetwork],
+    *,
+    prior_weight: float = 0.05,
+    folds: int = 10,
+) -> NetworkFit:
+    """Fit host, device and efficiency parameters of ``base`` to measured networks.
+
+    Regularised least squares in log space: residuals log(predicted / measured)
+    of every row plus ``prior_weight`` x log(value / prior value) of every free
+    parameter, so that a parameter the rows cannot identify stays at the base
+    profile's value and ten rows suffice. Free: the eager host cost per call of
+    a streaming op and the extra of a conv / linear call, the device cost per
+    kernel, and one efficiency per group in ``EFFICIENCY_GROUPS`` present in
+    the rows, bounded so no efficiency exceeds 1. Ceilings (peak, bandwidth)
+    stay as in ``base``. Cross-validation: ``min(folds, n)`` folds by row
+    (leave-one-out up to ``folds`` rows), each row predicted by a fit without it.
+    """
+    if len(rows) < 2:
+        raise ValueError(f"fit needs at least 2 measured networks, got {len(rows)}")
+    bad = [i for i, r in enumerate(rows) if not (r.latency_s > 0 and math.isfinite(r.latency_s))]
+    if bad:
+        raise ValueError(f"rows {bad} have latency_s <= 0 or not finite")
+    model = _Model(base, rows)
+    n = len(rows)
+    theta = _solve(model, range(n), prior_weight)
+    pred = model.predict(theta, range(n))
+    k = min(folds, n)
+    cv = np.zeros(n)
+    for f in range(k):
+        held = [i for i in range(n) if i % k == f]
+        train = [i for i in range(n) if i % k != f]
+        cv[held] = model.predict(_solve(model, train, prior_weight), held)
+    meas = [r.latency_s for r in rows]
+    return NetworkFit(
+        profile=model.profile(theta),
+        parameters=model.values(theta),
+        prior=dict(model.prior),
+        predicted_s=tuple(float(p) for p in pred),
+        cv_predicted_s=tuple(float(p) for p in cv),
+        fit_mdape=_mdape(pred, meas),
+        fit_spearman=_spearman(pred, meas),
+        cv_mdape=_mdape(cv, meas),
+        cv_spearman=_spearman(cv, meas),
+        cv_folds=k,
+    )
+
+
+def predict_networks(hw: HardwareProfile, rows: Sequence[MeasuredNetwork]) -> list[float]:
+    """Predicted seconds of each row under ``hw``: the fit's own model at the profile's values.
+
+    Equals ``analyze(...).total.latency_s`` for a row without ``extra_kernels``.
+    """
+    model = _Model(hw, rows)
+    return [float(t) for t in model.predict(np.zeros(len(model.names)), range(len(rows)))]

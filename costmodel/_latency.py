@@ -10,6 +10,9 @@ profile without them is the bare roofline plus fixed costs:
    extra (``class_host_overhead_s``: a CPU conv picks and sets up an algorithm,
    a ReLU does not). Measured with PyTorch 2.11 on a Hopper-class GPU: ~11 us
    per tiny kernel launched eagerly from Python, ~1 us replayed from a CUDA graph.
+   Whole networks in eager PyTorch (HELP's GPU tables, fitted by
+   costmodel._fit.fit_networks) give ~19-26 us per call plus ~36-73 us for a
+   conv / linear call (cuDNN descriptor and algorithm set-up), ~3.3 us device.
 2. Fusion ("fused" runtime, as TensorRT / TFLite / oneDNN post-ops; nn-Meter,
    Zhang et al., MobiSys 2021): batch norm and activations run as the epilogue
    of the kernel that produced their input; their intermediate tensors never

@@ -260,6 +260,7 @@ _TOP_KEYS = {
     "compute_efficiency": dict,
     "memory_efficiency": dict,
     "calibration": dict,
+    "fit": dict,
     "conv_dispatch": str,
     "threads": int,
     **{k: float for k in SHAPE_KEYS},
@@ -273,6 +274,12 @@ _CALIBRATION_KEYS = {
     "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
     "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
     "reference_arch", "reference_s", "allocator",
+}
+
+# What ``python -m hw_profiles fit`` records about the measurements it fitted.
+_FIT_KEYS = {
+    "base", "measurements", "sha256", "rows", "refused_rows", "date", "precision", "runtime",
+    "parameters", "prior", "fit_mdape", "fit_spearman", "cv_mdape", "cv_spearman", "cv_folds",
 }
 
 
@@ -384,6 +391,9 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
     for k in data.get("calibration", {}):
         if k not in _CALIBRATION_KEYS:
             raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
+    for k in data.get("fit", {}):
+        if k not in _FIT_KEYS:
+            raise _unknown(k, _FIT_KEYS, f"{where} [fit]")
 
     shape = {
         k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()

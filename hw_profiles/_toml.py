@@ -22,8 +22,10 @@ def _fmt(v: Any) -> str:
     return f'"{s}"'
 
 
-def profile_to_toml(hw: HardwareProfile, calibration: dict[str, Any], header: str = "") -> str:
-    """The profile as TOML, with ``calibration`` as its [calibration] table."""
+def profile_to_toml(
+    hw: HardwareProfile, calibration: dict[str, Any], header: str = "", table: str = "calibration"
+) -> str:
+    """The profile as TOML, with ``calibration`` as its ``[table]`` (calibration or fit)."""
     lines = [f"# {line}" for line in header.splitlines()]
     for k in ("name", "display_name", "device_type", "source", "notes"):
         lines.append(f"{k} = {_fmt(getattr(hw, k))}")
@@ -43,13 +45,20 @@ def profile_to_toml(hw: HardwareProfile, calibration: dict[str, Any], header: st
         if params.class_host_overhead_s:
             lines.append(f"[runtime.{rt}.class_host_overhead_s]")
             lines += [f"{c} = {_fmt(float(v))}" for c, v in params.class_host_overhead_s.items()]
-    for table, values in (
+    for table_name, values in (
         ("compute_efficiency", hw.compute_efficiency),
         ("memory_efficiency", hw.memory_efficiency),
     ):
         if values:
-            lines += ["", f"[{table}]"]
+            lines += ["", f"[{table_name}]"]
             lines += [f"{c} = {_fmt(float(v))}" for c, v in values.items()]
-    lines += ["", "[calibration]"]
+    for table_name, by_precision in (
+        ("compute_efficiency", hw.compute_efficiency_by_precision),
+        ("memory_efficiency", hw.memory_efficiency_by_precision),
+    ):
+        for prec, values in by_precision.items():
+            lines += ["", f"[{table_name}.{prec}]"]
+            lines += [f"{c} = {_fmt(float(v))}" for c, v in values.items()]
+    lines += ["", f"[{table}]"]
     lines += [f"{k} = {_fmt(v)}" for k, v in calibration.items()]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,209 @@
+"""Fitting a profile to measured networks: costmodel._fit.fit_networks, `hw_profiles fit`."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+import tomllib
+
+import costmodel
+import hw_profiles
+from costmodel._fit import HEAVY_HOST_CLASSES, MeasuredNetwork, fit_networks
+from hw_profiles import HardwareProfile, ProfileError, RuntimeParams
+from hw_profiles._schema import DATA_DIR
+from searchspace import NB201Net
+
+ROOT = Path(__file__).resolve().parents[1]
+CELLS = [
+    "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|",
+    "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|none~2|",
+    "|nor_conv_1x1~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+    "|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|skip_connect~2|",
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_1x1~2|",
+    "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|",
+    "|skip_connect~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+]
+SCALED = {"dense_conv": 0.6, "pointwise_conv": 0.75, "pooling": 0.9}
+STREAMING = ("batchnorm", "activation", "elementwise")
+
+
+def _true_profile(base: HardwareProfile) -> HardwareProfile:
+    """The base with known changes: host 2x, conv calls +50 us, device 4.2 us, efficiencies."""
+    eager = RuntimeParams(
+        kernel_overhead_s=4.2e-6,
+        host_overhead_s=22e-6,
+        class_host_overhead_s=MappingProxyType({c: 50e-6 for c in HEAVY_HOST_CLASSES}),
+    )
+    ce, me = dict(base.compute_efficiency), dict(base.memory_efficiency)
+    for cls, f in SCALED.items():
+        me[cls] = me[cls] * f
+        if cls in ce:
+            ce[cls] = ce[cls] * f
+    for cls in STREAMING:  # the tied streaming group moves together
+        me[cls] = me[cls] * 0.8
+    return dataclasses.replace(
+        base,
+        runtimes=MappingProxyType({**base.runtimes, "eager": eager}),
+        compute_efficiency=MappingProxyType(ce),
+        memory_efficiency=MappingProxyType(me),
+    )
+
+
+def _rows(hw: HardwareProfile, batches: tuple[int, ...]) -> list[MeasuredNetwork]:
+    out = []
+    for cell in CELLS:
+        for b in batches:
+            specs = NB201Net.from_string(cell).lower(b)
+            t = costmodel.analyze(list(specs), hw, "fp32", "eager").total.latency_s
+            out.append(MeasuredNetwork(tuple(specs), t))
+    return out
+
+
+def test_noise_free_fit_recovers_the_generating_parameters() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    true = _true_profile(base)
+    fit = fit_networks(base, _rows(true, (1, 256)), prior_weight=1e-6, folds=2)
+    p = fit.parameters
+    assert p["host_other_s"] == pytest.approx(22e-6, rel=1e-3)
+    assert p["host_conv_extra_s"] == pytest.approx(50e-6, rel=1e-3)
+    assert p["kernel_overhead_s"] == pytest.approx(4.2e-6, rel=1e-3)
+    # The generating efficiencies: the base's value x the factor (a group is named by and
+    # reported as its first member: batchnorm for the streaming group).
+    for cls, f in SCALED.items():
+        want = base.efficiency(cls, "fp32")[1] * f
+        assert p[f"efficiency_{cls}"] == pytest.approx(want, rel=1e-3), cls
+    assert p["efficiency_streaming"] == pytest.approx(
+        base.efficiency("batchnorm", "fp32")[1] * 0.8, rel=1e-3
+    )
+    assert fit.fit_mdape < 1e-4
+    # The written profile reproduces the fit through the cost model itself.
+    again = _rows(fit.profile, (1, 256))
+    for a, b in zip(again, _rows(true, (1, 256)), strict=True):
+        assert a.latency_s == pytest.approx(b.latency_s, rel=1e-3)
+    activation = base.efficiency("activation", "fp32")[1] * 0.8  # tied to batchnorm's factor
+    assert fit.profile.efficiency("activation", "fp32")[1] == pytest.approx(activation, rel=1e-3)
+
+
+def test_parameters_the_rows_cannot_see_stay_at_the_prior() -> None:
+    # Batch 1 on this GPU is host-bound: the device efficiencies are not identifiable.
+    base = hw_profiles.load("rtx2080ti")
+    fit = fit_networks(base, _rows(_true_profile(base), (1,)), folds=2)
+    for g, prior in fit.prior.items():
+        if g.startswith("efficiency_"):
+            assert fit.parameters[g] == pytest.approx(prior, rel=0.02), g
+    # The host costs carry the fit (batch 1 is host-bound), so the rows are still matched.
+    assert fit.fit_mdape < 0.01
+
+
+def test_mixed_precisions_are_refused() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    rows = _rows(base, (1,))[:3]
+    rows[1] = dataclasses.replace(rows[1], precision="fp16")
+    with pytest.raises(ValueError, match="one precision and runtime"):
+        fit_networks(base, rows)
+
+
+def test_fit_table_keys_are_checked(tmp_path: Path) -> None:
+    text = (DATA_DIR / "t4.toml").read_text()
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(text + '\n[fit]\nmeasurements = "m.csv"\nrows = 10\n')
+    bad.write_text(text + '\n[fit]\nmeasurement = "m.csv"\n')
+    assert hw_profiles.load(good).name == "t4"
+    with pytest.raises(ProfileError, match="unknown key 'measurement'"):
+        hw_profiles.load(bad)
+
+
+MODEL_PY = '''
+import torch.nn as nn
+
+
+def small(width=8):
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(width, 10),
+    )
+
+
+def wide():
+    return small(32)
+
+
+NOT_CALLABLE = 3
+'''
+HEADER = ["model", "input_shape", "batch", "precision", "runtime", "latency_s"]
+
+
+def _fit(tmp_path: Path, rows: list[list[object]]) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "nets.py").write_text(MODEL_PY)
+    with (tmp_path / "m.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        w.writerows(rows)
+    cmd = [sys.executable, "-m", "hw_profiles", "fit", "--base", "rtx2080ti",
+           "--measurements", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out.toml")]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def test_contract_end_to_end_with_factory_rows(tmp_path: Path) -> None:
+    true = _true_profile(hw_profiles.load("rtx2080ti"))
+    rows: list[list[object]] = []
+    for cell in CELLS[:6]:
+        t = costmodel.analyze(list(NB201Net.from_string(cell).lower(1)), true).total.latency_s
+        rows.append([cell, "3x32x32", 1, "fp32", "eager", t])
+    (tmp_path / "nets.py").write_text(MODEL_PY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import nets  # the very factories the CSV names
+    finally:
+        sys.path.remove(str(tmp_path))
+    for name, factory in (("small", nets.small), ("wide", nets.wide)):
+        for b in (1, 64):
+            t = costmodel.profile(factory(), (b, 3, 32, 32), true).total.latency_s
+            rows.append([f"nets.py:{name}", "3x32x32", b, "fp32", "eager", t])
+    done = _fit(tmp_path, rows)
+    assert done.returncode == 0, done.stderr
+    for what in ("MdAPE", "Spearman", "cross-validation"):
+        assert what in done.stdout
+    out = tmp_path / "out.toml"
+    hw = hw_profiles.load(out)
+    fit_table = hw_profiles.calibration_table(out)  # no [calibration]: the fit is in [fit]
+    assert fit_table == {}
+    recorded = tomllib.loads(out.read_text())["fit"]
+    assert recorded["rows"] == 10 and recorded["measurements"] == "m.csv"
+    assert len(recorded["sha256"]) == 64 and recorded["fit_mdape"] < 0.01
+    rep = costmodel.profile(nets.wide(), input_shape=(64, 3, 32, 32), hw=str(out), runtime="eager")
+    assert rep.total.latency_s == pytest.approx(rows[-1][5], rel=0.01)
+    assert hw.runtime("eager").host_s("dense_conv") > hw.runtime("eager").host_s("activation")
+
+
+def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) -> None:
+    cell = CELLS[0]
+    rows: list[list[object]] = [
+        [cell, "3x32x32", 1, "fp32", "eager", 0.004],  # line 2: good
+        [cell, "3x32", 1, "fp32", "eager", 0.004],  # line 3
+        [cell, "3x32x32", 1, "fp99", "eager", 0.004],  # line 4
+        ["missing.py:net", "3x32x32", 1, "fp32", "eager", 0.004],  # line 5
+        [cell, "3x32x32", 1, "fp32", "eager", 0],  # line 6
+        ["nets.py:NOT_CALLABLE", "3x32x32", 1, "fp32", "eager", 0.004],  # line 7
+        [cell, "3x64x64", 1, "fp32", "eager", 0.004],  # line 8: NB201 runs at 3x32x32
+        [cell, "3x32x32", 0, "fp32", "eager", 0.004],  # line 9
+    ]
+    done = _fit(tmp_path, rows)
+    assert done.returncode == 2
+    err = done.stderr
+    for line, what in [(3, "input_shape='3x32'"), (4, "precision='fp99'"),
+                       (5, "'missing.py' not found"), (6, "latency_s='0'"),
+                       (7, "no callable 'NOT_CALLABLE'"), (8, "differs from the network's 3x32x32"),
+                       (9, "batch='0'")]:
+        assert f"m.csv:{line}: refused: " in err and what in err, (line, what, err)
+    assert "m.csv:2:" not in err
+    assert "1 usable row(s), need at least 3" in err
+    assert not (tmp_path / "out.toml").exists()
