@@ -43,11 +43,11 @@ def test_parent_run_has_flat_params_and_the_decision_metrics(tmp_path: Path) -> 
     assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     parent = c.get_run(r.mlflow_parent_run_id)
     p = parent.data.params
-    # the default config: T4 then Jetson Orin, fp16, batch 1, eager; 0.5 ms and 1.3 ms budgets
-    assert p["target.0"] == "t4/fp16/b1/eager" and p["target.1"] == "jetson-orin/fp16/b1/eager"
-    assert p["constraint.latency_s/t4"] == "0.0005"
-    assert p["constraint.latency_s/jetson-orin"] == "0.0013"
-    assert p["constraint.params/t4"] == "250000"
+    # the default config: T4 then Jetson Orin, fp16, batch 32, fused; 0.75 ms and 1.1 ms budgets
+    assert p["target.0"] == "t4/fp16/b32/fused" and p["target.1"] == "jetson-orin/fp16/b32/fused"
+    assert p["constraint.latency_s/t4"] == "0.00075"
+    assert p["constraint.latency_s/jetson-orin"] == "0.0011"
+    assert p["constraint.params/t4"] == "300000"
     assert p["objective.0"] == "accuracy (maximize)"
     assert p["objective.1"] == "latency_s@t4 (minimize)"
     assert (p["sampler"], p["seed"], p["trials"], p["estimator"]) == ("nsga2", "0", "12", "none")
@@ -58,8 +58,8 @@ def test_parent_run_has_flat_params_and_the_decision_metrics(tmp_path: Path) -> 
     feasible = [t for t in study.trials if is_feasible(t)]
     assert m["n_feasible"] == len(feasible) == r.n_feasible
     best = max(t.values[0] for t in feasible)
-    assert m["best_accuracy/latency_s/t4_le_0.0005"] == best
-    assert m["best_accuracy/latency_s/jetson-orin_le_0.0013"] == best
+    assert m["best_accuracy/latency_s/t4_le_0.00075"] == best
+    assert m["best_accuracy/latency_s/jetson-orin_le_0.0011"] == best
 
 
 def test_sync_tags_an_existing_experiment_and_logs_the_summary(tmp_path: Path) -> None:
