@@ -354,7 +354,10 @@ def test_three_local_workers_on_the_journal_end_with_exactly_the_budget(tmp_path
         ["run", "--config", str(_config(tmp_path)), "--workers", "3", "--trials", "30",
          "--study", "s", "--storage", storage, "--out-dir", str(tmp_path / "run"),
          "--no-mlflow", "--quiet", "--json"],
-        _env(), tmp_path,
+        # 0.3 s a trial: analytic trials take milliseconds, so without it the first worker
+        # to finish importing (torch, optuna: seconds on a loaded 2-core machine) can run all
+        # 30 before the others start, and the sharing asserted below is never exercised.
+        _env(ROOFNAS_TEST_TRIAL_SLEEP_S="0.3"), tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
