@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"({', '.join(available_experiments())}; default: default)",
     )
     run.add_argument("--trials", type=int, help="trial budget, finished trials included")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="start no new trial after SECONDS of wall-clock time (the running "
+                     "trial finishes; run again to continue)")  # fmt: skip
     run.add_argument("--study", help="study name (default: the config's name)")
     run.add_argument("--storage", help=f"Optuna storage URL or journal path (default: "
                      f"<out-dir>/optuna.journal, i.e. {DEFAULT_STORAGE})")  # fmt: skip
@@ -239,6 +243,11 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def _run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials={args.trials} must be >= 1")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise ConfigError(f"--timeout={args.timeout} must be a positive number of seconds")
+    if args.timeout is not None and args.workers != 1:
+        raise ConfigError(f"--timeout={args.timeout:g} works with one worker, not --workers="
+                          f"{args.workers}; use --trials to bound a multi-worker run")  # fmt: skip
     cfg = _config_from_args(args)
     if args.workers != 1:
         result = run_workers(cfg, args.workers, progress=not args.quiet)
@@ -247,7 +256,8 @@ def _run(args: argparse.Namespace) -> int:
         # of several machines running `search run` on one study) every worker's trials must be
         # in the shared storage while they run.
         local = not is_rdb_url(cfg.storage_url)
-        result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=local)
+        result = run_study(cfg, progress=not (args.quiet or args.json), local_sampler=local,
+                           timeout_s=args.timeout)  # fmt: skip
     if args.json:
         print(json.dumps(asdict(result), indent=1, default=str))
     else:

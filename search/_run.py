@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import signal
 import threading
 import time
@@ -118,6 +119,7 @@ def run_study(
     on_trial: Callable[[FrozenTrial], None] | None = None,
     final_sync: bool = True,
     local_sampler: bool = False,
+    timeout_s: float | None = None,
 ) -> RunResult:
     """Run (or continue) the study of ``cfg`` until ``cfg.trials`` trials are done.
 
@@ -130,7 +132,12 @@ def run_study(
     storage as one record (``study.add_trial``) instead of about thirty (one per sampled
     choice): the storage still holds every finished trial the moment it ends, and a running
     trial is never in it.
+
+    ``timeout_s``: no new trial starts after this many seconds of wall-clock time (the running
+    one finishes), so searches can be compared at equal time as well as at equal trials.
     """
+    if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     t_start = time.perf_counter()
     run_dir = _make_run_dir(cfg)
     storage = open_storage(cfg.storage_url)
@@ -144,6 +151,10 @@ def run_study(
     observers.append(mlflow)
     stop = _Stop()
 
+    def should_stop() -> bool:
+        timed_out = timeout_s is not None and time.perf_counter() - t_start >= timeout_s
+        return stop.requested or timed_out
+
     def after_trial(running: optuna.Study, t: FrozenTrial) -> None:
         if running is not study:  # local sampler: the finished trial goes in as one write
             study.add_trial(t)
@@ -153,14 +164,14 @@ def run_study(
             o.on_trial(t)
         # The budget counts finished trials in the storage (all workers); checked here
         # rather than by a second callback, since Optuna deep-copies the trial per callback.
-        if stop.requested or budget_reached(study, cfg.trials):
+        if should_stop() or budget_reached(study, cfg.trials):
             running.stop()
 
     started = datetime.datetime.now()
     optimize = _optimize_local if local_sampler else _optimize_shared
     with stop:
         try:
-            optimize(cfg, study, evaluator, after_trial, lambda: stop.requested, front.n_finished)
+            optimize(cfg, study, evaluator, after_trial, should_stop, front.n_finished)
         finally:
             close_storage(storage)  # held trial data out, fsync
             for o in observers:

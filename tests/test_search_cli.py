@@ -58,6 +58,18 @@ def test_unknown_profile_exits_2_listing_known_ones(
     assert code == 2 and "unknown hardware profile 't5'" in err and "'t4'" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [(("--timeout", "0"), "--timeout=0.0"), (("--timeout", "5", "--workers", "2"), "--workers=2")],
+)
+def test_bad_timeout_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: tuple[str, ...], named: str
+) -> None:
+    code, _, err = run_cli(capsys, "run", *argv, "--out-dir", str(tmp_path))
+    assert code == 2 and named in err
+    assert not (tmp_path / "optuna.journal").exists()  # refused before any storage work
+
+
 def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "run", "--config", str(tmp_path / "nope.toml"))
     assert code == 2 and "nope.toml" in err

@@ -25,6 +25,7 @@ from search import (
     run_study,
     sync,
 )
+from search._budget import TEST_SLEEP_ENV
 from search._mlflow import TAG_TRIAL, tracking_uri_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,3 +338,22 @@ def test_update_pareto_corrects_the_metric_and_tag_of_logged_children(tmp_path: 
         0: "true", 1: "false", 2: "true"
     }  # fmt: skip
     assert {n: r.data.metrics["pareto"] for n, r in runs.items()} == {0: 1.0, 1: 0.0, 2: 1.0}
+
+
+def test_timeout_stops_starting_trials_and_a_second_run_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny(tmp_path, trials=20)
+    # A deadline already passed when the loop starts: no trial starts at all.
+    first = run_study(cfg, progress=False, write_artifacts=False, timeout_s=1e-9)
+    assert first.n_finished == 0
+    # 0.3 s a trial and a 1.2 s deadline: at most 1.2 / 0.3 + 1 = 5 trials, not the 20 of the
+    # budget (the trial running at the deadline finishes).
+    monkeypatch.setenv(TEST_SLEEP_ENV, "0.3")
+    second = run_study(cfg, progress=False, write_artifacts=False, timeout_s=1.2)
+    assert second.n_finished <= 5
+    monkeypatch.delenv(TEST_SLEEP_ENV)
+    third = run_study(cfg, progress=False, write_artifacts=False)
+    assert third.n_before == second.n_finished and third.n_finished == 20
+    with pytest.raises(ValueError, match="timeout_s=0"):
+        run_study(cfg, progress=False, write_artifacts=False, timeout_s=0)
