@@ -338,7 +338,45 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         p = ", ".join(f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.3f}"
                       for k, v in r["parameters"].items())
         lines.append(f"- {name} ({r['gpu']}): {p}; fit MdAPE {r['fit_mdape']:.1%}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + summary_lines(res)) + "\n"
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    return f"{format(min(values), fmt)}-{format(max(values), fmt)}"
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """The summary, computed from the tables above (nothing in it is typed by hand)."""
+    lines = ["", "## Summary (computed from the tables above)", ""]
+    for kind, label in (("zero_shot", "Zero-shot"), ("fitted_10", "10 fitted networks")):
+        rho, mdape = TARGETS[kind]
+        for space in ("nb201", "ofa"):
+            cells = [r for r in res["results"] if r["space"] == space]
+            stats_ = [r[kind] for r in cells]
+            met = sum(_met(kind, s) == "met" for s in stats_)
+            rhos = _span([s["spearman"] for s in stats_], ".3f")
+            lines.append(
+                f"- {label}, {space}: target (Spearman >= {rho}, MdAPE <= {mdape:.0%}) met in "
+                f"{met} of {len(cells)} cells; Spearman {rhos}, "
+                f"MdAPE {_span([s['mdape'] for s in stats_], '.1%')}."
+            )
+    b1 = [r["baseline_spearman"]["flops"] for r in res["results"]
+          if r["space"] == "ofa" and r["batch"] == 1]  # fmt: skip
+    if b1:
+        lines.append(f"- OFA at batch 1: FLOPs alone rank HELP's times at Spearman "
+                     f"{_span(b1, '.2f')}: those times are host-bound and noisy.")
+    cross = res["cross_space"]
+    if cross:
+        lines.append(f"- Cross-space (NB201 fitted, OFA predicted): Spearman "
+                     f"{_span([c['spearman'] for c in cross], '.2f')}, MdAPE "
+                     f"{_span([c['mdape'] for c in cross], '.1%')}.")
+    pinned = [n for n, r in res["priors"].items() if n != "median_host"
+              and r["parameters"].get("efficiency_pointwise_conv", 0.0) >= 0.999]  # fmt: skip
+    if pinned:
+        lines.append(f"- Fitted pointwise-conv efficiency sits at its bound 1.0 on {len(pinned)} "
+                     f"GPU(s) ({', '.join(pinned)}): NAS-Bench-201's 1x1 convs are too small to "
+                     "identify it, so OFA's large 1x1 convs are predicted too fast.")
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
