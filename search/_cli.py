@@ -284,9 +284,10 @@ def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
     if r.budget_note(cfg.trials):
         print(r.budget_note(cfg.trials))
     state = "interrupted" if r.interrupted else "done"
+    failed = f" ({r.estimator_failures} raised)" if r.estimator_failures else ""
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
           f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
-          f"{r.estimator_calls} estimator calls, {r.elapsed_s:.1f} s")  # fmt: skip
+          f"{r.estimator_calls} estimator calls{failed}, {r.elapsed_s:.1f} s")  # fmt: skip
     print(f"storage: {r.storage}")
     if r.artifacts:
         print(f"results: {Path(r.artifacts[0]).parent}")

@@ -114,6 +114,8 @@ class ExperimentConfig:
     sampler: SamplerConfig = SamplerConfig()
     trials: int = 200
     seed: int = 0
+    # a built-in kind's settings (EstimatorConfig) or a user function's
+    # (FunctionEstimatorConfig: `function` with an absolute path, `metric`)
     estimator: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # objective name -> (best, worst): hypervolume uses (v - best) / (worst - best), ref point 1
     hv_bounds: Mapping[str, tuple[float, float]] = field(

@@ -17,8 +17,8 @@ import pytest
 import searchspace
 from search import ConfigError, EstimatorFunctionError, load_config, load_existing_study
 from search._cli import main
-from search._mlflow import TAG_ESTIMATOR_ERROR, TAG_TRIAL, tracking_uri_for
-from search._record import TrialRecord
+from search._mlflow import TAG_ESTIMATOR_ERROR, TAG_TRIAL, child_record, tracking_uri_for
+from search._record import ATTR_RECORD, TrialRecord
 from search._run import ESTIMATOR_FAILURES_IN_A_ROW
 from search._user_estimator import (
     EstimatorCallError,
@@ -237,6 +237,41 @@ def test_unusable_function_exits_2_before_the_storage(
     assert code == 2, err
     assert message in err and spec in err
     assert not out_dir.exists()  # no run directory, storage or MLflow store made
+
+
+def test_run_help_describes_the_function_form(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--help")
+    assert code == 0 and "KIND|PATH.py:FUNC" in out and "FUNC(model, arch)" in out
+
+
+def test_workers_check_the_function_before_the_storage(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(tmp_path / "e.py", "def f(model):\n    return 1.0\n")
+    code, _, err = run_cli(capsys, "run", "--estimator", f"{path}:f", "--workers", "2",
+                           "--no-mlflow", "--out-dir", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2 and "cannot be called as f(model, arch)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_child_run_of_a_failed_trial_carries_the_traceback() -> None:
+    rec = TrialRecord(arch="a", estimator_error="Traceback ...\nValueError: bad", feasible=True)
+    t = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={}, distributions={},
+        user_attrs={ATTR_RECORD: rec.to_dict()},
+    )  # fmt: skip
+    child = child_record(t, ["accuracy", "latency_s"], set(), "s")
+    assert child.status == "FAILED"
+    assert child.tags[TAG_ESTIMATOR_ERROR] == "Traceback ...\nValueError: bad"
+    ok = TrialRecord(arch="a", estimator_metrics={"top5": 0.9, "loss/val": 1.5})
+    t = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[0.5, 1e-3], params={},
+        distributions={}, user_attrs={ATTR_RECORD: ok.to_dict()},
+    )  # fmt: skip
+    child = child_record(t, ["accuracy", "latency_s"], set(), "s")
+    assert child.status == "FINISHED" and TAG_ESTIMATOR_ERROR not in child.tags
+    assert child.metrics["estimator/top5"] == 0.9 and child.metrics["estimator/loss/val"] == 1.5
+    assert TrialRecord.from_dict(ok.to_dict()) == ok
 
 
 def test_missing_file_exits_2_naming_the_spec(
