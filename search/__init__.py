@@ -25,10 +25,12 @@ from search._study import (
     load_existing_study,
     study_config,
 )
+from search._user_estimator import EstimatorFunctionError
 from search._workers import run_workers
 
 __all__ = [
     "ConfigError",
+    "EstimatorFunctionError",
     "ExperimentConfig",
     "FrontTracker",
     "HardwareTarget",

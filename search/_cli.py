@@ -31,6 +31,7 @@ from search._config import (
     load_config,
     safe_name,
 )
+from search._estimators import ESTIMATOR_KINDS
 from search._front import pareto_trials
 from search._mlflow import (
     MlflowTarget,
@@ -48,9 +49,10 @@ from search._results import (
     format_table,
     pareto_table,
 )
-from search._run import RunResult, run_study
+from search._run import ESTIMATOR_FAILURES_IN_A_ROW, RunResult, run_study
 from search._storage import StorageError, is_rdb_url
 from search._study import StudyMismatchError, load_existing_study, study_config
+from search._user_estimator import EstimatorFunctionError
 from search._workers import run_workers
 
 DEFAULT_STORAGE = str(Path(DEFAULT_RUN_DIR) / "optuna.journal")
@@ -63,11 +65,18 @@ examples:
   python -m search run --config t4_int8 --trials 500 --study int8   # a shipped experiment
   python -m search run --hw jetson-orin --sampler tpe --seed 3
   python -m search run --study S                        # again: continues study S
+  python -m search run --estimator my_estimator.py:score    # your own accuracy estimator
 
 Storage: --storage takes sqlite:///file.db, postgresql://..., or a journal file path
 (default: %(default_storage)s). Ctrl-C stops after the running trial, writes the
 results and exits 130; the same command continues the study later.
 MLflow: MLFLOW_TRACKING_URI when set, else sqlite:///<out-dir>/mlflow.db.
+Your own estimator: --estimator PATH.py:FUNC calls FUNC(model, arch) once per candidate that
+meets the constraints (model = searchspace.build(arch), seeded); the float it returns (or
+the "accuracy" entry of a dict it returns) is the accuracy objective, higher is better.
+An exception in FUNC fails that trial (traceback kept in the trial and in MLflow) and the
+search goes on; %(in_a_row)d in a row stop it (exit 1). A returned value that is not a finite number
+stops the search with exit 2, as does a FUNC that cannot be loaded or called so.
 """
 
 
@@ -93,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run or continue a search",
         description="Run (or continue) a constrained multi-objective search.",
-        epilog=EPILOG_RUN % {"default_storage": DEFAULT_STORAGE},
+        epilog=EPILOG_RUN
+        % {"default_storage": DEFAULT_STORAGE, "in_a_row": ESTIMATOR_FAILURES_IN_A_ROW},
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
@@ -112,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hw", help="hardware profile of the primary target (name or .toml path)")
     run.add_argument("--precision", help="precision of the primary target (fp32, fp16, int8...)")
     run.add_argument("--sampler", help="nsga2 | tpe | random | gp")
-    run.add_argument("--estimator", help="accuracy estimator kind (see search._estimators)")
+    run.add_argument(
+        "--estimator",
+        metavar="KIND|PATH.py:FUNC",
+        help=f"accuracy estimator: a built-in kind ({', '.join(ESTIMATOR_KINDS)}) or your "
+        "function FUNC(model, arch) -> float in PATH.py "
+        "(relative to the current directory; see below)",
+    )
     run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     run.add_argument(
@@ -211,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sync(args)
         if args.command == "compare":
             return _compare(args)
-    except ConfigError as e:
+    except (ConfigError, EstimatorFunctionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (StorageError, StudyMismatchError, KeyError) as e:
@@ -262,8 +278,12 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(result), indent=1, default=str))
     else:
         _print_run_summary(cfg, result)
+    if result.estimator_failure_note():
+        print(f"warning: {result.estimator_failure_note()}", file=sys.stderr)
     if result.interrupted:
         return 130
+    if result.estimator_gave_up:
+        return 1
     if result.n_finished and not result.n_feasible:
         print(result.no_feasible_message(cfg), file=sys.stderr)
         return 1
@@ -274,9 +294,10 @@ def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
     if r.budget_note(cfg.trials):
         print(r.budget_note(cfg.trials))
     state = "interrupted" if r.interrupted else "done"
+    failed = f" ({r.estimator_failures} raised)" if r.estimator_failures else ""
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
           f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
-          f"{r.estimator_calls} estimator calls, {r.elapsed_s:.1f} s")  # fmt: skip
+          f"{r.estimator_calls} estimator calls{failed}, {r.elapsed_s:.1f} s")  # fmt: skip
     print(f"storage: {r.storage}")
     if r.artifacts:
         print(f"results: {Path(r.artifacts[0]).parent}")

@@ -29,6 +29,7 @@ from search._objectives import (
     MetricRef,
     parse_metric,
 )
+from search._user_estimator import FunctionEstimatorConfig, is_function_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,6 +114,8 @@ class ExperimentConfig:
     sampler: SamplerConfig = SamplerConfig()
     trials: int = 200
     seed: int = 0
+    # a built-in kind's settings (EstimatorConfig) or a user function's
+    # (FunctionEstimatorConfig: `function` with an absolute path, `metric`)
     estimator: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # objective name -> (best, worst): hypervolume uses (v - best) / (worst - best), ref point 1
     hv_bounds: Mapping[str, tuple[float, float]] = field(
@@ -231,10 +234,28 @@ class ExperimentConfig:
         if sampler is not None:
             d["sampler"]["name"] = sampler
         if estimator is not None:
-            d["estimator"]["kind"] = estimator
+            d["estimator"] = _estimator_override(d["estimator"], estimator)
         if mlflow is not None:
             d["mlflow"]["enabled"] = mlflow
         return parse_config(d, source=self.source, base_dir=None)
+
+
+def _estimator_override(table: dict[str, Any], estimator: str) -> dict[str, Any]:
+    """``--estimator``: a built-in kind (other settings kept) or ``PATH.py:FUNC``.
+
+    A function's path is relative to the current directory; its table keeps only ``metric``.
+    """
+    if is_function_spec(estimator):
+        out = {"function": estimator}
+        if "metric" in table and "function" in table:
+            out["metric"] = table["metric"]
+        try:
+            return FunctionEstimatorConfig.from_dict(out, Path.cwd()).to_dict()
+        except ValueError as e:
+            raise ConfigError(f"--estimator: {e}") from None
+    if "function" in table:
+        return {"kind": estimator}
+    return {**table, "kind": estimator}
 
 
 def safe_name(name: str) -> str:
@@ -419,7 +440,7 @@ def parse_config(
     est = data.get("estimator", {})
     if not isinstance(est, Mapping):
         raise ConfigError(f"estimator={est!r} must be a table")
-    _validate_estimator(est)
+    est = _validate_estimator(est, base_dir)
 
     hv = _parse_hv(data.get("hypervolume", {}), objectives, constraints)
     ml = _parse_mlflow(data.get("mlflow", {}))
@@ -436,7 +457,7 @@ def parse_config(
         sampler=sampler,
         trials=trials,
         seed=seed,
-        estimator=MappingProxyType(dict(est)),
+        estimator=MappingProxyType(est),
         hv_bounds=MappingProxyType(hv),
         mlflow=ml,
         study=study,
@@ -446,11 +467,15 @@ def parse_config(
     )
 
 
-def _validate_estimator(est: Mapping[str, Any]) -> None:
+def _validate_estimator(est: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """The checked table: a built-in kind's settings, or a user function (path made absolute)."""
     try:
+        if "function" in est:
+            return FunctionEstimatorConfig.from_dict(est, base_dir).to_dict()
         EstimatorConfig.from_dict(est)
     except ValueError as e:
         raise ConfigError(f"estimator: {e}") from None
+    return dict(est)
 
 
 def _parse_hv(

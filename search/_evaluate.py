@@ -9,13 +9,15 @@ Per trial:
    is spent on it;
 4. otherwise the accuracy estimator scores it.
 
-The trial's ``TrialRecord`` is written once, at the end, even when scoring fails.
+The trial's ``TrialRecord`` is written once, at the end, even when scoring fails; then it
+keeps the end of the traceback (``estimator_error``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import optuna
@@ -25,6 +27,7 @@ from search._config import ExperimentConfig
 from search._estimators import AccuracyEstimator, EstimatorConfig, make_estimator
 from search._objectives import constraint_value, cost_summary, cost_value
 from search._record import TrialRecord
+from search._user_estimator import error_text, user_estimator
 
 
 @dataclass
@@ -32,18 +35,32 @@ class Counters:
     trials: int = 0
     estimator_calls: int = 0
     rejected: int = 0
+    estimator_failures: int = 0  # estimator calls that raised (their trials FAIL)
+    failures_in_a_row: int = 0  # since the last estimator call that returned
+    first_error: str | None = None  # the last line of the first failure's traceback
+
+    def failed(self, traceback_text: str) -> None:
+        self.estimator_failures += 1
+        self.failures_in_a_row += 1
+        if self.first_error is None:
+            lines = [line for line in traceback_text.splitlines() if line.strip()]
+            self.first_error = lines[-1].strip() if lines else "?"
 
 
 class TrialEvaluator:
     """``study.optimize``'s objective for one experiment.
 
     ``estimator`` (an object with ``score(arch) -> float``) is built from the config on first
-    use when not given, so a search whose candidates are all rejected never loads its data.
+    use when not given, so a search whose candidates are all rejected never loads its data;
+    but a user function (``[estimator] function``) is loaded and checked here, so that a
+    broken one fails before any trial.
     """
 
     def __init__(self, cfg: ExperimentConfig, estimator: Any | None = None) -> None:
         self.cfg = cfg
         self.space = searchspace.load_space(cfg.space)
+        if estimator is None:
+            estimator = user_estimator(cfg.estimator, seed=cfg.seed)
         self._estimator = estimator
         self.counters = Counters()
         accuracy = [o.name for o in cfg.objectives if o.metric.metric == "accuracy"]
@@ -75,6 +92,8 @@ class TrialEvaluator:
         scored = feasible and self.needs_accuracy
         accuracy = self.neutral_accuracy
         estimator_s: float | None = None
+        metrics: dict[str, float] = {}
+        error: str | None = None
         try:
             if scored:
                 est = self.estimator(arch)
@@ -82,8 +101,16 @@ class TrialEvaluator:
                 self.counters.estimator_calls += 1
                 accuracy = float(est.score(arch))
                 estimator_s = time.perf_counter() - t0
+                metrics = dict(getattr(est, "last_values", {}))
+                self.counters.failures_in_a_row = 0
             elif not feasible:
                 self.counters.rejected += 1
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            error = error_text(e)
+            self.counters.failed(error)
+            raise
         finally:  # one storage write for everything we know, even if scoring failed
             TrialRecord(
                 arch=arch.to_string(),
@@ -91,6 +118,8 @@ class TrialEvaluator:
                 feasible=feasible,
                 estimator_skipped=not scored,
                 estimator_s=estimator_s,
+                estimator_metrics=MappingProxyType(metrics),
+                estimator_error=error,
             ).write(trial)
         return [
             accuracy if o.metric.metric == "accuracy" else cost_value(o.metric, reports, primary)

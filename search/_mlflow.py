@@ -50,6 +50,10 @@ TAG_STUDY_KEY = "roofnas.study_key"
 # Longer than the gap between a worker creating its parent run and another seeing it.
 PARENT_ELECTION_WAIT_S = 1.0
 TAG_PARETO = "roofnas.pareto"
+# A trial whose estimator raised: the end of the traceback, as a tag and as the run's
+# description (MLflow's note tag, shown on the run page).
+TAG_ESTIMATOR_ERROR = "roofnas.estimator_error"
+TAG_NOTE = "mlflow.note.content"
 # MLflow 3 opens an experiment without this tag on its GenAI overview (traces, latency:
 # all "No data"); with it, on the runs table, where a search's runs are.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -164,6 +168,8 @@ def child_record(
     metrics["pareto"] = float(t.number in pareto)
     if rec.estimator_s is not None:
         metrics["estimator_s"] = rec.estimator_s
+    for k, v in rec.estimator_metrics.items():
+        metrics["estimator/" + mlflow_name(k)] = float(v)
     if t.datetime_start and t.datetime_complete:
         metrics["duration_s"] = (t.datetime_complete - t.datetime_start).total_seconds()
     params = {"arch": rec.arch[:_PARAM_MAX], "trial_number": str(t.number)}
@@ -175,6 +181,9 @@ def child_record(
         "roofnas.feasible": str(feasible).lower(),
         "roofnas.estimator_skipped": str(rec.estimator_skipped).lower(),
     }
+    if rec.estimator_error is not None:
+        tags[TAG_ESTIMATOR_ERROR] = rec.estimator_error
+        tags[TAG_NOTE] = f"The estimator raised:\n\n```\n{rec.estimator_error}\n```"
     start = t.datetime_start.timestamp() if t.datetime_start else time.time()
     end = t.datetime_complete.timestamp() if t.datetime_complete else start
     return ChildRecord(
@@ -490,7 +499,7 @@ def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
         "profiles": ",".join(
             f"{t.name}={t.profile}:{t.precision}:b{t.batch}:{t.runtime}" for t in cfg.hardware
         ),
-        "estimator": cfg.estimator.get("kind", "default"),
+        "estimator": cfg.estimator.get("kind") or cfg.estimator.get("function") or "default",
         "study": cfg.study_name,
         "storage": storage,
     }

@@ -5,7 +5,9 @@ for everything); results, plots and the MLflow view read it back through ``Trial
 No other module reads trial user attributes by key. The stored form is a plain JSON object:
 
     {"arch": <Architecture.to_string()>, "costs": {<target>: {<metric>: value}},
-     "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran)}
+     "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran),
+     "estimator_metrics": {<name>: value} (when the estimator gave any),
+     "estimator_error": the end of the traceback (when the estimator raised)}
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class TrialRecord:
     feasible: bool = False  # every constraint met
     estimator_skipped: bool = False  # rejected by a constraint, or no accuracy objective
     estimator_s: float | None = None  # seconds the accuracy estimator took, when it ran
+    # what the estimator reported besides the objective (a user function's other dict entries)
+    estimator_metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    estimator_error: str | None = None  # the end of the traceback, when the estimator raised
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -42,17 +47,26 @@ class TrialRecord:
         }
         if self.estimator_s is not None:
             d["estimator_s"] = self.estimator_s
+        if self.estimator_metrics:
+            d["estimator_metrics"] = dict(self.estimator_metrics)
+        if self.estimator_error is not None:
+            d["estimator_error"] = self.estimator_error
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
         est = d.get("estimator_s")
+        error = d.get("estimator_error")
         return cls(
             arch=str(d.get("arch", "")),
             costs=MappingProxyType({k: dict(v) for k, v in d.get("costs", {}).items()}),
             feasible=bool(d.get("feasible", False)),
             estimator_skipped=bool(d.get("estimator_skipped", False)),
             estimator_s=None if est is None else float(est),
+            estimator_metrics=MappingProxyType(
+                {str(k): float(v) for k, v in d.get("estimator_metrics", {}).items()}
+            ),
+            estimator_error=None if error is None else str(error),
         )
 
     def write(self, trial: optuna.Trial) -> None:

@@ -33,9 +33,13 @@ from search._study import create_or_load_study, make_sampler
 
 log = logging.getLogger("search")
 
-# One architecture that breaks the estimator (torch raises RuntimeError) is a FAIL trial,
-# not the end of the search.
+# One architecture that breaks the estimator (torch raises RuntimeError; a user function's
+# exception arrives as EstimatorCallError, a RuntimeError) is a FAIL trial, not the end of the
+# search. A FAIL trial does not count against the budget.
 CAUGHT_IN_TRIALS = (RuntimeError, FloatingPointError)
+# An estimator that raised this many times in a row (no call returning in between) is broken
+# rather than unlucky with some architectures: the run stops instead of failing on and on.
+ESTIMATOR_FAILURES_IN_A_ROW = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,25 @@ class RunResult:
     closest: Mapping[str, float] = field(default_factory=dict)  # normalised: value/limit - 1
     artifacts: tuple[str, ...] = ()
     n_before: int = 0  # trials already finished in the storage when this run started
+    estimator_failures: int = 0  # this run's trials that failed because the estimator raised
+    estimator_first_error: str | None = None  # the first such traceback's last line
+    estimator_gave_up: bool = False  # stopped after ESTIMATOR_FAILURES_IN_A_ROW failures
+
+    def estimator_failure_note(self) -> str:
+        """How many trials the estimator failed, and why the first did; "" when none."""
+        if not self.estimator_failures:
+            return ""
+        note = (
+            f"{self.estimator_failures} trial(s) failed in the estimator (first: "
+            f"{self.estimator_first_error}); their tracebacks are in the trial records "
+            "(estimator_error) and their MLflow child runs"
+        )
+        if self.estimator_gave_up:
+            note += (
+                f"; stopped after {ESTIMATOR_FAILURES_IN_A_ROW} failures in a row: fix the "
+                "estimator, then the same command continues"
+            )
+        return note
 
     def budget_note(self, trials: int) -> str:
         """Why nothing ran: the budget counts every finished trial in the storage."""
@@ -139,21 +162,24 @@ def run_study(
     if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
         raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     t_start = time.perf_counter()
+    evaluator = TrialEvaluator(cfg, estimator)  # a broken user function fails here, first
     run_dir = _make_run_dir(cfg)
     storage = open_storage(cfg.storage_url)
     study = create_or_load_study(cfg, storage)
     front = FrontTracker.of_trials(cfg, study.get_trials(deepcopy=False))
     n_before = front.n_finished
-    evaluator = TrialEvaluator(cfg, estimator)
     mlflow = MlflowObserver.start(cfg, study, front)
     observers: list[TrialObserver] = [ProgressBar(cfg.trials, front)] if progress else []
     observers += [CallbackObserver(on_trial)] if on_trial is not None else []
     observers.append(mlflow)
     stop = _Stop()
 
+    def gave_up() -> bool:
+        return evaluator.counters.failures_in_a_row >= ESTIMATOR_FAILURES_IN_A_ROW
+
     def should_stop() -> bool:
         timed_out = timeout_s is not None and time.perf_counter() - t_start >= timeout_s
-        return stop.requested or timed_out
+        return stop.requested or timed_out or gave_up()
 
     def after_trial(running: optuna.Study, t: FrozenTrial) -> None:
         if running is not study:  # local sampler: the finished trial goes in as one write
@@ -200,6 +226,9 @@ def run_study(
         closest=dict(final.rejects.closest),
         artifacts=artifacts,
         n_before=n_before,
+        estimator_failures=evaluator.counters.estimator_failures,
+        estimator_first_error=evaluator.counters.first_error,
+        estimator_gave_up=gave_up(),
     )
 
 

@@ -27,6 +27,7 @@ from search._config import ConfigError, ExperimentConfig, parse_config
 from search._mlflow import MlflowTarget, mlflow_reachable, parent_params, sync
 from search._run import RunResult, run_study
 from search._study import create_or_load_study
+from search._user_estimator import user_estimator
 
 log = logging.getLogger("search")
 
@@ -58,6 +59,7 @@ def run_workers(cfg: ExperimentConfig, n_workers: int, *, progress: bool = True)
         raise ConfigError(f"--workers={n_workers!r} must be an integer >= 1")
     if n_workers == 1:
         return run_study(cfg, progress=progress)
+    user_estimator(cfg.estimator, seed=cfg.seed)  # a broken user function fails before any work
     study = create_or_load_study(cfg)
     mlflow_error = _open_mlflow_parent(cfg, study) if cfg.mlflow.enabled else None
     if mlflow_error is not None:  # keep searching; `sync-mlflow` logs it all later
