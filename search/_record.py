@@ -5,12 +5,17 @@ for everything); results, plots and the MLflow view read it back through ``Trial
 No other module reads trial user attributes by key. The stored form is a plain JSON object:
 
     {"arch": <Architecture.to_string()>, "costs": {<target>: {<metric>: value}},
-     "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran)}
+     "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran),
+     "rungs": [[budget, value], ...] and "stopped_at_budget": budget (multi-fidelity only)}
+
+A multi-fidelity trial also keeps its rung points while it runs (``roofnas.rungs``, written
+by ``write_rung_points``, read by ``rung_points``): other trials and workers compare against
+them before the trial has finished, when its record is not yet written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +24,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 ATTR_RECORD = "roofnas"
+# budget -> the trial's objective vector with the reported value at that rung budget
+ATTR_RUNGS = "roofnas.rungs"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,9 @@ class TrialRecord:
     feasible: bool = False  # every constraint met
     estimator_skipped: bool = False  # rejected by a constraint, or no accuracy objective
     estimator_s: float | None = None  # seconds the accuracy estimator took, when it ran
+    # multi-fidelity: (rung budget, reported value) in budget order, and where it was stopped
+    rungs: tuple[tuple[float, float], ...] = ()
+    stopped_at_budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -42,17 +52,24 @@ class TrialRecord:
         }
         if self.estimator_s is not None:
             d["estimator_s"] = self.estimator_s
+        if self.rungs:
+            d["rungs"] = [[b, v] for b, v in self.rungs]
+        if self.stopped_at_budget is not None:
+            d["stopped_at_budget"] = self.stopped_at_budget
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
         est = d.get("estimator_s")
+        stopped = d.get("stopped_at_budget")
         return cls(
             arch=str(d.get("arch", "")),
             costs=MappingProxyType({k: dict(v) for k, v in d.get("costs", {}).items()}),
             feasible=bool(d.get("feasible", False)),
             estimator_skipped=bool(d.get("estimator_skipped", False)),
             estimator_s=None if est is None else float(est),
+            rungs=tuple((float(b), float(v)) for b, v in d.get("rungs", ())),
+            stopped_at_budget=None if stopped is None else float(stopped),
         )
 
     def write(self, trial: optuna.Trial) -> None:
@@ -64,6 +81,16 @@ class TrialRecord:
         """The record of a finished trial; None for one that never got this far."""
         d = t.user_attrs.get(ATTR_RECORD)
         return None if d is None else cls.from_dict(d)
+
+
+def write_rung_points(trial: optuna.Trial, points: Mapping[float, Sequence[float]]) -> None:
+    """Store every rung point of the running trial so far (one storage write)."""
+    trial.set_user_attr(ATTR_RUNGS, [[b, list(p)] for b, p in sorted(points.items())])
+
+
+def rung_points(t: FrozenTrial) -> dict[float, tuple[float, ...]]:
+    """Rung budget -> the trial's objective vector at that budget; empty when it has none."""
+    return {float(b): tuple(float(x) for x in p) for b, p in t.user_attrs.get(ATTR_RUNGS, ())}
 
 
 def is_feasible(t: FrozenTrial) -> bool:

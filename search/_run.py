@@ -55,6 +55,7 @@ class RunResult:
     closest: Mapping[str, float] = field(default_factory=dict)  # normalised: value/limit - 1
     artifacts: tuple[str, ...] = ()
     n_before: int = 0  # trials already finished in the storage when this run started
+    n_stopped: int = 0  # of n_finished: stopped at a rung budget ([fidelity]), PRUNED
 
     def budget_note(self, trials: int) -> str:
         """Why nothing ran: the budget counts every finished trial in the storage."""
@@ -137,7 +138,7 @@ def run_study(
     study = create_or_load_study(cfg, storage)
     front = FrontTracker.of_trials(cfg, study.get_trials(deepcopy=False))
     n_before = front.n_finished
-    evaluator = TrialEvaluator(cfg, estimator)
+    evaluator = TrialEvaluator(cfg, estimator, rungs_from=study)  # rungs of every worker
     mlflow = MlflowObserver.start(cfg, study, front)
     observers: list[TrialObserver] = [ProgressBar(cfg.trials, front)] if progress else []
     observers += [CallbackObserver(on_trial)] if on_trial is not None else []
@@ -189,6 +190,7 @@ def run_study(
         closest=dict(final.rejects.closest),
         artifacts=artifacts,
         n_before=n_before,
+        n_stopped=final.n_stopped,
     )
 
 
