@@ -13,6 +13,7 @@ from search._config import (
     parse_config,
 )
 from search._evaluate import TrialEvaluator
+from search._fidelity import FidelityConfig, Reporter, RungReporter
 from search._front import FrontTracker, hypervolume, pareto_trials
 from search._mlflow import MlflowTarget, SyncResult, sync
 from search._record import TrialRecord
@@ -30,11 +31,14 @@ from search._workers import run_workers
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
+    "FidelityConfig",
     "FrontTracker",
     "HardwareTarget",
     "MlflowTarget",
     "ObjectiveSpec",
+    "Reporter",
     "RunResult",
+    "RungReporter",
     "StorageError",
     "StudyMismatchError",
     "SyncResult",

@@ -14,11 +14,12 @@ from torch import nn
 
 import searchspace
 from search import ConfigError, load_config, load_existing_study, parse_config, run_study
+from search._budget import SURPLUS_ATTR
 from search._estimators import EstimatorConfig, make_estimator
 from search._fidelity import FidelityConfig, RungReporter, nondominated_fronts, rung_continues
 from search._front import FrontTracker
 from search._mlflow import TAG_STOPPED, child_record
-from search._record import TrialRecord, rung_points
+from search._record import ATTR_RECORD, TrialRecord, rung_points
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MAX_MIN = ["maximize", "minimize"]  # (accuracy, latency)
@@ -178,6 +179,19 @@ def test_local_mode_reads_other_trials_from_the_storage_study() -> None:
     with pytest.raises(optuna.TrialPruned, match="budget 1"):
         rep(0.5, 1)
     assert rep.stopped_at == 1.0
+
+
+def test_stopped_trials_are_counted_but_surplus_ones_are_not() -> None:
+    # A trial the rung rule stopped and a surplus trial are both PRUNED; only the first was
+    # paid for by the budget, and neither is a front candidate.
+    cfg = load_config()
+    make = optuna.trial.create_trial
+    rec = TrialRecord(arch="a", feasible=True, stopped_at_budget=1.0, rungs=((1.0, 0.3),))
+    stopped = make(state=optuna.trial.TrialState.PRUNED, user_attrs={ATTR_RECORD: rec.to_dict()})
+    assert TrialRecord.of(stopped) == rec
+    surplus = make(state=optuna.trial.TrialState.PRUNED, system_attrs={SURPLUS_ATTR: True})
+    front = FrontTracker.of_trials(cfg, [stopped, surplus])
+    assert (front.n_finished, front.n_stopped, front.n_feasible, front.front) == (1, 1, 0, {})
 
 
 # ---------------------------------------------------------------- training under a reporter
