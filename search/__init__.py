@@ -13,6 +13,7 @@ from search._config import (
     parse_config,
 )
 from search._evaluate import TrialEvaluator
+from search._fidelity import FidelityConfig, Reporter, RungReporter
 from search._front import FrontTracker, hypervolume, pareto_trials
 from search._mlflow import MlflowTarget, SyncResult, sync
 from search._record import TrialRecord
@@ -32,11 +33,14 @@ __all__ = [
     "ConfigError",
     "EstimatorFunctionError",
     "ExperimentConfig",
+    "FidelityConfig",
     "FrontTracker",
     "HardwareTarget",
     "MlflowTarget",
     "ObjectiveSpec",
+    "Reporter",
     "RunResult",
+    "RungReporter",
     "StorageError",
     "StudyMismatchError",
     "SyncResult",

@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(relative to the current directory; see below)",
     )
     run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
+    run.add_argument("--min-budget", type=float,
+                     help="[fidelity] smallest rung budget (epochs for the train estimator)")
+    run.add_argument("--max-budget", type=float,
+                     help="[fidelity] full budget a trial that is never stopped trains")
+    run.add_argument("--eta", type=int, help="[fidelity] about 1 in eta trials goes on per rung")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     run.add_argument(
         "--workers",
@@ -253,7 +258,13 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         trials=args.trials, study=args.study, storage=args.storage, seed=args.seed, hw=args.hw,
         precision=args.precision, sampler=args.sampler, estimator=args.estimator,
         run_dir=args.out_dir, mlflow=False if args.no_mlflow else None,
+        min_budget=_whole(args.min_budget), max_budget=_whole(args.max_budget), eta=args.eta,
     )  # fmt: skip
+
+
+def _whole(v: float | None) -> float | int | None:
+    """A budget from the command line as an int when it is one (epochs read as 3, not 3.0)."""
+    return int(v) if v is not None and v.is_integer() else v
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -295,8 +306,9 @@ def _print_run_summary(cfg: ExperimentConfig, r: RunResult) -> None:
         print(r.budget_note(cfg.trials))
     state = "interrupted" if r.interrupted else "done"
     failed = f" ({r.estimator_failures} raised)" if r.estimator_failures else ""
+    stopped = f"{r.n_stopped} stopped early, " if r.n_stopped else ""
     print(f"study {r.study_name!r} ({state}): {r.n_finished} trials, {r.n_feasible} feasible, "
-          f"{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
+          f"{stopped}{len(r.pareto)} on the Pareto front, hypervolume {r.hypervolume:.4f}, "
           f"{r.estimator_calls} estimator calls{failed}, {r.elapsed_s:.1f} s")  # fmt: skip
     print(f"storage: {r.storage}")
     if r.artifacts:

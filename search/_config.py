@@ -22,7 +22,8 @@ import costmodel
 import hw_profiles
 import searchspace
 from costmodel import PRECISIONS, CostReport
-from search._estimators import EstimatorConfig
+from search._estimators import BUDGET_ESTIMATOR_KINDS, EstimatorConfig
+from search._fidelity import FidelityConfig
 from search._objectives import (
     CONSTRAINT_METRICS,
     OBJECTIVE_METRICS,
@@ -122,6 +123,7 @@ class ExperimentConfig:
         default_factory=lambda: MappingProxyType({})
     )
     mlflow: MlflowConfig = MlflowConfig()
+    fidelity: FidelityConfig | None = None  # [fidelity]: stop poor trials at rung budgets
     study: str | None = None  # None: the config name
     storage: str | None = None  # None: journal file under run_dir
     run_dir: str = DEFAULT_RUN_DIR
@@ -166,7 +168,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A TOML-like plain dict; ``parse_config(to_dict())`` gives back an equal config."""
-        return {
+        d = {
             "name": self.name,
             "space": self.space,
             "trials": self.trials,
@@ -182,6 +184,10 @@ class ExperimentConfig:
             "hypervolume": {k: list(v) for k, v in self.hv_bounds.items()},
             "mlflow": dataclasses.asdict(self.mlflow),
         }
+        # Only when set: a config without one keeps the fingerprint its studies were made with.
+        if self.fidelity is not None:
+            d["fidelity"] = dataclasses.asdict(self.fidelity)
+        return d
 
     def fingerprint(self) -> str:
         """Hash of what defines the search (not the budget, names or where things are stored).
@@ -211,9 +217,22 @@ class ExperimentConfig:
         estimator: str | None = None,
         run_dir: str | None = None,
         mlflow: bool | None = None,
+        min_budget: float | None = None,
+        max_budget: float | None = None,
+        eta: int | None = None,
     ) -> ExperimentConfig:
-        """Command-line overrides; ``hw``/``precision`` replace the primary (first) target's."""
+        """Command-line overrides; ``hw``/``precision`` replace the primary (first) target's.
+
+        ``min_budget``/``max_budget``/``eta`` set keys of the ``[fidelity]`` table (made when
+        the config has none).
+        """
         d = self.to_dict()
+        budgets = {"min_budget": min_budget, "max_budget": max_budget, "eta": eta}
+        if any(v is not None for v in budgets.values()):
+            d["fidelity"] = {
+                **d.get("fidelity", {}),
+                **{k: v for k, v in budgets.items() if v is not None},
+            }
         if trials is not None:
             d["trials"] = trials
         if study is not None:
@@ -268,6 +287,7 @@ def safe_name(name: str) -> str:
 _TOP_KEYS = {
     "name", "space", "objectives", "constraints", "hardware", "sampler", "trials", "seed",
     "estimator", "hypervolume", "mlflow", "study", "storage", "run_dir", "description",
+    "fidelity",
 }  # fmt: skip
 
 
@@ -441,6 +461,7 @@ def parse_config(
     if not isinstance(est, Mapping):
         raise ConfigError(f"estimator={est!r} must be a table")
     est = _validate_estimator(est, base_dir)
+    fidelity = _parse_fidelity(data.get("fidelity"), est, objectives)
 
     hv = _parse_hv(data.get("hypervolume", {}), objectives, constraints)
     ml = _parse_mlflow(data.get("mlflow", {}))
@@ -460,6 +481,7 @@ def parse_config(
         estimator=MappingProxyType(est),
         hv_bounds=MappingProxyType(hv),
         mlflow=ml,
+        fidelity=fidelity,
         study=study,
         storage=storage,
         run_dir=run_dir,
@@ -476,6 +498,40 @@ def _validate_estimator(est: Mapping[str, Any], base_dir: Path | None) -> dict[s
     except ValueError as e:
         raise ConfigError(f"estimator: {e}") from None
     return dict(est)
+
+
+def _parse_fidelity(
+    fid: Any, est: Mapping[str, Any], objectives: Sequence[ObjectiveSpec]
+) -> FidelityConfig | None:
+    """The ``[fidelity]`` table, for an estimator that trains in budgets (see search._fidelity)."""
+    if fid is None:
+        return None
+    try:
+        out = FidelityConfig.from_dict(fid)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not any(o.metric.metric == "accuracy" for o in objectives):
+        raise ConfigError(
+            f"fidelity={dict(fid)!r}: the rung rule compares accuracy, and objectives="
+            f"{[o.name for o in objectives]!r} has none"
+        )
+    if "function" in est:  # its signature is checked when it is loaded, before any trial
+        return out
+    kind = EstimatorConfig.from_dict(est).kind
+    if kind not in BUDGET_ESTIMATOR_KINDS:
+        raise ConfigError(
+            f"fidelity={dict(fid)!r} needs an estimator that trains in budgets "
+            f"({list(BUDGET_ESTIMATOR_KINDS)}); estimator.kind={kind!r} cannot use budgets"
+        )
+    if kind == "train":
+        for key in ("min_budget", "max_budget"):
+            v = getattr(out, key)
+            if v != int(v):
+                raise ConfigError(
+                    f"fidelity.{key}={v!r} must be a whole number of epochs for "
+                    f"estimator.kind='train'"
+                )
+    return out
 
 
 def _parse_hv(

@@ -30,6 +30,10 @@ Proxies for Lightweight NAS", ICLR 2021, whose reference code these follow):
 
 ``train`` trains for ``epochs`` epochs (SGD with Nesterov momentum or Adam,
 cosine learning rate, seeded shuffling) and returns validation accuracy in [0, 1].
+Called with a ``report`` (a ``search._fidelity.Reporter``), it trains ``report.max_budget``
+epochs instead and reports validation accuracy at the epochs the reporter asks for
+(``report_epochs``); the reporter may stop it there (``optuna.TrialPruned``). A run that
+is never stopped ends with the accuracy of a plain run of ``max_budget`` epochs, to the bit.
 ``none`` returns ``NEUTRAL_SCORE`` for every architecture (pure cost search).
 
 A proxy that comes out NaN or infinite (overflow, a singular kernel, no
@@ -59,8 +63,10 @@ from torch import nn
 
 import searchspace
 from search._data import DATASETS, Dataset, load_dataset
+from search._fidelity import Reporter
 
 __all__ = [
+    "BUDGET_ESTIMATOR_KINDS",
     "ESTIMATOR_KINDS",
     "NEUTRAL_SCORE",
     "PROXY_KINDS",
@@ -78,6 +84,8 @@ __all__ = [
 
 PROXY_KINDS: tuple[str, ...] = ("synflow", "naswot", "grad_norm", "snip")
 ESTIMATOR_KINDS: tuple[str, ...] = ("none", *PROXY_KINDS, "proxy_rank", "train")
+# kinds whose ``score`` takes ``report=``: they train, so a budget means something to them
+BUDGET_ESTIMATOR_KINDS: tuple[str, ...] = ("train",)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 WORST_SCORE = 0.0
 NEUTRAL_SCORE = 0.0
@@ -310,8 +318,17 @@ def train_and_evaluate(
     lr: float = 0.05,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    report: Callable[[float, float], None] | None = None,
+    report_at: Sequence[int] = (),
 ) -> float:
-    """Train ``model`` in place on ``data.x_train``; return validation accuracy in [0, 1]."""
+    """Train ``model`` in place on ``data.x_train``; return validation accuracy in [0, 1].
+
+    ``report(acc, epoch)`` gets the validation accuracy after each epoch in ``report_at``
+    and after the last one; it may raise (``optuna.TrialPruned``) to stop training there.
+    Evaluating in between changes nothing that training uses (no gradients, BatchNorm in eval
+    mode keeps its running statistics, no random numbers drawn), so the result is the same
+    with or without reports.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
@@ -334,22 +351,47 @@ def train_and_evaluate(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.train()
-    diverged = False
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for lo, hi in per_epoch:
-            idx = perm[lo:hi]
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            loss.backward()
-            opt.step()
-            sched.step()
-        if diverged:
-            break
-    return evaluate(model, data)
+    for epoch in range(1, epochs + 1):
+        if not _train_epoch(model, data, opt, sched, per_epoch, gen):
+            break  # diverged: the accuracy of what is left is the result
+        if report is not None and epoch in report_at and epoch < epochs:
+            report(evaluate(model, data), epoch)
+            model.train()
+    acc = evaluate(model, data)
+    if report is not None:
+        report(acc, epochs)
+    return acc
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    batches: Sequence[tuple[int, int]],
+    gen: torch.Generator,
+) -> bool:
+    """One pass over a seeded permutation of the training split; False if the loss diverged."""
+    perm = torch.randperm(data.x_train.shape[0], generator=gen)
+    for lo, hi in batches:
+        idx = perm[lo:hi]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        if not torch.isfinite(loss):
+            return False
+        loss.backward()
+        opt.step()
+        sched.step()
+    return True
+
+
+def report_epochs(report: Reporter) -> tuple[int, int]:
+    """(epochs to train, the epochs at which to report) for a reporter's rung budgets.
+
+    A rung budget ``b`` is reached after epoch ``ceil(b)``.
+    """
+    epochs = math.ceil(report.max_budget - 1e-9)
+    return epochs, tuple(sorted({math.ceil(b - 1e-9) for b in report.rungs}))
 
 
 @torch.no_grad()
@@ -381,14 +423,24 @@ class AccuracyEstimator(ABC):
         self.last_values: dict[str, float] = {}
 
     @abstractmethod
-    def score(self, arch: Any) -> float: ...
+    def score(self, arch: Any, report: Reporter | None = None) -> float:
+        """The score of ``arch``; ``report`` only for kinds in ``BUDGET_ESTIMATOR_KINDS``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def _no_budget(kind: str, report: Reporter | None) -> None:
+    if report is not None:
+        raise ValueError(
+            f"estimator.kind={kind!r} cannot use budgets (report=); kinds that can: "
+            f"{list(BUDGET_ESTIMATOR_KINDS)}"
+        )
+
+
 class _ConstantEstimator(AccuracyEstimator):
-    def score(self, arch: Any) -> float:
+    def score(self, arch: Any, report: Reporter | None = None) -> float:
+        _no_budget(self.name, report)
         return NEUTRAL_SCORE
 
 
@@ -428,12 +480,14 @@ class _ModelEstimator(AccuracyEstimator):
         torch.manual_seed(self.config.seed)  # identical initial weights on every call
         return self._build_fn(arch)
 
-    def score(self, arch: Any) -> float:
+    def score(self, arch: Any, report: Reporter | None = None) -> float:
+        if self.name not in BUDGET_ESTIMATOR_KINDS:
+            _no_budget(self.name, report)
         with _torch_threads(self.config.torch_threads):
-            return self._score(arch)
+            return self._score(arch, report)
 
     @abstractmethod
-    def _score(self, arch: Any) -> float: ...
+    def _score(self, arch: Any, report: Reporter | None) -> float: ...
 
     def proxy_values(self, arch: Any, kinds: Sequence[str]) -> dict[str, float]:
         """Finite proxy values of ``arch`` (non-finite ones replaced by WORST_SCORE)."""
@@ -444,18 +498,22 @@ class _ModelEstimator(AccuracyEstimator):
 
 
 class _ProxyEstimator(_ModelEstimator):
-    def _score(self, arch: Any) -> float:
+    def _score(self, arch: Any, report: Reporter | None) -> float:
         self.last_values = self.proxy_values(arch, (self.name,))
         return self.last_values[self.name]
 
 
 class _TrainEstimator(_ModelEstimator):
-    def _score(self, arch: Any) -> float:
+    def _score(self, arch: Any, report: Reporter | None) -> float:
         c = self.config
+        # with a reporter: max_budget epochs (the cosine schedule spans all of them)
+        epochs, report_at = (c.epochs, ()) if report is None else report_epochs(report)
         acc = train_and_evaluate(
             self.build(arch),
             self.data,
-            epochs=c.epochs,
+            epochs=epochs,
+            report=report,
+            report_at=report_at,
             batch_size=c.batch_size,
             seed=c.seed,
             optimizer=c.optimizer,
@@ -480,7 +538,7 @@ class _ProxyRankEstimator(_ModelEstimator):
                         self.reference[k].append(v)
             self.frozen = True
 
-    def _score(self, arch: Any) -> float:
+    def _score(self, arch: Any, report: Reporter | None) -> float:
         values = self.proxy_values(arch, self.config.proxies)
         self.last_values = values
         result = rank_combination(values, self.reference)

@@ -141,6 +141,7 @@ class FrontTracker:
         self._cands: dict[int, _Candidate] = {}  # trial number -> what the rule compares
         self._archs: set[str] = set()  # architectures of feasible trials seen so far
         self.n_finished = 0
+        self.n_stopped = 0  # done trials stopped at a rung budget (PRUNED, not surplus)
         self.n_feasible = 0
         self.hv = 0.0
         self.rejects = RejectStats()
@@ -157,6 +158,8 @@ class FrontTracker:
         if not is_done(t):
             return False
         self.n_finished += 1
+        if t.state == optuna.trial.TrialState.PRUNED:
+            self.n_stopped += 1
         for k, v in t.constraints.items():
             if v > 0:
                 self.rejects.count[k] = self.rejects.count.get(k, 0) + 1

@@ -54,6 +54,8 @@ TAG_PARETO = "roofnas.pareto"
 # description (MLflow's note tag, shown on the run page).
 TAG_ESTIMATOR_ERROR = "roofnas.estimator_error"
 TAG_NOTE = "mlflow.note.content"
+# the rung budget at which the rung rule stopped the trial ([fidelity]); absent otherwise
+TAG_STOPPED = "roofnas.stopped_at_budget"
 # MLflow 3 opens an experiment without this tag on its GenAI overview (traces, latency:
 # all "No data"); with it, on the runs table, where a search's runs are.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -170,6 +172,8 @@ def child_record(
         metrics["estimator_s"] = rec.estimator_s
     for k, v in rec.estimator_metrics.items():
         metrics["estimator/" + mlflow_name(k)] = float(v)
+    for budget, v in rec.rungs:  # the estimator's value at each rung budget reached
+        metrics[f"rung/{budget:g}"] = float(v)
     if t.datetime_start and t.datetime_complete:
         metrics["duration_s"] = (t.datetime_complete - t.datetime_start).total_seconds()
     params = {"arch": rec.arch[:_PARAM_MAX], "trial_number": str(t.number)}
@@ -184,6 +188,9 @@ def child_record(
     if rec.estimator_error is not None:
         tags[TAG_ESTIMATOR_ERROR] = rec.estimator_error
         tags[TAG_NOTE] = f"The estimator raised:\n\n```\n{rec.estimator_error}\n```"
+    if rec.stopped_at_budget is not None:
+        tags[TAG_STOPPED] = f"{rec.stopped_at_budget:g}"
+        metrics["stopped_at_budget"] = rec.stopped_at_budget
     start = t.datetime_start.timestamp() if t.datetime_start else time.time()
     end = t.datetime_complete.timestamp() if t.datetime_complete else start
     return ChildRecord(
@@ -500,6 +507,9 @@ def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
             f"{t.name}={t.profile}:{t.precision}:b{t.batch}:{t.runtime}" for t in cfg.hardware
         ),
         "estimator": cfg.estimator.get("kind") or cfg.estimator.get("function") or "default",
+        "fidelity": "none" if cfg.fidelity is None else
+        f"min_budget={cfg.fidelity.min_budget:g} max_budget={cfg.fidelity.max_budget:g} "
+        f"eta={cfg.fidelity.eta}",
         "study": cfg.study_name,
         "storage": storage,
     }

@@ -56,8 +56,10 @@ class ProgressBar:
     def on_trial(self, trial: FrozenTrial) -> None:
         f = self.front
         self.bar.n = f.n_finished
+        # "stopped": trials the rung rule ended early ([fidelity]); shown once there are any
+        stopped = {"stopped": f.n_stopped} if f.n_stopped else {}
         self.bar.set_postfix(
-            feasible=f.n_feasible, pareto=len(f.front), hv=f"{f.hv:.4f}", refresh=False
+            feasible=f.n_feasible, **stopped, pareto=len(f.front), hv=f"{f.hv:.4f}", refresh=False
         )
         self.bar.refresh()
 

@@ -8,11 +8,16 @@ No other module reads trial user attributes by key. The stored form is a plain J
      "feasible": bool, "estimator_skipped": bool, "estimator_s": seconds (when it ran),
      "estimator_metrics": {<name>: value} (when the estimator gave any),
      "estimator_error": the end of the traceback (when the estimator raised)}
+     "rungs": [[budget, value], ...] and "stopped_at_budget": budget (multi-fidelity only)}
+
+A multi-fidelity trial also keeps its rung points while it runs (``roofnas.rungs``, written
+by ``write_rung_points``, read by ``rung_points``): other trials and workers compare against
+them before the trial has finished, when its record is not yet written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -21,6 +26,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 ATTR_RECORD = "roofnas"
+# budget -> the trial's objective vector with the reported value at that rung budget
+ATTR_RUNGS = "roofnas.rungs"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class TrialRecord:
     # what the estimator reported besides the objective (a user function's other dict entries)
     estimator_metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     estimator_error: str | None = None  # the end of the traceback, when the estimator raised
+    # multi-fidelity: (rung budget, reported value) in budget order, and where it was stopped
+    rungs: tuple[tuple[float, float], ...] = ()
+    stopped_at_budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -51,12 +61,17 @@ class TrialRecord:
             d["estimator_metrics"] = dict(self.estimator_metrics)
         if self.estimator_error is not None:
             d["estimator_error"] = self.estimator_error
+        if self.rungs:
+            d["rungs"] = [[b, v] for b, v in self.rungs]
+        if self.stopped_at_budget is not None:
+            d["stopped_at_budget"] = self.stopped_at_budget
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
         est = d.get("estimator_s")
         error = d.get("estimator_error")
+        stopped = d.get("stopped_at_budget")
         return cls(
             arch=str(d.get("arch", "")),
             costs=MappingProxyType({k: dict(v) for k, v in d.get("costs", {}).items()}),
@@ -67,6 +82,8 @@ class TrialRecord:
                 {str(k): float(v) for k, v in d.get("estimator_metrics", {}).items()}
             ),
             estimator_error=None if error is None else str(error),
+            rungs=tuple((float(b), float(v)) for b, v in d.get("rungs", ())),
+            stopped_at_budget=None if stopped is None else float(stopped),
         )
 
     def write(self, trial: optuna.Trial) -> None:
@@ -78,6 +95,16 @@ class TrialRecord:
         """The record of a finished trial; None for one that never got this far."""
         d = t.user_attrs.get(ATTR_RECORD)
         return None if d is None else cls.from_dict(d)
+
+
+def write_rung_points(trial: optuna.Trial, points: Mapping[float, Sequence[float]]) -> None:
+    """Store every rung point of the running trial so far (one storage write)."""
+    trial.set_user_attr(ATTR_RUNGS, [[b, list(p)] for b, p in sorted(points.items())])
+
+
+def rung_points(t: FrozenTrial) -> dict[float, tuple[float, ...]]:
+    """Rung budget -> the trial's objective vector at that budget; empty when it has none."""
+    return {float(b): tuple(float(x) for x in p) for b, p in t.user_attrs.get(ATTR_RUNGS, ())}
 
 
 def is_feasible(t: FrozenTrial) -> bool:

@@ -22,7 +22,7 @@ from search._config import ExperimentConfig, HardwareTarget
 from search._front import pareto_trials
 from search._objectives import cost_value
 from search._plots import plot_pareto, plot_roofline
-from search._record import TrialRecord
+from search._record import TrialRecord, is_feasible
 
 log = logging.getLogger("search")
 
@@ -154,9 +154,12 @@ def export_trial(
     """A standalone PyTorch file (``searchspace.export_source``) and its cost report JSON.
 
     The header is costed on the study's primary target. A trial that breaks a constraint
-    raises ``InfeasibleTrialError`` naming each one, unless ``allow_infeasible``.
+    raises ``InfeasibleTrialError`` naming each one, unless ``allow_infeasible``. A trial the
+    rung rule stopped ([fidelity]) has no full-budget objectives: its JSON says where it
+    stopped and what it reported, and that it is no front candidate.
     """
     t = get_trial(study, number)
+    rec = TrialRecord.of(t) or TrialRecord(arch="")
     arch = arch_of(t)
     reports = cfg.cost_reports(arch)
     constraints = constraint_report(cfg, reports)
@@ -176,11 +179,16 @@ def export_trial(
         "arch": arch.to_string(),
         "primary_target": dataclasses.asdict(cfg.primary),
         "feasible": not broken,
+        "front_candidate": is_feasible(t),  # COMPLETE and feasible
         "objectives": dict(zip([o.name for o in cfg.objectives], t.values or [], strict=False)),
         "constraints": constraints,
         "params": reports[cfg.primary.name].total.params,
         "reports": {name: r.to_dict() for name, r in reports.items()},
     }
+    if rec.stopped_at_budget is not None:
+        doc["stopped_at_budget"] = rec.stopped_at_budget
+    if rec.rungs:
+        doc["rungs"] = [[b, v] for b, v in rec.rungs]
     return export_arch(arch, cfg.primary, out, doc)
 
 

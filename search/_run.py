@@ -79,6 +79,7 @@ class RunResult:
                 "estimator, then the same command continues"
             )
         return note
+    n_stopped: int = 0  # of n_finished: stopped at a rung budget ([fidelity]), PRUNED
 
     def budget_note(self, trials: int) -> str:
         """Why nothing ran: the budget counts every finished trial in the storage."""
@@ -168,6 +169,7 @@ def run_study(
     study = create_or_load_study(cfg, storage)
     front = FrontTracker.of_trials(cfg, study.get_trials(deepcopy=False))
     n_before = front.n_finished
+    evaluator.rungs_from = study  # the rung rule compares with every worker's trials
     mlflow = MlflowObserver.start(cfg, study, front)
     observers: list[TrialObserver] = [ProgressBar(cfg.trials, front)] if progress else []
     observers += [CallbackObserver(on_trial)] if on_trial is not None else []
@@ -229,6 +231,7 @@ def run_study(
         estimator_failures=evaluator.counters.estimator_failures,
         estimator_first_error=evaluator.counters.first_error,
         estimator_gave_up=gave_up(),
+        n_stopped=final.n_stopped,
     )
 
 

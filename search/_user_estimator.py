@@ -354,6 +354,12 @@ class UserEstimator:
                 "estimator): the experiment needs a [fidelity] table with min_budget and "
                 "max_budget"
             )
+        if has_fidelity and not self.shape.takes_fidelity:
+            raise EstimatorFunctionError(
+                f"the experiment has a [fidelity] table but estimator function {cfg.function} "
+                "takes no budget and report: add both parameters "
+                "(FUNC(model, arch, budget, report)) or remove the table"
+            )
         self.last_values: dict[str, float] = {}
 
     def score(self, arch: searchspace.Architecture, report: Reporter | None = None) -> float:

@@ -139,3 +139,22 @@ def test_heldout_list_is_the_frozen_draw(tmp_path: Path) -> None:
     out = tmp_path / "heldout.txt"
     run_script("heldout_networks.py", "--out", str(out))
     assert out.read_text() == (EXP / "heldout_networks.txt").read_text()
+
+
+@pytest.mark.slow
+def test_moasha_vs_full(tmp_path: Path) -> None:
+    # The tiny space and data of tests/test_fidelity.py: a few seconds of training in all.
+    from tests.test_fidelity import RUN_CONFIG, TINY_SPACE
+
+    (tmp_path / "tiny.toml").write_text(TINY_SPACE)
+    (tmp_path / "moasha.toml").write_text(RUN_CONFIG)
+    out = tmp_path / "moasha_vs_full"
+    run_script("moasha_vs_full.py", "--config", str(tmp_path / "moasha.toml"), "--dataset",
+               "digits", "--candidates", "6", "--max-budget", "3", "--out", str(out))
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert {"meta", "seeds"} <= set(doc)
+    seed = doc["seeds"][0]
+    assert seed["compare"]["same_candidates"] and seed["compare"]["accuracy_mismatches"] == []
+    assert {"full_s", "moasha_s"} <= set(seed["compare"]["reach"]["90%"])
+    assert out.with_suffix(".md").read_text().startswith("# MO-ASHA vs full training")
+    assert out.with_suffix(".png").is_file()
