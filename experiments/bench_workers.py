@@ -14,7 +14,10 @@ reads and writes, the global-budget checks, heartbeats).
 
 PostgreSQL: $ROOFNAS_TEST_POSTGRES_URL, else a throwaway server started with
 .ci/postgres.sh with the server's default durability (ROOFNAS_PG_DURABLE=1).
+When no server can be had, the PostgreSQL rows are left out and the report says why.
 MLflow logging is off here: it is measured by experiments/bench_search_overhead.py.
+Times are wall clock (time.perf_counter), one run per row; the report starts with the
+command, date, machine and load average (experiments/_provenance.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from _provenance import WALL_CLOCK, header_lines, provenance_finish, provenance_start
 
 REPO = Path(__file__).resolve().parents[1]
 # The repository's packages first, also in the spawned workers (which re-import this module):
@@ -345,11 +350,38 @@ def _server_version(url: str) -> str:
     return f"PostgreSQL {v} (fsync={fsync})"
 
 
+def _summary(rows: Sequence[Row]) -> list[str]:
+    """Throughput against the number of workers, per storage and objective (from the table)."""
+    lines = ["## Summary (computed from the table above)", ""]
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.storage, r.objective), []).append(r)
+    for (storage, objective), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.workers)
+        base = rs[0]
+        per_trial = (base.sampler_ms + base.analytic_ms + base.estimator_ms + base.budget_ms
+                     + base.other_ms)
+        speedups = ", ".join(f"x{r.trials_per_s / base.trials_per_s:.2f} with {r.workers}"
+                             for r in rs[1:])
+        lines.append(
+            f"- {storage}, {objective}: trials/s "
+            + " -> ".join(f"{r.trials_per_s:.3g}" for r in rs)
+            + f" with {' -> '.join(str(r.workers) for r in rs)} workers"
+            + (f" (throughput relative to {base.workers}: {speedups})" if speedups else "")
+            + f"; with {base.workers}, {per_trial:.1f} worker-ms a trial, "
+            f"{base.other_ms:.1f} of them in storage I/O and bookkeeping (other)."
+        )
+    return [*lines, ""]
+
+
 def _markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     lines = [
         "# Many workers on one study: throughput (experiments/bench_workers.py)",
         "",
-        f"Command: `{meta['command']}`",
+        *(header_lines(meta["provenance"]) if "provenance" in meta
+          else [f"Command: `{meta['command']}`"]),
+        "",
+        f"Clock: {meta.get('clock', WALL_CLOCK)}; {meta.get('statistic', 'one run per row')}.",
         "",
         f"Machine: {meta['cpus']} CPU cores, {meta['python']}, optuna {meta['optuna']}; "
         f"{meta.get('postgres', 'no PostgreSQL')}. Space `{meta['space']}`, profile "
@@ -382,6 +414,8 @@ def _markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
             f"{r.per_worker_trials} |"
         )
     lines.append("")
+    if rows:
+        lines += _summary(rows)
     return "\n".join(lines)
 
 
@@ -405,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.render is not None:
         data = json.loads(args.render.read_text())
-        rows = [Row(**{**r, "trials_per_s": round(r["complete"] / r["wall_s"], 3)})
+        # The run's own throughput (from the unrounded wall time) where the JSON has it.
+        rows = [Row(**{"trials_per_s": round(r["complete"] / r["wall_s"], 3), **r})
                 for r in data["rows"]]
         args.out.with_suffix(".md").write_text(_markdown(rows, data["meta"]))
         return 0
@@ -415,8 +450,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import optuna
 
+    prov = provenance_start("experiments/bench_workers.py", argv)
     proxy_trials = args.proxy_trials
-    pg = _Postgres() if "postgres" in args.storages else None
+    pg, pg_note = None, "PostgreSQL not asked for (--storages)"
+    if "postgres" in args.storages:
+        try:
+            pg = _Postgres()
+        except RuntimeError as e:  # the journal rows still run; the report says why not these
+            pg_note = f"PostgreSQL rows not run: {e}"
+            args.storages = [s for s in args.storages if s != "postgres"]
+            print(pg_note, file=sys.stderr)
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     try:
@@ -433,18 +476,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = run_one(storage, url, kind, n, total, args.seed)
                     print(json.dumps(asdict(row)), flush=True)
                     rows.append(row)
+        prov = provenance_finish(prov)
         meta = {
-            "command": " ".join(["python experiments/bench_workers.py", *(argv or sys.argv[1:])]),
+            "command": prov.command,
+            "provenance": prov.to_dict(),
+            "clock": WALL_CLOCK,
+            "statistic": "one run per row, not repeated (throughput = finished trials / wall "
+            "time of that run)",
             "cpus": os.cpu_count(),
             "python": f"Python {platform.python_version()}",
             "optuna": optuna.__version__,
-            "postgres": _server_version(pg.url) if pg else "no PostgreSQL",
+            "postgres": _server_version(pg.url) if pg else pg_note,
             "space": str(SPACE.relative_to(REPO)),
             "hw": HW,
             "trials": args.trials,
             "proxy_trials": proxy_trials,
             "train_trials": args.train_trials,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "date": prov.date_utc,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(

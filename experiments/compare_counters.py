@@ -5,7 +5,9 @@ and ``costmodel.profile``: fx trace plus one forward pass on zeros), fvcore,
 thop, ptflops (pytorch backend) and torch's FlopCounterMode. A peer that is not
 installed is skipped and said so. Every tool runs on a fresh copy of the model
 (thop and ptflops attach state to modules), on one CPU thread; times are the
-median of ``--repeats`` runs.
+wall clock (time.perf_counter), the median of ``--repeats`` runs with the
+p10-p90 spread. The report starts with the command, date, machine and load
+average (``experiments/_provenance.py``).
 
 Usage:
     .venv/bin/python experiments/compare_counters.py [--repeats 5] [--out experiments/results]
@@ -26,9 +28,7 @@ import io
 import json
 import logging
 import math
-import platform
 import re
-import statistics
 import sys
 import time
 import warnings
@@ -44,11 +44,19 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# experiments/ is on sys.path as the script's folder.
+from _provenance import (  # noqa: E402
+    WALL_CLOCK,
+    WALL_STATISTIC,
+    header_lines,
+    provenance_finish,
+    provenance_start,
+    wall_stats,
+)
+
 import costmodel  # noqa: E402
 from costmodel._trace import trace_layers  # noqa: E402
 from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like  # noqa: E402
-
-COMMAND = "python experiments/compare_counters.py " + " ".join(sys.argv[1:])
 
 
 @dataclass(frozen=True)
@@ -142,8 +150,9 @@ PEERS: dict[str, tuple[str, Callable[..., tuple[int, int | None]]]] = {
 }
 
 
-def timed(fn: Callable[..., Any], case: Case, repeats: int) -> tuple[Any, float, str]:
-    """(result, median seconds, error) of fn on fresh copies of the case's model."""
+def timed(fn: Callable[..., Any], case: Case, repeats: int) -> tuple[Any, list[float], str]:
+    """(result, wall-clock seconds of each timed run, error) of fn on fresh copies of the
+    case's model."""
     base = case.build().eval()
     times, result, error = [], None, ""
     for i in range(repeats + 1):  # the first run warms caches up and is not timed
@@ -160,7 +169,7 @@ def timed(fn: Callable[..., Any], case: Case, repeats: int) -> tuple[Any, float,
         except Exception as e:  # a peer crashing is a finding, not a reason to stop
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             break
-    return result, statistics.median(times) if times else float("nan"), error
+    return result, times, error
 
 
 # --- roofnas's breakdown, used to explain the peers --------------------------------------
@@ -253,10 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats={args.repeats} must be >= 1")
+    prov = provenance_start("experiments/compare_counters.py", argv)
     torch.set_num_threads(1)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     available = {k: importlib.util.find_spec(mod) is not None for k, (mod, _) in PEERS.items()}
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    versions = {"torch": prov.torch, "python": prov.python}
     for name in ("fvcore", "thop", "ptflops"):
         if available[name]:
             from importlib.metadata import version
@@ -280,17 +290,22 @@ def main(argv: list[str] | None = None) -> int:
         }
         tools.update({k: fn for k, (_, fn) in PEERS.items() if available[k]})
         for tool, fn in tools.items():
-            result, seconds, error = timed(fn, case, args.repeats)
+            result, times, error = timed(fn, case, args.repeats)
+            nan = float("nan")
+            stats = wall_stats(times) if times else {"median_s": nan, "p10_s": nan, "p90_s": nan}
             row["tools"][tool] = {
                 "count": None if result is None else result[0],
                 "params": None if result is None else result[1],
-                "median_s": seconds, "error": error,
+                **stats, "times_s": times, "error": error,
             }
             print(f"{case.name:32s} {tool:16s} {row['tools'][tool]['count']!s:>14} "
-                  f"{seconds * 1e3:9.2f} ms {error}", file=sys.stderr)
+                  f"{stats['median_s'] * 1e3:9.2f} ms {error}", file=sys.stderr)
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"command": COMMAND, "versions": versions, "threads": 1, "repeats": args.repeats,
+    prov = provenance_finish(prov)
+    doc = {"command": prov.command, "provenance": prov.to_dict(), "versions": versions,
+           "threads": 1, "repeats": args.repeats, "clock": WALL_CLOCK,
+           "statistic": WALL_STATISTIC,
            "skipped_peers": [k for k, ok in available.items() if not ok], "cases": rows}
     (args.out / "compare_counters.json").write_text(json.dumps(doc, indent=2) + "\n")
     (args.out / "compare_counters.md").write_text(render(doc))
@@ -302,8 +317,10 @@ def render(doc: dict[str, Any]) -> str:
     lines = [
         "# Counting conventions: roofnas vs fvcore, thop, ptflops, FlopCounterMode",
         "",
-        f"Command: `{doc['command']}` (torch threads: {doc['threads']}, median of "
-        f"{doc['repeats']} runs).",
+        *header_lines(doc["provenance"]),
+        "",
+        f"Times: {doc['clock']}, one torch thread; statistic: median of {doc['repeats']} "
+        "runs after a warm-up run, with the p10-p90 spread (ms).",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
     ]
@@ -321,11 +338,14 @@ def render(doc: dict[str, Any]) -> str:
             cells.append(f"{t['count']:,}" if t["count"] is not None else "crash")
         lines.append(f"| {row['case']} | {row['roofnas']['conv_linear_macs']:,} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "## Time per call (median, one CPU thread, ms)", ""]
+    lines += ["", "## Time per call (wall clock, one CPU thread; median ms (p10-p90))",
+              ""]
     lines.append("| case | " + " | ".join(tools) + " |")
     lines.append("|---|" + "---:|" * len(tools))
     for row in doc["cases"]:
-        cells = [f"{row['tools'][t]['median_s'] * 1e3:.2f}" for t in tools]
+        cells = [f"{row['tools'][t]['median_s'] * 1e3:.2f} "
+                 f"({row['tools'][t]['p10_s'] * 1e3:.2f}-{row['tools'][t]['p90_s'] * 1e3:.2f})"
+                 for t in tools]
         lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
     lines += ["", "## Params reported", ""]
     lines.append("| case | sum(p.numel()) | " + " | ".join(tools) + " |")
@@ -393,7 +413,8 @@ NOTES = """## Notes
   roofline on LayerSpecs, no forward pass (layer-cost cache cleared before every run).
   "roofnas profile" adds tracing with torch.fx and one forward pass on zeros, so it costs
   about what the peers cost: each of them runs a real forward pass. The machine was shared
-  with other jobs, so absolute times are noisy; each figure is the median after a warm-up.
+  with other jobs (load average in the header), so absolute times are noisy; each figure is
+  the wall-clock median after a warm-up run, with the p10-p90 spread in brackets.
 """
 
 

@@ -7,7 +7,10 @@ blocks, each two 1x1 convolutions, on a 56x56 input;
 - G2: c -> c 1x1 group convolutions at fixed MACs (c^2 / g constant) for
   g = 1, 2, 4, 8; more groups, more memory access at equal MACs.
 Widths are the paper's Table 1 / Table 2 rows ("x1" level). MACs are
-multiply-accumulates (what the paper and the seed call FLOPs).
+multiply-accumulates (what the paper and the seed call FLOPs). Measured: wall
+clock (time.perf_counter, through ``costmodel._measure.sample_calls``), the
+median of interleaved rounds with the p10-p90 spread, the lower decile beside
+it (the statistic the calibration fits).
 
     .venv/bin/python experiments/shufflenet_guidelines.py \
         --hw experiments/results/calibrated_cpu.toml
@@ -24,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _provenance import (
+    WALL_CLOCK,
+    header_lines,
+    provenance_finish,
+    provenance_start,
+    wall_stats,
+)
 from torch import nn
 
 from costmodel import LayerSpec, analyze
-from costmodel._measure import lower_quantile, sample_calls, steady_state_allocator
+from costmodel._measure import sample_calls, steady_state_allocator
 from hw_profiles import load
 
 # (c1, c2) and (c, g) from Ma et al. 2018, Table 1 and Table 2 (x1 rows).
@@ -65,61 +75,67 @@ def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
     models = [net(w)[0].eval() for _, _, w in cases]
     xs = [torch.randn(batch, w[0][0], size, size) for _, _, w in cases]
     # As `costmodel validate` measures: one pass per case per round, interleaved
-    # rounds, the lower decile of the samples.
+    # rounds, wall clock; the median of the samples, with the p10-p90 spread.
     calls = [lambda m=m, x=x: m(x) for m, x in zip(models, xs, strict=True)]
     with torch.inference_mode():
-        samples = sample_calls(calls, "cpu", rounds=rounds)
-    best = [lower_quantile(s, 0.1) for s in samples]
+        samples = sample_calls(calls, "cpu", rounds=rounds, clock="wall")
     rows = []
-    for (guide, label, w), t in zip(cases, best, strict=True):
+    for (guide, label, w), ts in zip(cases, samples, strict=True):
+        stats = wall_stats(ts)
         rep = analyze(specs(w, batch, size), hw, "fp32", "eager")
         rows.append({
             "guideline": guide,
             "case": label,
             "macs": rep.total.macs,
             "mac_bytes": rep.total.mac_bytes,
-            "measured_ms": t * 1e3,
+            "measured_ms": stats["median_s"] * 1e3,
+            "measured_p10_ms": stats["p10_s"] * 1e3,
+            "measured_p90_ms": stats["p90_s"] * 1e3,
             "predicted_ms": rep.total.latency_s * 1e3,
-            "measured_batches_per_s": 1 / t,
+            "measured_batches_per_s": 1 / stats["median_s"],
             "predicted_batches_per_s": 1 / rep.total.latency_s,
         })
     return {"hw": hw_path, "profile_source": hw.source, "batch": batch, "size": size,
             "blocks": BLOCKS, "threads": 1, "rounds": rounds, "torch": torch.__version__,
+            "clock": WALL_CLOCK, "statistic": "median of the rounds' samples (p10-p90 spread)",
             "rows": rows}
 
 
-def to_markdown(res: dict[str, Any], command: str) -> str:
+def to_markdown(res: dict[str, Any]) -> str:
     lines = [
         "# ShuffleNet V2 guidelines G1, G2 on this CPU: measured vs predicted",
         "",
-        f"Command: `{command}`",
+        *header_lines(res["provenance"]),
         "",
         f"{res['blocks']} blocks of two 1x1 convs, input {res['size']}x{res['size']}, batch "
-        f"{res['batch']}, fp32, {res['threads']} torch thread, eager; measured: thread CPU "
-        f"time, lower decile of {res['rounds']} interleaved rounds; predicted: "
-        f"`costmodel.analyze` with `{res['hw']}` ({res['profile_source']}). "
-        "MACs = multiply-accumulates (the paper's \"FLOPs\").",
+        f"{res['batch']}, fp32, {res['threads']} torch thread, eager; measured: "
+        f"{res['clock']}, the median of {res['rounds']} interleaved rounds with the p10-p90 "
+        "spread and the lower decile (p10, the statistic calibration fits) beside it; "
+        f"predicted: `costmodel.analyze` with `{res['hw']}` ({res['profile_source']}). "
+        "MACs = multiply-accumulates (the paper's \"FLOPs\"); batches/s = 1 / median.",
         "",
-        "| guideline | case | MACs | MAC bytes | measured ms | predicted ms | measured "
-        "batches/s | predicted batches/s | paper GPU batches/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| guideline | case | MACs | MAC bytes | measured median ms | p10-p90 ms | "
+        "predicted ms | measured batches/s | predicted batches/s | paper GPU batches/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     paper = G1_PAPER_GPU + G2_PAPER_GPU
     for r, p in zip(res["rows"], paper, strict=True):
         lines.append(
             f"| {r['guideline']} | {r['case']} | {r['macs']:,} | {r['mac_bytes']:,} | "
-            f"{r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
+            f"{r['measured_ms']:.2f} | {r['measured_p10_ms']:.2f}-{r['measured_p90_ms']:.2f} | "
+            f"{r['predicted_ms']:.2f} | "
             f"{r['measured_batches_per_s']:.1f} | {r['predicted_batches_per_s']:.1f} | {p} |"
         )
     for g in ("G1", "G2"):
         rows = [r for r in res["rows"] if r["guideline"] == g]
         m = [r["measured_ms"] for r in rows]
+        lo = [r["measured_p10_ms"] for r in rows]
         q = [r["predicted_ms"] for r in rows]
         lines += [
             "",
-            f"{g}: measured slowdown from first to last case x{m[-1] / m[0]:.2f}, predicted "
-            f"x{q[-1] / q[0]:.2f}; measured order "
-            f"{'increasing' if m == sorted(m) else 'not monotone'}, predicted order "
+            f"{g}: measured (median) slowdown from first to last case x{m[-1] / m[0]:.2f} "
+            f"(lower decile x{lo[-1] / lo[0]:.2f}), predicted x{q[-1] / q[0]:.2f}; measured "
+            f"order {'increasing' if m == sorted(m) else 'not monotone'}, predicted order "
             f"{'increasing' if q == sorted(q) else 'not monotone'}.",
         ]
     return "\n".join(lines) + "\n"
@@ -138,13 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         print("shufflenet_guidelines: --batch, --size and --rounds must be >= 1",
               file=sys.stderr)
         return 2
+    prov = provenance_start("experiments/shufflenet_guidelines.py", argv)
     res = run(args.hw, args.batch, args.size, args.rounds)
-    command = "python experiments/shufflenet_guidelines.py " + " ".join(argv or sys.argv[1:])
-    res["command"] = command
+    prov = provenance_finish(prov)
+    res["command"] = prov.command
+    res["provenance"] = prov.to_dict()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "shufflenet_guidelines.json").write_text(json.dumps(res, indent=1) + "\n")
-    md = to_markdown(res, command)
+    md = to_markdown(res)
     (out / "shufflenet_guidelines.md").write_text(md)
     print(md)
     return 0

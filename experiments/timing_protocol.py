@@ -12,8 +12,10 @@ absolute difference) for several statistics of the samples:
   network's samples are spread over the whole run.
 
 It also times one network continuously for 20 s and reports the per-second
-lower decile and median: the machine's speed drifts from second to second,
-which is why samples must be spread in time.
+median with the p10-p90 spread: the machine's speed drifts from second to
+second, which is why samples must be spread in time. Every time is wall clock
+(time.perf_counter, through ``costmodel._measure``'s Clock seam); the report
+starts with the command, date, machine and load average (``_provenance.py``).
 
     PYTHONPATH=. python experiments/timing_protocol.py   # ~3 minutes, machine otherwise idle
 """
@@ -21,7 +23,6 @@ which is why samples must be spread in time.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import statistics
 import sys
@@ -29,17 +30,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-COMMAND = "PYTHONPATH=. python experiments/timing_protocol.py"
-READING = """
-Reading: within one run the ranking repeats (halves agree to >= 0.98 for every
-statistic of the spread protocol), so one run ranks networks reliably. Between
-two runs half a minute apart the whole level moves by several to 30 percent,
-depending on the statistic, and no statistic removes that: the machine itself
-ran at another speed. Hence validation times a fixed reference network in every
-round (`searchspace.REFERENCE_ARCH`) and also reports errors at the
-speed the machine had while calibrating. The former `loops` protocol repeated
-worst (see its row).
-"""
+from _provenance import WALL_CLOCK, header_lines, provenance_finish, provenance_start
+
+
+def reading(results: dict[str, Any]) -> list[str]:
+    """What this run's table says, computed from it (so it holds for the run it reports)."""
+    spread = results["spread"]
+    halves = min(r["halves_spearman"] for r in spread.values())
+    diffs = [r["median_abs_diff"] for r in spread.values()]
+    worst = min(((name, stat) for name, by in results.items() for stat in by),
+                key=lambda k: results[k[0]][k[1]]["spearman"])
+    return [
+        f"Reading (computed from the table): within one run of the spread protocol the odd "
+        f"and even rounds rank the networks alike to Spearman >= {halves:.3f} for every "
+        f"statistic. Between its two runs the level differs by a median "
+        f"{min(diffs):.1%}-{max(diffs):.1%} per network, depending on the statistic. A "
+        "shared machine's speed drifts between runs, so validation times a fixed reference "
+        "network in every round (`searchspace.reference_architecture()`) and also reports "
+        "errors at the speed the machine had while calibrating. Lowest Spearman between "
+        f"runs: `{worst[0]}`, {worst[1]} ({results[worst[0]][worst[1]]['spearman']:.3f}).",
+    ]
 
 
 def loops_protocol(archs: list[Any]) -> list[float]:
@@ -74,27 +84,33 @@ def agreement(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def drift(arch: Any, seconds: float) -> list[dict[str, float]]:
+    """Per second of a ``seconds``-long run of one network: its wall-clock passes' median,
+    lower decile and p90."""
     import torch
 
     import searchspace
-    from costmodel._measure import lower_quantile
+    from costmodel._measure import lower_quantile, make_clock
 
+    now, sync = make_clock("cpu", "wall")
     m = searchspace.build(arch).eval()
     x = torch.randn(1, *arch.input_shape)
     per_s: list[list[float]] = []
     with torch.inference_mode():
         for _ in range(5):
             m(x)
-        t_start = time.perf_counter()
-        while (now := time.perf_counter()) - t_start < seconds:
-            sec = int(now - t_start)
+        t_start = now()
+        while (t := now()) - t_start < seconds:
+            sec = int(t - t_start)
             while len(per_s) <= sec:
                 per_s.append([])
-            t0 = time.thread_time()
+            sync()
+            t0 = now()
             m(x)
-            per_s[sec].append(time.thread_time() - t0)
+            sync()
+            per_s[sec].append(now() - t0)
     return [{"second": i, "n": len(s), "p10_ms": lower_quantile(s, 0.1) * 1e3,
-             "median_ms": statistics.median(s) * 1e3} for i, s in enumerate(per_s) if s]
+             "median_ms": statistics.median(s) * 1e3, "p90_ms": lower_quantile(s, 0.9) * 1e3}
+            for i, s in enumerate(per_s) if s]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift-s", type=float, default=20.0)
     p.add_argument("--out", default="experiments/results/validation_cpu_protocol")
     args = p.parse_args(argv)
+    prov = provenance_start("experiments/timing_protocol.py", argv)
     import torch
 
     from costmodel._measure import lower_quantile, measure_samples
@@ -133,20 +150,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done at {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     probe = archs[min(5, len(archs) - 1)]
     series = drift(probe, args.drift_s)
+    prov = provenance_finish(prov)
     doc = {
-        "command": COMMAND,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": prov.command,
+        "date": prov.date_utc,
+        "provenance": prov.to_dict(),
+        "clock": WALL_CLOCK,
         "torch": torch.__version__, "n": len(archs), "batch": 1, "threads": 1,
         "results": results, "drift_arch": probe.to_string(), "drift": series,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [
         "# Measuring CPU latency on a shared VM: which protocol repeats?",
         "",
-        f"Command: `{COMMAND}` ({doc['date']}, torch {doc['torch']}, one thread, "
-        f"{doc['n']} validation architectures at batch 1, {doc['wall_s']:.0f} s).",
+        *header_lines(prov),
+        "",
+        f"One torch thread, {doc['n']} validation architectures at batch 1, "
+        f"{doc['wall_s']:.0f} s. Clock: {WALL_CLOCK} for every sample. Statistics of each "
+        "network's samples: min, p10 (lower decile), p25 and median, as the table says; "
+        "the drift series gives each second's median with its p10-p90 spread.",
         "",
         "Each protocol measured the same networks twice, back to back. *between*: the two",
         "runs against each other; *halves*: odd against even samples of the first run.",
@@ -160,19 +185,19 @@ def main(argv: list[str] | None = None) -> int:
             halves = r.get("halves_spearman")
             lines.append(f"| {name} | {stat} | {r['spearman']:.3f} | {r['median_abs_diff']:.1%} "
                          f"| {'' if halves is None else f'{halves:.3f}'} |")
-    lines += READING.strip("\n").split("\n")
+    lines += ["", *reading(results)]
     p10s = [s["p10_ms"] for s in series]
     meds = [s["median_ms"] for s in series]
     lines += [
         "",
-        f"One network (`{doc['drift_arch']}`) run for {args.drift_s:g} s: per-second lower "
-        f"decile {min(p10s):.2f}-{max(p10s):.2f} ms, per-second median "
-        f"{min(meds):.2f}-{max(meds):.2f} ms.",
+        f"One network (`{doc['drift_arch']}`) run for {args.drift_s:g} s (wall clock): "
+        f"per-second median {min(meds):.2f}-{max(meds):.2f} ms, per-second lower decile "
+        f"{min(p10s):.2f}-{max(p10s):.2f} ms.",
         "",
-        "| second | forward passes | lower decile ms | median ms |",
+        "| second | forward passes | median ms | p10-p90 ms |",
         "|---|---|---|---|",
-        *[f"| {s['second']} | {s['n']} | {s['p10_ms']:.3f} | {s['median_ms']:.3f} |"
-          for s in series],
+        *[f"| {s['second']} | {s['n']} | {s['median_ms']:.3f} | "
+          f"{s['p10_ms']:.3f}-{s['p90_ms']:.3f} |" for s in series],
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')}")

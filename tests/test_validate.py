@@ -136,10 +136,13 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -
         rep.total.latency_s, rel=1e-3)
 
 
-def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
+def test_shufflenet_guidelines_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     root = Path(__file__).resolve().parents[1]
+    # As `python experiments/shufflenet_guidelines.py` runs it: its folder on sys.path
+    # (for experiments/_provenance.py).
+    monkeypatch.syspath_prepend(str(root / "experiments"))
     spec = importlib.util.spec_from_file_location(
         "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py")
     assert spec is not None and spec.loader is not None
@@ -151,3 +154,5 @@ def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "shufflenet_guidelines.json").read_text())
     assert [r["guideline"] for r in res["rows"]] == ["G1"] * 4 + ["G2"] * 4
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in res["rows"])
+    assert all(r["measured_p10_ms"] <= r["measured_ms"] <= r["measured_p90_ms"]
+               for r in res["rows"])
