@@ -13,13 +13,12 @@ Measuring (``costmodel._measure.measure_samples``): warm-up, then 100 rounds
 (20 above batch 8) that visit the networks in turn, one forward pass each (an
 inner loop of >= 1 ms for faster networks), wall-clock time by default
 (``costmodel._measure.make_clock``: what a user measures). A network's latency
-is a quantile of its samples, the median by default, with the 10th and 90th
-percentiles beside it (the spread; the lower decile is the figure that the
-calibration fits, less sensitive to a shared machine's contention).
+is a quantile of its samples, the median by default (the statistic calibration
+fits), with the 10th and 90th percentiles beside it (the spread).
 
 A fixed reference network, timed in every round beside the others, probes how
-fast the machine runs at the moment: a shared VM's speed drifts by 10-20% from
-one minute to the next (experiments/results/validation_cpu_protocol.md).
+fast the machine runs at the moment: a shared machine's speed drifts with its
+neighbours' load (experiments/results/validation_cpu_protocol.md).
 Calibration records the reference's time per batch, so validation also reports
 latencies at the calibration's machine speed.
 """
@@ -57,9 +56,9 @@ from costmodel._measure import (
 )
 from hw_profiles import calibration_table, load
 
-# Validation reports the median of the samples (what a user's repeated runs give);
-# calibration fits the lower decile (costmodel._measure.DEFAULT_QUANTILE).
-VALIDATION_QUANTILE = 0.5
+# Validation reports the median of the samples (what a user's repeated runs give), the
+# statistic calibration fits (costmodel._measure.DEFAULT_QUANTILE).
+VALIDATION_QUANTILE = DEFAULT_QUANTILE
 VALIDATION_SEED = 7_000_001  # not the calibration seed (costmodel._bench.CALIBRATION_SEED)
 
 
@@ -169,7 +168,7 @@ def validate(
         [*networks, reference], batch, device, rounds=rounds, repeats=repeats,
         min_s=min_s, runtime=runtime, clock=timing_clock or clock,
     )
-    # The reference's statistic is calibration's (the lower decile), whatever the networks'.
+    # The reference's statistic is calibration's, whatever quantile the networks are shown at.
     reference_now = lower_quantile(samples.pop(), DEFAULT_QUANTILE)
     reference_then = (calibration_reference(hw, str(reference)).get(batch)
                       if runtime == "eager" else None)
