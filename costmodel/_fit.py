@@ -75,7 +75,9 @@ def apply_params(
     base_host = min(hosts.values()) if hosts else 0.0
     eager = base.runtime("eager")
     runtimes = dict(base.runtimes)
-    extra = {c: h - base_host for c, h in hosts.items() if h - base_host > 0}
+    # Every fitted class is written, a zero too: a class left out would take its
+    # parent class's cost (hw_profiles.PARENT_CLASS).
+    extra = {c: h - base_host for c, h in hosts.items()}
     runtimes["eager"] = RuntimeParams(eager.kernel_overhead_s, base_host, MappingProxyType(extra))
     ce = dict(base.compute_efficiency)
     me = dict(base.memory_efficiency)
@@ -232,7 +234,7 @@ def fit_profile(
 # Efficiency groups tied so that ten networks identify them: each conv kind and
 # linear alone (compute and memory share the value, as in the shipped profiles),
 # one memory efficiency for the streaming ops (BN, activations, element-wise),
-# pooling alone. A class outside these is its own group.
+# the pooling kernels together. A class outside these is its own group.
 EFFICIENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "dense_conv": ("dense_conv",),
     "pointwise_conv": ("pointwise_conv",),
@@ -240,7 +242,7 @@ EFFICIENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "depthwise_conv": ("depthwise_conv",),
     "linear": ("linear",),
     "streaming": ("batchnorm", "activation", "elementwise"),
-    "pooling": ("pooling",),
+    "pooling": ("pooling", "max_pooling", "global_pooling"),
 }
 # Classes whose eager call costs the host more (algorithm choice, descriptor set-up).
 HEAVY_HOST_CLASSES = frozenset(
