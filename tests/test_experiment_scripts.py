@@ -139,3 +139,13 @@ def test_heldout_list_is_the_frozen_draw(tmp_path: Path) -> None:
     out = tmp_path / "heldout.txt"
     run_script("heldout_networks.py", "--out", str(out))
     assert out.read_text() == (EXP / "heldout_networks.txt").read_text()
+
+
+@pytest.mark.slow
+def test_nb201_layer_kinds(tmp_path: Path) -> None:
+    """Both modes run: the single layers at NB201's shapes and one cell's ops per kind."""
+    run_script("nb201_layer_kinds.py", "layers", "--hw", "t4", "--rounds", "1")
+    nets = tmp_path / "nets.txt"
+    nets.write_text("|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|\n")
+    run_script("nb201_layer_kinds.py", "networks", "--hw", "t4", "--networks", str(nets),
+               "--batch", "1", "--rounds", "1")
