@@ -123,6 +123,15 @@ def _add(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
     return add
 
 
+@register_bench(S.MUL)
+def _mul(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
+    """``x.mul(0.)`` (NAS-Bench-201's zero op), a gate ``x * s`` or ``x * y``: functional."""
+    if spec.num_inputs == 1:
+        return lambda: x.mul(0.0)
+    y = torch.randn(spec.other_shape or spec.in_shape, device=x.device)
+    return lambda: x * y
+
+
 def layer_call(spec: LayerSpec, device: str) -> LayerCall:
     """A zero-argument callable running one layer the way a network runs it."""
     x = torch.randn(spec.in_shape, device=device)
@@ -147,8 +156,10 @@ _PER_CLASS = {
     "linear": 8,
     "batchnorm": 14,
     "activation": 24,
-    "elementwise": 12,
-    "pooling": 14,
+    "elementwise": 16,
+    "pooling": 12,
+    "max_pooling": 8,
+    "global_pooling": 10,
 }
 # A draw: (rng, input shape, output channels, kernel, stride) -> a layer, or None to redraw.
 _Draw = Callable[[random.Random, tuple[int, int, int, int], int, int, int], LayerSpec | None]
@@ -170,25 +181,32 @@ def _group_conv(
 def _elementwise(
     rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
 ) -> LayerSpec | None:
-    if rng.random() < 0.7 or shape[1] % 2:
-        return LayerSpec(S.ADD, shape, num_inputs=2)
+    r = rng.random()
+    if r < 0.5:
+        return LayerSpec(S.ADD, shape, num_inputs=rng.choice([2, 2, 3]))
+    if r < 0.7:  # times a scalar: NAS-Bench-201's zero op
+        return LayerSpec(S.MUL, shape)
+    if r < 0.85:  # a squeeze-and-excitation gate
+        return LayerSpec(S.MUL, shape, num_inputs=2, other_shape=(shape[0], shape[1], 1, 1))
+    if shape[1] % 2:
+        return None
     return LayerSpec(S.CHANNEL_SHUFFLE, shape, groups=2)
 
 
-def _pooling(
-    rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
-) -> LayerSpec | None:
-    h = shape[2]
-    r = rng.random()
-    if r < 0.3:
-        return LayerSpec(S.GLOBAL_AVGPOOL2D, shape)
-    if h < 2:
-        return None
-    kk = rng.choice([2, 3])
-    if kk > h:
-        return None
-    op = S.MAXPOOL2D if r < 0.75 else S.AVGPOOL2D
-    return LayerSpec(op, shape, kernel_size=kk, stride=2, padding=kk // 2 if kk == 3 else 0)
+def _window(op: str) -> _Draw:
+    """Windowed pools of 2x2 and 3x3 at stride 1 (NAS-Bench-201's cell) and stride 2."""
+
+    def draw(
+        rng: random.Random, shape: tuple[int, int, int, int], co: int, k: int, s: int
+    ) -> LayerSpec | None:
+        kk, stride = rng.choice([2, 3]), rng.choice([1, 2])
+        if kk > shape[2]:
+            return None
+        return LayerSpec(
+            op, shape, kernel_size=kk, stride=stride, padding=kk // 2 if kk == 3 else 0
+        )
+
+    return draw
 
 
 _DRAWS: dict[str, _Draw] = {
@@ -206,7 +224,9 @@ _DRAWS: dict[str, _Draw] = {
         rng.choice([S.RELU, S.RELU6, S.HARDSWISH, S.SILU, S.SIGMOID]), shape
     ),
     "elementwise": _elementwise,
-    "pooling": _pooling,
+    "pooling": _window(S.AVGPOOL2D),
+    "max_pooling": _window(S.MAXPOOL2D),
+    "global_pooling": lambda rng, shape, co, k, s: LayerSpec(S.GLOBAL_AVGPOOL2D, shape),
 }
 
 

@@ -266,9 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- validate
 
 # The held-out set (drawn once by experiments/heldout_networks.py from families that
-# calibration and the development set never sample): for reporting only.
-HELDOUT_FILE = Path(__file__).resolve().parents[1] / "experiments" / "heldout_networks.txt"
-VALIDATION_SETS = ("dev", "heldout")
+# calibration and the development sets never sample): for reporting only.
+_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+HELDOUT_FILE = _EXPERIMENTS / "heldout_networks.txt"
+# The former held-out list: it guided a design decision, so it is a development set now.
+DEV_LIST_FILE = _EXPERIMENTS / "dev_networks_2026-11-30.txt"
+VALIDATION_SETS = ("dev", "dev-list", "heldout")
 
 
 def parse_network(line: str) -> Any:
@@ -310,8 +313,10 @@ def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
                    help="architectures of --space (default 40), for --set dev")
     p.add_argument("--set", dest="net_set", choices=VALIDATION_SETS, default="dev",
                    help="dev: --n architectures of --space drawn with --seed (the development "
-                   "set design decisions were checked on); heldout: the frozen list "
-                   "experiments/heldout_networks.txt (other families; report only)")
+                   "set design decisions were checked on); dev-list: the development list "
+                   f"experiments/{DEV_LIST_FILE.name} (NB201, OFA and zoo networks; the former "
+                   "held-out list); heldout: the frozen list experiments/heldout_networks.txt "
+                   "(the same families, networks no decision has seen; report only)")
     p.add_argument("--networks", default=None,
                    help="a file of network strings, one a line (replaces --set)")
     p.add_argument("--clock", choices=CLOCKS, default=DEFAULT_CLOCK,
@@ -385,15 +390,18 @@ def validate_main(argv: Sequence[str]) -> int:
         print("validate: --device=cuda but no CUDA device is available", file=sys.stderr)
         return 1
     command = "python -m costmodel validate " + " ".join(argv)
-    if args.networks is not None or args.net_set == "heldout":
-        path = Path(args.networks) if args.networks is not None else HELDOUT_FILE
+    listed = {"heldout": (HELDOUT_FILE, "held-out set", "_heldout"),
+              "dev-list": (DEV_LIST_FILE, "development list", "_devlist")}
+    if args.networks is not None or args.net_set in listed:
+        path = Path(args.networks) if args.networks is not None else listed[args.net_set][0]
         try:
             archs, space, tag = read_networks(path), str(path), "_" + path.stem
         except ValueError as e:
             print(f"validate: --networks: {e}", file=sys.stderr)
             return 2
         if args.networks is None:
-            space, tag = f"held-out set ({path.name})", "_heldout"
+            _, what, tag = listed[args.net_set]
+            space = f"{what} ({path.name})"
     else:
         archs, space, tag = searchspace.sample_architectures(args.space, args.n, args.seed), (
             f"development set: {args.n} of {args.space}"), ""

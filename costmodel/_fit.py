@@ -66,6 +66,46 @@ def _start_and_bounds(kind: str, base: HardwareProfile) -> tuple[float, float, f
     }[kind]
 
 
+def _data_start(
+    names: Sequence[str],
+    start: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    base: HardwareProfile,
+    specs: Sequence[LayerSpec],
+    times_s: Sequence[float],
+    precision: str,
+) -> np.ndarray:
+    """Start each class's efficiencies where each alone explains its median benchmark.
+
+    A class's compute efficiency starts at median(ops / (peak x time)) and its memory
+    efficiency at median(bytes / (bandwidth x time)) over its benchmarks (clipped to
+    the bounds), so both roofs bind at the start and the fit moves whichever explains
+    how its times vary. From a fixed start of 0.5 a kernel whose time follows its
+    arithmetic at a few percent of peak (a pooling window looped one output at a
+    time) starts memory-bound, where its compute efficiency has no gradient, and
+    stays there. In log units, as ``start``.
+    """
+    out = start.copy()
+    peak, bw = base.peak(precision), base.bandwidth_bytes_per_s
+    for i, name in enumerate(names):
+        kind, _, cls = name.partition(":")
+        if kind not in ("ce", "me"):
+            continue
+        ratios = []
+        for spec, t in zip(specs, times_s, strict=True):
+            if latency_class(spec, base.conv_dispatch, base.threads) != cls or t <= 0:
+                continue
+            c = count(spec)
+            if kind == "ce":
+                ratios.append((2 * c.macs + c.other_ops) / (peak * t))
+            else:
+                ratios.append(layer_mac_bytes(c, precision) / (bw * t))
+        if ratios and statistics.median(ratios) > 0:
+            out[i] = min(max(math.log(statistics.median(ratios)), lo[i]), hi[i])
+    return out
+
+
 def apply_params(
     base: HardwareProfile, names: Sequence[str], theta: Sequence[float], precision: str
 ) -> HardwareProfile:
@@ -75,7 +115,9 @@ def apply_params(
     base_host = min(hosts.values()) if hosts else 0.0
     eager = base.runtime("eager")
     runtimes = dict(base.runtimes)
-    extra = {c: h - base_host for c, h in hosts.items() if h - base_host > 0}
+    # Every fitted class is written, a zero too: a class left out would take its
+    # parent class's cost (hw_profiles.PARENT_CLASS).
+    extra = {c: h - base_host for c, h in hosts.items()}
     runtimes["eager"] = RuntimeParams(eager.kernel_overhead_s, base_host, MappingProxyType(extra))
     ce = dict(base.compute_efficiency)
     me = dict(base.memory_efficiency)
@@ -160,6 +202,7 @@ def fit_profile(
     nets: Sequence[NetworkRow] = (),
     net_weight: float = 6.0,
     holdout_every: int = 4,
+    data_start: bool = True,
 ) -> FitResult:
     """Least squares on log time (robust soft-L1 loss) through the latency model.
 
@@ -171,11 +214,14 @@ def fit_profile(
     specs and measured seconds, residuals weighted by ``net_weight``), whose
     time the model predicts as the composition of its per-layer times. First
     fitted with every ``holdout_every``-th benchmark and network held out (their
-    errors are reported), then refitted on all of them.
+    errors are reported), then refitted on all of them. ``data_start``: efficiencies
+    start from the benchmarks (``_data_start``), else at 0.5.
     """
     names = _fitted_names(base, specs)
     columns = zip(*(_start_and_bounds(n.split(":")[0], base) for n in names), strict=True)
     start, lo, hi = (np.asarray([math.log(x) for x in column]) for column in columns)
+    if data_start:
+        start = _data_start(names, start, lo, hi, base, specs, times_s, precision)
     y = np.log(np.asarray(times_s, dtype=float))
     y_net = np.log(np.asarray([t for _, t in nets], dtype=float))
     net_pred = _net_predictor(base, nets, precision)
@@ -232,7 +278,7 @@ def fit_profile(
 # Efficiency groups tied so that ten networks identify them: each conv kind and
 # linear alone (compute and memory share the value, as in the shipped profiles),
 # one memory efficiency for the streaming ops (BN, activations, element-wise),
-# pooling alone. A class outside these is its own group.
+# the pooling kernels together. A class outside these is its own group.
 EFFICIENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "dense_conv": ("dense_conv",),
     "pointwise_conv": ("pointwise_conv",),
@@ -240,7 +286,7 @@ EFFICIENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "depthwise_conv": ("depthwise_conv",),
     "linear": ("linear",),
     "streaming": ("batchnorm", "activation", "elementwise"),
-    "pooling": ("pooling",),
+    "pooling": ("pooling", "max_pooling", "global_pooling"),
 }
 # Classes whose eager call costs the host more (algorithm choice, descriptor set-up).
 HEAVY_HOST_CLASSES = frozenset(

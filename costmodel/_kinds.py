@@ -46,7 +46,11 @@ def _conv_class(spec: LayerSpec) -> str:
 _always("linear", S.LINEAR)
 _always("batchnorm", S.BATCHNORM2D)
 _always("activation", *S.ACTIVATIONS)
-_always("pooling", S.MAXPOOL2D, S.AVGPOOL2D, S.GLOBAL_AVGPOOL2D)
+# Windowed average, windowed max and global pooling run as different kernels
+# (hw_profiles KERNEL_CLASSES says how they differ on a CPU).
+_always("pooling", S.AVGPOOL2D)
+_always("max_pooling", S.MAXPOOL2D)
+_always("global_pooling", S.GLOBAL_AVGPOOL2D)
 _always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.FLATTEN, S.IDENTITY)
 
 

@@ -43,6 +43,8 @@ _CLASS_COLOURS = {
     "activation": "tab:pink",
     "elementwise": "tab:gray",
     "pooling": "tab:olive",
+    "max_pooling": "gold",
+    "global_pooling": "tab:cyan",
 }
 
 

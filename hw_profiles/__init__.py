@@ -10,6 +10,7 @@ from hw_profiles._precision import (
 from hw_profiles._schema import (
     DEVICE_TYPES,
     KERNEL_CLASSES,
+    PARENT_CLASS,
     RUNTIMES,
     HardwareProfile,
     ProfileError,
@@ -27,6 +28,7 @@ __all__ = [
     "DEVICE_TYPES",
     "FLOAT_PRECISIONS",
     "KERNEL_CLASSES",
+    "PARENT_CLASS",
     "PRECISIONS",
     "RUNTIMES",
     "STORAGE_PRECISIONS",

@@ -39,12 +39,37 @@ KERNEL_CLASSES = (
     "batchnorm",
     "activation",
     "elementwise",
-    "pooling",
+    # Pooling runs as three different kernels. PyTorch's CPU kernels for NCHW tensors
+    # (aten/src/ATen/native/cpu/AvgPoolKernel.cpp, MaxPoolKernel.cpp) loop over output
+    # windows one element at a time: each output pays its window's index arithmetic,
+    # its kh*kw reads and a divide (average) or NaN-aware compare (max), so their time
+    # follows the window work, not the bytes moved (a 3x3 stride-1 window does 4x
+    # the work per byte of a stride-2 one). Global average pooling is a vectorised
+    # sum over each contiguous plane and streams at memory speed. Measured on the
+    # development VM at batch 32: about 8 ns per output of an average 3x3 window,
+    # 22-50 ns of a max 3x3 window, 0.1 ns per input element of a global pool.
+    "pooling",  # windowed average pooling
+    "max_pooling",
+    "global_pooling",
     # PyTorch's own CPU convolution (im2col + GEMM, ``_slow_conv2d_forward``),
     # which it picks over oneDNN for small single-image convs; only profiles with
     # ``conv_dispatch = "pytorch_cpu"`` use it (costmodel/_kinds.py).
     "native_conv",
 )
+# A class a profile sets no value for takes its parent's value (efficiencies and the
+# per-class host cost): profiles written before the pooling kernels were told apart
+# keep pricing every pooling layer as "pooling".
+PARENT_CLASS: Mapping[str, str] = MappingProxyType(
+    {"max_pooling": "pooling", "global_pooling": "pooling"}
+)
+
+
+def _lookup_chain(kernel_class: str) -> tuple[str, ...]:
+    """The class, then its parent (if it has one)."""
+    parent = PARENT_CLASS.get(kernel_class)
+    return (kernel_class,) if parent is None else (kernel_class, parent)
+
+
 # How a profile's runtime picks a convolution algorithm: "none" (one class per
 # conv kind) or "pytorch_cpu" (PyTorch's CPU dispatch between oneDNN and native).
 CONV_DISPATCH = ("none", "pytorch_cpu")
@@ -72,7 +97,15 @@ class RuntimeParams:
     class_host_overhead_s: Mapping[str, float] = field(default_factory=dict)
 
     def host_s(self, kernel_class: str) -> float:
-        return self.host_overhead_s + self.class_host_overhead_s.get(kernel_class, 0.0)
+        extra = next(
+            (
+                self.class_host_overhead_s[c]
+                for c in _lookup_chain(kernel_class)
+                if c in self.class_host_overhead_s
+            ),
+            0.0,
+        )
+        return self.host_overhead_s + extra
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -168,14 +201,24 @@ class HardwareProfile:
             ) from None
 
     def efficiency(self, kernel_class: str, precision: str) -> tuple[float, float]:
-        """(compute, memory) efficiency of a kernel class at a precision; 1.0 when unset."""
-        c = self.compute_efficiency_by_precision.get(precision, {}).get(
-            kernel_class, self.compute_efficiency.get(kernel_class, 1.0)
+        """(compute, memory) efficiency of a kernel class at a precision.
+
+        Looked up for the precision, then in the default table, first for the class,
+        then for its parent (``PARENT_CLASS``); 1.0 when none is set.
+        """
+
+        def find(default: Mapping[str, float], by_p: Mapping[str, Mapping[str, float]]) -> float:
+            own = by_p.get(precision, {})
+            for cls in _lookup_chain(kernel_class):
+                for table in (own, default):
+                    if cls in table:
+                        return table[cls]
+            return 1.0
+
+        return (
+            find(self.compute_efficiency, self.compute_efficiency_by_precision),
+            find(self.memory_efficiency, self.memory_efficiency_by_precision),
         )
-        m = self.memory_efficiency_by_precision.get(precision, {}).get(
-            kernel_class, self.memory_efficiency.get(kernel_class, 1.0)
-        )
-        return c, m
 
     def ridge_point(self, precision: str) -> float:
         """Arithmetic intensity (ops/byte) where the roofline turns flat."""

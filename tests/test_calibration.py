@@ -16,7 +16,7 @@ from costmodel._bench import shape_sweep
 from costmodel._fit import fit_profile, predict_single
 from costmodel._kinds import kernel_class
 from costmodel._validate import ValidationPoint, summarize
-from hw_profiles import load, load_fresh, parse_profile, profile_to_toml
+from hw_profiles import KERNEL_CLASSES, load, load_fresh, parse_profile, profile_to_toml
 from hw_profiles._cli import calibrate_main as main
 
 
@@ -41,17 +41,18 @@ def true_cpu_profile() -> Any:
                         "dense_conv": 12e-6, "pointwise_conv": 8e-6, "group_conv": 80e-6,
                         "depthwise_conv": 90e-6, "linear": 5e-6, "batchnorm": 10e-6,
                         "activation": 0.5e-6, "elementwise": 1e-6, "pooling": 3e-6,
+                        "max_pooling": 5e-6, "global_pooling": 2e-6,
                     },
                 },
             },
             "compute_efficiency": {
                 "dense_conv": 0.6, "pointwise_conv": 0.7, "group_conv": 0.3,
-                "depthwise_conv": 0.15, "linear": 0.8,
+                "depthwise_conv": 0.15, "linear": 0.8, "pooling": 0.01, "max_pooling": 0.004,
             },
             "memory_efficiency": {
                 "dense_conv": 0.5, "pointwise_conv": 0.6, "group_conv": 0.5,
                 "depthwise_conv": 0.4, "linear": 0.7, "batchnorm": 0.5, "activation": 0.8,
-                "elementwise": 0.7, "pooling": 0.4,
+                "elementwise": 0.7, "pooling": 0.4, "max_pooling": 0.4, "global_pooling": 0.6,
             },
         },
         "<truth>",
@@ -96,7 +97,8 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
     assert fit.network_holdout_median_abs_error < 1e-3
     # Fixed costs per class are identifiable from the many overhead-bound shapes.
     for cls in ("dense_conv", "pointwise_conv", "depthwise_conv", "group_conv", "linear",
-                "batchnorm", "activation", "elementwise", "pooling"):
+                "batchnorm", "activation", "elementwise", "pooling", "max_pooling",
+                "global_pooling"):
         assert hw.runtime("eager").host_s(cls) == pytest.approx(
             truth.runtime("eager").host_s(cls), rel=2e-3
         ), cls
@@ -104,8 +106,10 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
     assert hw.saturation_reduction_elements == pytest.approx(12.0, rel=5e-3)
     # Compute-bound classes pin their compute efficiency; their memory efficiency (and the
     # compute efficiency of memory-bound classes) hardly moves a prediction: not asserted.
+    # Windowed pools at these efficiencies are compute-bound too (an average 3x3 window:
+    # 9 ops / (70e9 x 0.01) = 12.9 ns an output against 8 B / (12e9 x 0.4) = 1.7 ns).
     for cls, eff in (("dense_conv", 0.6), ("pointwise_conv", 0.7), ("group_conv", 0.3),
-                     ("depthwise_conv", 0.15)):
+                     ("depthwise_conv", 0.15), ("pooling", 0.01), ("max_pooling", 0.004)):
         assert hw.compute_efficiency[cls] == pytest.approx(eff, rel=2e-3), cls
 
 
@@ -129,12 +133,33 @@ def test_profile_toml_round_trip(tmp_path: Path) -> None:
 
 
 def test_sweep_is_seeded_and_covers_every_kernel_class() -> None:
+    """Every kernel class is benchmarked (native_conv is the dispatch of small convs, not
+    a kind of layer), and so are NAS-Bench-201's kinds: average 3x3 windows at stride 1
+    and the zero op x.mul(0.). Fails if calibration leaves a kind to another's fit."""
     a, b = shape_sweep(quick=True), shape_sweep(quick=True)
     assert a == b
-    assert {kernel_class(s) for s in a} == {
-        "dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "linear",
-        "batchnorm", "activation", "elementwise", "pooling",
-    }
+    assert {kernel_class(s) for s in a} == set(KERNEL_CLASSES) - {"native_conv"}
+    full = shape_sweep(quick=False)
+    assert any(s.op == "avgpool2d" and s.stride == (1, 1) and s.kernel_size == (3, 3)
+               for s in full)
+    assert any(s.op == "maxpool2d" and s.stride == (1, 1) for s in full)
+    assert any(s.op == "mul" and s.num_inputs == 1 for s in full)
+    assert any(s.op == "mul" and s.other_shape for s in full)
+
+
+def test_every_sweep_layer_runs_as_its_benchmark() -> None:
+    """Each benchmarked layer runs and writes a tensor of the shape its formula counts:
+    fails if a benchmark (e.g. mul's) runs another kind of layer than the spec says."""
+    import torch
+
+    from costmodel._bench import layer_call
+    from costmodel._formulas import count
+
+    for spec in shape_sweep(quick=True):
+        if spec.op in ("mul", "add", "avgpool2d", "maxpool2d", "global_avgpool2d"):
+            with torch.inference_mode():
+                out = layer_call(spec, "cpu")()
+            assert tuple(out.shape) == count(spec).out_shape, spec
 
 
 @pytest.mark.slow

@@ -231,3 +231,12 @@ def test_moasha_vs_full(tmp_path: Path) -> None:
     assert {"full_s", "moasha_s"} <= set(seed["compare"]["reach"]["90%"])
     assert out.with_suffix(".md").read_text().startswith("# MO-ASHA vs full training")
     assert out.with_suffix(".png").is_file()
+
+
+def test_nb201_layer_kinds(tmp_path: Path) -> None:
+    """Both modes run: the single layers at NB201's shapes and one cell's ops per kind."""
+    run_script("nb201_layer_kinds.py", "layers", "--hw", "t4", "--rounds", "1")
+    nets = tmp_path / "nets.txt"
+    nets.write_text("|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|\n")
+    run_script("nb201_layer_kinds.py", "networks", "--hw", "t4", "--networks", str(nets),
+               "--batch", "1", "--rounds", "1")

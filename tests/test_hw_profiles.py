@@ -273,6 +273,29 @@ def test_valid_numbers_round_trip(peak: float, bandwidth: float, eff: float) -> 
     assert p.efficiency("pooling", "fp32") == (eff, 1.0)
 
 
+def test_pooling_kernels_take_pooling_values_unless_set() -> None:
+    """max_pooling and global_pooling fall back to "pooling" (hw_profiles.PARENT_CLASS), a
+    value of their own wins, and the class's own default beats its parent's per-precision
+    value. Fails if a profile written before the split prices a max pool at efficiency 1.0
+    or drops its host cost, or if the split classes cannot be given their own values."""
+    p = parse_profile(_doc(
+        compute_efficiency={"pooling": 0.2, "global_pooling": 0.9, "fp16": {"pooling": 0.1}},
+        memory_efficiency={"pooling": 0.3},
+        runtime={"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 1e-6,
+                           "class_host_overhead_s": {"pooling": 4e-6, "max_pooling": 0.0}}},
+    ))
+    assert hw_profiles.PARENT_CLASS == {"max_pooling": "pooling", "global_pooling": "pooling"}
+    assert p.efficiency("max_pooling", "fp32") == (0.2, 0.3)
+    assert p.efficiency("max_pooling", "fp16") == (0.1, 0.3)
+    assert p.efficiency("global_pooling", "fp32") == (0.9, 0.3)
+    assert p.efficiency("global_pooling", "fp16") == (0.9, 0.3)
+    eager = p.runtime("eager")
+    # 1 us dispatch + 4 us pooling extra; max pooling's own extra is 0; global inherits.
+    assert eager.host_s("global_pooling") == pytest.approx(5e-6)
+    assert eager.host_s("max_pooling") == pytest.approx(1e-6)
+    assert p.efficiency("batchnorm", "fp32") == (1.0, 1.0)  # no parent: unset is 1.0
+
+
 # --- command line -------------------------------------------------------------------------
 
 

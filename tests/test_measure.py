@@ -59,12 +59,15 @@ def test_a_registered_op_cannot_be_registered_again() -> None:
 
 
 def test_an_op_without_a_benchmark_or_class_is_named() -> None:
-    spec = LayerSpec("mul", (1, 4, 2, 2), num_inputs=2)
-    with pytest.raises(ValueError, match="op='mul' has no benchmark"):
+    spec = LayerSpec("softmax", (1, 4))
+    with pytest.raises(ValueError, match="op='softmax' has no benchmark"):
         layer_call(spec, "cpu")
-    assert kernel_class(spec) == "elementwise"
     with pytest.raises(ValueError, match="no kernel class for op='softmax'"):
-        kernel_class(LayerSpec("softmax", (1, 4)))
+        kernel_class(spec)
+    # mul (NB201's zero op x.mul(0.), x * y) is benchmarked, as an element-wise kernel.
+    mul = LayerSpec("mul", (1, 4, 2, 2), num_inputs=2)
+    assert kernel_class(mul) == "elementwise"
+    assert tuple(layer_call(mul, "cpu")().shape) == (1, 4, 2, 2)
 
 
 # -- the graph / fused runtimes and the CUDA path, on CPU through the device seam -----------

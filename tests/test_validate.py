@@ -74,6 +74,21 @@ def test_validate_networks_file_and_heldout_set(tmp_path: Path) -> None:
     assert main(["--hw", "t4", "--networks", str(bad)]) == 2
 
 
+def test_development_list_and_held_out_set_share_no_network() -> None:
+    """The former held-out list is a development list now and the new held-out set holds
+    none of its networks: fails if a network some decision has seen is validated as
+    held out, or if the list loses its development header."""
+    from costmodel._cli import DEV_LIST_FILE, HELDOUT_FILE, read_networks
+    from searchspace import NB201Net
+
+    dev = [str(n) for n in read_networks(DEV_LIST_FILE)]
+    held = [str(n) for n in read_networks(HELDOUT_FILE)]
+    assert DEV_LIST_FILE.read_text().startswith("# DEVELOPMENT set")
+    assert len(dev) == 23 + 12 and len(held) == 23
+    assert not set(dev) & set(held)
+    assert sum(isinstance(n, NB201Net) for n in read_networks(DEV_LIST_FILE)) == 22
+
+
 @pytest.mark.parametrize("flag,value", [("--quantile", "1.5"), ("--rounds", "0"),
                                         ("--min-ms", "0")])
 def test_validate_rejects_bad_protocol_values(flag: str, value: str,
