@@ -469,7 +469,9 @@ class _ModelEstimator(AccuracyEstimator):
         if on_model:
             x, y = self.batch
             raw = compute_proxies(self.build(arch), x, y, on_model, seed=self.config.seed)
-        raw.update(cost_features(arch, [k for k in kinds if k in COST_FEATURES]))
+        costs = [k for k in kinds if k in COST_FEATURES]
+        if costs:
+            raw.update(cost_features(arch, costs))
         return {k: _finite(raw[k], k, arch) for k in kinds}
 
 

@@ -80,7 +80,7 @@ def test_bench_private_apis(tmp_path: Path) -> None:
 def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     out = tmp_path / "ranking_truth"
     small = ("--archs", "3", "--pilot-archs", "3", "--epochs", "1", "--out", str(out))
-    run_script("ranking_truth.py", *small, "--protocols", "n500_e8_b32,n300_e15_b32",
+    run_script("ranking_truth.py", *small, "--protocols", "n1000_e3_b64,n1000_e6_b64",
                "--workers", "1")
     doc = keys(out.with_suffix(".json"))
     assert {"command", "date_utc", "host", "torch", "loadavg_start", "loadavg_end", "workers",
