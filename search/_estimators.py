@@ -117,7 +117,7 @@ class EstimatorConfig:
     lr: float = 0.05
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
-    val_fraction: float = 0.2  # digits and imagefolder without train/ and val/
+    val_fraction: float = 0.2  # digits, digits_hard, imagefolder without train/ and val/
     split_seed: int = 0  # the train/val split and the sample caps, independent of seed
     max_train_samples: int | None = 10_000  # caps CIFAR-10's 50,000 (held as float32)
     max_val_samples: int | None = 2_000

@@ -90,7 +90,7 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     assert {"timing", "recommendation"} <= set(res)
     assert len(res["pilot"]["noise_ceiling"]) == 2 and len(res["rows"]) == 3
     timed = set(res["timing"]["per_estimator"])
-    assert {c["estimator"] for c in res["correlations"]} == timed
+    assert {c["estimator"] for c in res["correlations"]} | {"train_e1"} <= timed
     assert out.with_suffix(".md").read_text().startswith("# Ranking truth")
 
 
