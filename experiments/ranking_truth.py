@@ -124,6 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-train-s", type=float, default=5.0, help="median training CPU s limit (5)")
     p.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     p.add_argument("--timing", action="store_true", help="run only the timing pass on <out>")
+    p.add_argument("--md-only", action="store_true", help="rewrite <out>.md from <out>.json")
     p.add_argument("--timing-archs", type=int, default=10, help="archs timed (default 10)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output path without suffix")
     args = p.parse_args(argv)
@@ -252,7 +253,7 @@ def run_job(job: tuple[str, int, str, dict[str, Any]]) -> dict[str, Any]:
 
 def _pool_map(
     jobs: list, workers: int, cfg: dict[str, Any], label: str, journal: Path
-) -> list[dict]:
+) -> tuple[list[dict], int]:
     """Run ``jobs``; each finished row is appended to ``journal`` (JSON lines) at once, and
     jobs already there (same part, arch, protocol, estimator seed) are not run again, so an
     interrupted run continues where it stopped."""
@@ -264,6 +265,7 @@ def _pool_map(
                 done[row["job_key"]] = row
     keyed = [(json.dumps([*job, cfg["estimator_seed"]], sort_keys=True), job) for job in jobs]
     rows = [done[k] for k, _ in keyed if k in done]
+    reused = len(rows)
     todo = [(k, job) for k, job in keyed if k not in done]
     if rows:
         print(f"[{label}] {len(rows)} job(s) reused from {journal}", file=sys.stderr)
@@ -292,7 +294,7 @@ def _pool_map(
     for row in rows:
         row.pop("job_key", None)
     rows.sort(key=lambda r: (r.get("protocol", ""), r["index"]))
-    return rows
+    return rows, reused
 
 
 # ---------------------------------------------------------------- driver
@@ -432,7 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     journal = Path(args.out).with_suffix(".rows.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    pilot_rows = _pool_map(jobs, args.workers, cfg, "pilot", journal)
+    pilot_rows, reused_pilot = _pool_map(jobs, args.workers, cfg, "pilot", journal)
     pilot = {
         pr.name: noise_ceiling([r for r in pilot_rows if r["protocol"] == pr.name])
         for pr in args.protocol_list
@@ -450,7 +452,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proto = {**base, **asdict(chosen)}
     jobs = [("truth", i, a.to_string(), proto) for i, a in enumerate(truth_archs)]
     jobs += [("reference", i, a.to_string(), proto) for i, a in enumerate(ref_archs)]
-    rows = _pool_map(jobs, args.workers, cfg, "truth", journal)
+    rows, reused_truth = _pool_map(jobs, args.workers, cfg, "truth", journal)
     truth_rows = [r for r in rows if r["part"] == "truth"]
     ref_rows = [r for r in rows if r["part"] == "reference"]
     table = correlations(truth_rows, ref_rows)
@@ -465,7 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         cproto = {**proto, "dataset": "cifar10", "data_dir": str(folder), "val_images": 2000}
         cjobs = [("cifar10", i, a.to_string(), cproto) for i, a in enumerate(truth_archs)]
-        crows = _pool_map(cjobs, args.workers, cfg, "cifar10", journal)
+        crows, _ = _pool_map(cjobs, args.workers, cfg, "cifar10", journal)
         cifar = {"dir": str(folder), "noise_ceiling": noise_ceiling(crows), "rows": crows}
 
     return {
@@ -505,6 +507,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": truth_rows,
         "reference_rows": ref_rows,
         "wall_s": time.perf_counter() - t0,
+        "journal_reused_jobs": {"pilot": reused_pilot, "truth": reused_truth},
         "loadavg_end": list(os.getloadavg()),
     }
 
@@ -661,7 +664,13 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"{res['python']}, {res['cpu_count']} CPUs shared with other jobs; {res['workers']} "
         f"worker process(es), one torch thread each; load average "
         f"{res['loadavg_start'][0]:.2f} before, {res['loadavg_end'][0]:.2f} after; wall "
-        f"{res['wall_s']:.0f} s.",
+        f"{res['wall_s']:.0f} s"
+        + (
+            " (jobs reused from the journal of an earlier invocation of the same command: "
+            f"{res['journal_reused_jobs']})."
+            if any(res.get("journal_reused_jobs", {}).values())
+            else "."
+        ),
         "",
         f"Space `{res['space']}`; task {res['dataset']}. Seeds: {res['seeds']} (the search's "
         "default seed 0 is used by none of them).",
@@ -768,11 +777,15 @@ def to_markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    if args.timing:
+    if args.timing or args.md_only:
         if not out.with_suffix(".json").is_file():
-            print(f"error: --timing needs {out.with_suffix('.json')} from a run", file=sys.stderr)
+            print(f"error: needs {out.with_suffix('.json')} from a run", file=sys.stderr)
             return 2
         res = json.loads(out.with_suffix(".json").read_text())
+    if args.md_only:
+        out.with_suffix(".md").write_text(to_markdown(res))
+        return 0
+    if args.timing:
         res["timing"] = {"command": _command(), **timing_pass(res, args.timing_archs)}
         res["recommendation"] = recommend(res)
     else:

@@ -91,7 +91,11 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     assert len(res["pilot"]["noise_ceiling"]) == 2 and len(res["rows"]) == 3
     timed = set(res["timing"]["per_estimator"])
     assert {c["estimator"] for c in res["correlations"]} | {"train_e1"} <= timed
-    assert out.with_suffix(".md").read_text().startswith("# Ranking truth")
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("# Ranking truth") and "## Recommendation" in md
+    out.with_suffix(".md").unlink()  # --md-only rewrites the same report from the JSON alone
+    run_script("ranking_truth.py", "--md-only", "--out", str(out))
+    assert out.with_suffix(".md").read_text() == md
 
 
 @pytest.mark.slow
