@@ -27,6 +27,14 @@ Proxies for Lightweight NAS", ICLR 2021, whose reference code these follow):
   the first ``reference_size`` architectures scored (each ranked against those
   scored before it; after that the population is frozen). So a score depends on
   the seed, and in the last mode on the call order, and on nothing else.
+  ``proxies`` may also name the cost features ``COST_FEATURES``: ``params`` and
+  ``macs`` (multiply-accumulates at batch 1), exact counts of the architecture's
+  layers by ``costmodel.count`` (so the architecture must have ``lower(batch)``,
+  as every ``searchspace.Architecture`` does). In the vote they count as evidence
+  FOR accuracy (more is ranked higher): the parameter count alone ranks
+  architectures by short-trained accuracy better than any single zero-cost proxy
+  (experiments/results/ranking_truth.md); the search still minimises costs as
+  separate objectives.
 
 ``train`` trains for ``epochs`` epochs (SGD with Nesterov momentum or Adam,
 cosine learning rate, seeded shuffling) and returns validation accuracy in [0, 1].
@@ -61,12 +69,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import costmodel
 import searchspace
 from search._data import DATASETS, Dataset, load_dataset
 from search._fidelity import Reporter
 
 __all__ = [
     "BUDGET_ESTIMATOR_KINDS",
+    "COST_FEATURES",
     "ESTIMATOR_KINDS",
     "NEUTRAL_SCORE",
     "PROXY_KINDS",
@@ -75,6 +85,7 @@ __all__ = [
     "EstimatorConfig",
     "ProxyWarning",
     "compute_proxies",
+    "cost_features",
     "evaluate",
     "make_estimator",
     "rank_combination",
@@ -83,6 +94,7 @@ __all__ = [
 ]
 
 PROXY_KINDS: tuple[str, ...] = ("synflow", "naswot", "grad_norm", "snip")
+COST_FEATURES: tuple[str, ...] = ("params", "macs")  # proxy_rank inputs besides PROXY_KINDS
 ESTIMATOR_KINDS: tuple[str, ...] = ("none", *PROXY_KINDS, "proxy_rank", "train")
 # kinds whose ``score`` takes ``report=``: they train, so a budget means something to them
 BUDGET_ESTIMATOR_KINDS: tuple[str, ...] = ("train",)
@@ -113,7 +125,7 @@ class EstimatorConfig:
     lr: float = 0.05
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
-    val_fraction: float = 0.2  # digits and imagefolder without train/ and val/
+    val_fraction: float = 0.2  # digits, digits_hard, imagefolder without train/ and val/
     split_seed: int = 0  # the train/val split and the sample caps, independent of seed
     max_train_samples: int | None = 10_000  # caps CIFAR-10's 50,000 (held as float32)
     max_val_samples: int | None = 2_000
@@ -145,7 +157,7 @@ class EstimatorConfig:
         if not self.proxies:
             raise ValueError(f"estimator.proxies={list(self.proxies)!r} must not be empty")
         for p in self.proxies:
-            _check_choice("proxies", p, PROXY_KINDS)
+            _check_choice("proxies", p, (*PROXY_KINDS, *COST_FEATURES))
         if len(set(self.proxies)) != len(self.proxies):
             raise ValueError(f"estimator.proxies={list(self.proxies)!r} has duplicates")
 
@@ -272,6 +284,20 @@ def compute_proxies(
     if want_grads:
         model.zero_grad(set_to_none=True)
     return {k: out[k] for k in kinds}
+
+
+def cost_features(arch: Any, kinds: Sequence[str] = COST_FEATURES) -> dict[str, float]:
+    """Exact ``params`` and ``macs`` (batch 1) of ``arch``'s layers, by ``costmodel.count``."""
+    for k in kinds:
+        _check_choice("proxies", k, COST_FEATURES)
+    lower = getattr(arch, "lower", None)
+    if not callable(lower):
+        raise ValueError(
+            f"cost features {list(kinds)} need an architecture with lower(batch) "
+            f"(a searchspace.Architecture), got {type(arch).__name__}"
+        )
+    counts = [costmodel.count(spec) for spec in lower(batch=1)]
+    return {k: float(sum(getattr(c, k) for c in counts)) for k in kinds}
 
 
 def _logdet(kernel: torch.Tensor) -> float:
@@ -490,11 +516,17 @@ class _ModelEstimator(AccuracyEstimator):
     def _score(self, arch: Any, report: Reporter | None) -> float: ...
 
     def proxy_values(self, arch: Any, kinds: Sequence[str]) -> dict[str, float]:
-        """Finite proxy values of ``arch`` (non-finite ones replaced by WORST_SCORE)."""
-        model = self.build(arch)
-        x, y = self.batch
-        raw = compute_proxies(model, x, y, kinds, seed=self.config.seed)
-        return {k: _finite(v, k, arch) for k, v in raw.items()}
+        """Finite proxy values of ``arch`` (non-finite ones replaced by WORST_SCORE);
+        ``kinds`` are PROXY_KINDS computed on the built model, or COST_FEATURES."""
+        on_model = [k for k in kinds if k not in COST_FEATURES]
+        raw: dict[str, float] = {}
+        if on_model:
+            x, y = self.batch
+            raw = compute_proxies(self.build(arch), x, y, on_model, seed=self.config.seed)
+        costs = [k for k in kinds if k in COST_FEATURES]
+        if costs:
+            raw.update(cost_features(arch, costs))
+        return {k: _finite(raw[k], k, arch) for k in kinds}
 
 
 class _ProxyEstimator(_ModelEstimator):

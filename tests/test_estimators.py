@@ -15,14 +15,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from search._data import Dataset, DatasetNotFoundError, load_dataset
+import search._data as data_module
+from search._data import (
+    DIGITS_HARD_TRAIN_COPIES,
+    DIGITS_HARD_VAL_COPIES,
+    Dataset,
+    DatasetNotFoundError,
+    load_dataset,
+)
 from search._estimators import (
+    COST_FEATURES,
     ESTIMATOR_KINDS,
     PROXY_KINDS,
     WORST_SCORE,
     EstimatorConfig,
     ProxyWarning,
     compute_proxies,
+    cost_features,
     evaluate,
     make_estimator,
     rank_combination,
@@ -377,6 +386,77 @@ def test_digits_split_is_stratified_seeded_normalised_and_cached() -> None:
     assert not torch.equal(other.y_val, d.y_val)
 
 
+def test_digits_hard_shapes_normalisation_caps_and_determinism() -> None:
+    d = load_dataset("digits_hard", (3, 16, 16))
+    # 1,797 originals, val_fraction 0.2: 1,437 train x 2 copies, 360 val x 3 copies
+    assert d.x_train.shape == (1437 * DIGITS_HARD_TRAIN_COPIES, 3, 16, 16)
+    assert d.x_val.shape == (360 * DIGITS_HARD_VAL_COPIES, 3, 16, 16)
+    assert d.name == "digits_hard" and d.num_classes == 10
+    assert torch.allclose(d.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(d.x_train.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4)
+    assert torch.equal(d.x_train[:, 0], d.x_train[:, 2])  # grey repeated over channels
+    # every val original appears DIGITS_HARD_VAL_COPIES times: 36 originals of class 0
+    assert int((d.y_val == 0).sum()) == 36 * DIGITS_HARD_VAL_COPIES
+    data_module._load_cached.cache_clear()
+    again = load_dataset("digits_hard", (3, 16, 16))
+    assert again is not d and torch.equal(again.x_train, d.x_train)
+    assert torch.equal(again.x_val, d.x_val) and torch.equal(again.y_val, d.y_val)
+    other = load_dataset("digits_hard", (3, 16, 16), split_seed=1)
+    assert not torch.equal(other.x_val, d.x_val)
+    capped = load_dataset("digits_hard", (1, 16, 16), max_train_samples=300, max_val_samples=50)
+    assert capped.x_train.shape == (300, 1, 16, 16) and capped.x_val.shape == (50, 1, 16, 16)
+
+
+def test_digits_hard_train_and_val_originals_are_disjoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No original digit has copies on both sides (all 1,797 originals are distinct)."""
+    seen: list[torch.Tensor] = []
+    real = data_module._distorted_copies
+
+    def record(images: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(images.reshape(images.shape[0], -1))
+        return real(images, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(data_module, "_distorted_copies", record)
+    data_module._load_cached.cache_clear()
+    load_dataset("digits_hard", (1, 8, 8), split_seed=3)
+    data_module._load_cached.cache_clear()
+    train, val = seen
+    assert train.shape[0] + val.shape[0] == 1797
+    same = (train[:, None, :] == val[None, :, :]).all(dim=2)
+    assert not bool(same.any())
+
+
+def test_digits_hard_distortions_change_the_images() -> None:
+    """Copies of one original differ from each other and from the plain resized original."""
+    images = torch.rand(4, 1, 8, 8)
+    labels = torch.arange(4)
+    gen = torch.Generator().manual_seed(0)
+    out, y = data_module._distorted_copies(images, labels, 2, (16, 16), gen)
+    assert out.shape == (8, 1, 16, 16) and y.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    plain = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear")
+    assert float((out[:4] - out[4:]).abs().mean()) > 0.1  # two copies of the same digits
+    assert float((out[:4] - plain).abs().mean()) > 0.1
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(data_module._distorted_copies(images, labels, 2, (16, 16), gen)[0], out)
+
+
+def test_digits_hard_copies_keep_the_digit_recognisable() -> None:
+    """A distorted copy correlates with its own original more than with other digits."""
+    d = load_dataset("digits", (1, 16, 16), max_val_samples=100)
+    imgs = (d.x_val - d.x_val.amin()) / (d.x_val.amax() - d.x_val.amin())
+    gen = torch.Generator().manual_seed(0)
+    out, _ = data_module._distorted_copies(imgs, d.y_val, 1, (16, 16), gen)
+    a = (out - out.mean(dim=(1, 2, 3), keepdim=True)).reshape(100, -1)
+    b = (imgs - imgs.mean(dim=(1, 2, 3), keepdim=True)).reshape(100, -1)
+    corr = (a / a.norm(dim=1, keepdim=True)) @ (b / b.norm(dim=1, keepdim=True)).T
+    own = corr.diagonal().mean()
+    others = (corr.sum() - corr.diagonal().sum()) / (100 * 99)
+    assert float(own) > float(others) + 0.1
+
+
 def _write_cifar(folder: Path, per_batch: int = 4) -> np.ndarray:
     """Synthetic CIFAR-10 python batches; image i of each batch is pure red when i % 2 == 0."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -503,6 +583,40 @@ def test_sample_reference_is_seeded_and_a_prefix_of_longer_samples() -> None:
     assert five == sample_reference(space, 5, seed=7)
     assert sample_reference(space, 8, seed=7)[:5] == five
     assert sample_reference(space, 5, seed=8) != five
+
+
+def test_cost_features_are_the_exact_counts_and_vote_for_bigger_archs() -> None:
+    import searchspace
+    from search._estimators import sample_reference
+
+    space = searchspace.load_space(SPACE)
+    archs = sample_reference(space, 3, seed=4)
+    for a in archs:
+        # differential: costmodel's parameter count equals the built PyTorch module's
+        net = searchspace.build(a)
+        features = cost_features(a)
+        assert features["params"] == sum(p.numel() for p in net.parameters())
+        assert features["macs"] > features["params"] > 0
+    cfg = EstimatorConfig(kind="proxy_rank", proxies=("params", "macs"), reference_size=2)
+    assert EstimatorConfig.from_dict(cfg.to_dict()) == cfg
+    shape, classes = archs[0].input_shape, archs[0].num_classes
+    est = make_estimator(cfg, shape, classes, reference=archs[:2])
+    small, _, big = sorted(archs, key=lambda a: cost_features(a)["params"])
+    assert est.proxy_values(big, ("params",)) == {"params": cost_features(big)["params"]}
+    # more parameters rank higher: the vote treats cost features as evidence for accuracy
+    by_params = EstimatorConfig(kind="proxy_rank", proxies=("params",), reference_size=2)
+    vote = make_estimator(by_params, shape, classes, reference=archs[:2])
+    assert vote.score(big) > vote.score(small)
+
+
+def test_cost_features_need_a_lowerable_architecture() -> None:
+    cfg = EstimatorConfig(kind="proxy_rank", proxies=("synflow", "params"), batch_size=8)
+    est = make_estimator(cfg, SHAPE, 10, build=toy_net)
+    with pytest.raises(ValueError, match=r"need an architecture with lower\(batch\).*Toy"):
+        est.score(Toy(4))
+    with pytest.raises(ValueError, match=r"estimator.proxies='flops' must be one of"):
+        EstimatorConfig(kind="proxy_rank", proxies=("flops",))
+    assert set(COST_FEATURES) == {"params", "macs"}
 
 
 @pytest.mark.slow

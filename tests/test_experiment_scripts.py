@@ -119,12 +119,25 @@ def test_bench_private_apis(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_proxy_ranking(tmp_path: Path) -> None:
-    out = tmp_path / "proxy_ranking"
-    run_script("proxy_ranking.py", "--archs", "3", "--epochs", "1", "--workers", "1",
-               "--out", str(out))
-    assert {"command", "archs", "seed", "dataset"} <= keys(out.with_suffix(".json"))
-    assert out.with_suffix(".md").is_file()
+def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
+    out = tmp_path / "ranking_truth"
+    small = ("--archs", "3", "--pilot-archs", "3", "--epochs", "1", "--out", str(out))
+    run_script("ranking_truth.py", *small, "--protocols", "n1000_e3_b64,n1000_e6_b64",
+               "--workers", "1")
+    doc = keys(out.with_suffix(".json"))
+    assert {"command", "date_utc", "host", "torch", "loadavg_start", "loadavg_end", "workers",
+            "pilot", "protocol", "truth", "correlations", "cifar10", "rows"} <= doc
+    run_script("ranking_truth.py", *small, "--timing", "--timing-archs", "2")
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert {"timing", "recommendation"} <= set(res)
+    assert len(res["pilot"]["noise_ceiling"]) == 2 and len(res["rows"]) == 3
+    timed = set(res["timing"]["per_estimator"])
+    assert {c["estimator"] for c in res["correlations"]} | {"train_e1"} <= timed
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("# Ranking truth") and "## Recommendation" in md
+    out.with_suffix(".md").unlink()  # --md-only rewrites the same report from the JSON alone
+    run_script("ranking_truth.py", "--md-only", "--out", str(out))
+    assert out.with_suffix(".md").read_text() == md
 
 
 @pytest.mark.slow
