@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import tempfile
@@ -52,14 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="seeds per sampler (default 5)")
     p.add_argument("--wall-s", type=float, default=60.0,
                    help="wall-clock seconds per search (default 60)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes that train the fronts, 1 thread each")  # fmt: skip
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.md, .json, .png)")
     args = p.parse_args(argv)
     args.sampler_list = [s.strip() for s in args.samplers.split(",") if s.strip()]
     unknown = [s for s in args.sampler_list if s not in SAMPLERS]
     if unknown:
         p.error(f"--samplers: unknown {unknown}; known {list(SAMPLERS)}")
-    if args.seeds < 1 or args.wall_s <= 0:
-        p.error(f"--seeds={args.seeds} must be >= 1 and --wall-s={args.wall_s} > 0")
+    if args.seeds < 1 or args.wall_s <= 0 or args.workers < 1:
+        p.error(f"--seeds={args.seeds} and --workers={args.workers} must be >= 1, "
+                f"--wall-s={args.wall_s} > 0")  # fmt: skip
     return args
 
 
@@ -73,20 +77,41 @@ class TruthCache:
         self.values: dict[str, dict[str, float]] = data.get("values", {}) if same else {}
         self.trained_s = 0.0
 
+    def train(self, archs: list[str], workers: int) -> None:
+        """Train every architecture not cached yet, ``workers`` processes of one thread each."""
+        todo = sorted({a for a in archs if a not in self.values})
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
+            jobs = [(a, self.protocol) for a in todo]
+            for i, (arch, row) in enumerate(pool.imap_unordered(_train_job, jobs), 1):
+                self.values[arch] = row
+                self.path.write_text(json.dumps({"protocol": self.protocol, "values": self.values}))
+                print(f"[truth {i}/{len(todo)}] {(row['acc_seed0'] + row['acc_seed1']) / 2:.3f}",
+                      flush=True)  # fmt: skip
+        self.trained_s += time.perf_counter() - t0
+
     def accuracy(self, arch_text: str) -> float:
-        if arch_text not in self.values:
-            import ranking_truth
-
-            import searchspace
-
-            arch = searchspace.Architecture.from_string(arch_text)
-            t0 = time.perf_counter()
-            row = ranking_truth.train_twice(arch, self.protocol)
-            self.trained_s += time.perf_counter() - t0
-            self.values[arch_text] = {k: float(v) for k, v in row.items()}
-            self.path.write_text(json.dumps({"protocol": self.protocol, "values": self.values}))
         v = self.values[arch_text]
         return (v["acc_seed0"] + v["acc_seed1"]) / 2
+
+
+def _init_worker() -> None:
+    import ranking_truth
+
+    ranking_truth._init_worker({})
+
+
+def _train_job(job: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    import ranking_truth
+
+    import searchspace
+
+    text, protocol = job
+    row = ranking_truth.train_twice(searchspace.Architecture.from_string(text), protocol)
+    return text, {k: float(v) for k, v in row.items()}
 
 
 def one_search(cfg_path: str, sampler: str, seed: int, wall_s: float, tmp: Path) -> dict:
@@ -133,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     truth = json.loads(Path(args.truth).read_text())
     protocol = {**truth["protocol"], "dataset": "digits_hard", "val_images": None}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cache = TruthCache(Path(args.out).with_suffix(".cache.json"), protocol)
     cfg = load_config(args.config)
     names = [o.name for o in cfg.objectives]
@@ -141,15 +167,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for sampler in args.sampler_list:
             for seed in range(args.seeds):
                 res = one_search(args.config, sampler, seed, args.wall_s, Path(tmp))
-                pts = []
-                for f in res["front"]:
-                    f["truth"] = cache.accuracy(f["arch"])
-                    pts.append((f["truth"], f["cost"]))
-                res["true_hv"] = true_hypervolume(pts, dict(cfg.hv_bounds), names)
                 runs.append(res)
                 print(f"{sampler} seed {seed}: {res['trials']} trials in {res['wall_s']:.0f} s, "
-                      f"front {len(res['front'])}, estimated HV {res['estimated_hv']:.4f}, "
-                      f"true HV {res['true_hv']:.4f}", flush=True)  # fmt: skip
+                      f"front {len(res['front'])}, estimated HV {res['estimated_hv']:.4f}",
+                      flush=True)  # fmt: skip
+    cache.train([f["arch"] for r in runs for f in r["front"]], args.workers)
+    for res in runs:
+        for f in res["front"]:
+            f["truth"] = cache.accuracy(f["arch"])
+        pts = [(f["truth"], f["cost"]) for f in res["front"]]
+        res["true_hv"] = true_hypervolume(pts, dict(cfg.hv_bounds), names)
     summary = {}
     for s in args.sampler_list:
         mine = [r for r in runs if r["sampler"] == s]
@@ -162,7 +189,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "front_mean": statistics.mean(len(r["front"]) for r in mine),
         }
     best = max(summary, key=lambda s: summary[s]["true_hv_mean"])
-    return {"config": str(args.config), "objectives": names,
+    config = Path(args.config).resolve()
+    shown = config.relative_to(_ROOT) if config.is_relative_to(_ROOT) else config
+    return {"config": str(shown), "objectives": names,
             "hv_bounds": {k: list(v) for k, v in cfg.hv_bounds.items()},
             "constraints": {c.name: c.limit for c in cfg.constraints},
             "estimator": dict(cfg.estimator), "protocol": protocol, "wall_s": args.wall_s,

@@ -253,3 +253,22 @@ def test_nb201_layer_kinds(tmp_path: Path) -> None:
     nets.write_text("|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|\n")
     run_script("nb201_layer_kinds.py", "networks", "--hw", "t4", "--networks", str(nets),
                "--batch", "1", "--rounds", "1")
+
+
+@pytest.mark.slow
+def test_search_truth_trains_each_front_once_and_resumes_from_its_cache(tmp_path: Path) -> None:
+    out = tmp_path / "st"
+    args = ("--wall-s", "1", "--seeds", "1", "--samplers", "random", "--workers", "1",
+            "--out", str(out))  # fmt: skip
+    run_script("search_truth.py", *args)
+    first = json.loads(out.with_suffix(".json").read_text())
+    front = first["runs"][0]["front"]
+    assert front and all(0.0 <= f["truth"] <= 1.0 for f in front)
+    assert 0.0 < first["summary"]["random"]["true_hv_mean"] <= 1.0
+    assert first["truth_training_s"] > 0
+    assert out.with_suffix(".md").read_text().startswith("# Search quality against the ranking")
+    # The same search again: its front is in the cache, so nothing is trained twice.
+    run_script("search_truth.py", *args)
+    second = json.loads(out.with_suffix(".json").read_text())
+    assert second["truth_training_s"] == 0.0
+    assert [f["truth"] for f in second["runs"][0]["front"]] == [f["truth"] for f in front]
