@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="seeds per sampler (default 5)")
     p.add_argument("--wall-s", type=float, default=60.0,
                    help="wall-clock seconds per search (default 60)")  # fmt: skip
+    p.add_argument("--trials", type=int, default=100_000,
+                   help="also stop a search after N trials (default: time only)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2,
                    help="processes that train the fronts, 1 thread each")  # fmt: skip
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.md, .json, .png)")
@@ -114,12 +116,14 @@ def _train_job(job: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, float]]:
     return text, {k: float(v) for k, v in row.items()}
 
 
-def one_search(cfg_path: str, sampler: str, seed: int, wall_s: float, tmp: Path) -> dict:
+def one_search(
+    cfg_path: str, sampler: str, seed: int, wall_s: float, tmp: Path, trials: int
+) -> dict:
     from search import load_config, load_existing_study, pareto_trials, run_study
     from search._record import TrialRecord
 
     cfg = load_config(cfg_path).with_overrides(
-        trials=100_000, sampler=sampler, seed=seed, study=f"{sampler}-{seed}",
+        trials=trials, sampler=sampler, seed=seed, study=f"{sampler}-{seed}",
         run_dir=str(tmp / f"{sampler}-{seed}"), mlflow=False,
     )  # fmt: skip
     t0 = time.perf_counter()
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for sampler in args.sampler_list:
             for seed in range(args.seeds):
-                res = one_search(args.config, sampler, seed, args.wall_s, Path(tmp))
+                res = one_search(args.config, sampler, seed, args.wall_s, Path(tmp), args.trials)
                 runs.append(res)
                 print(f"{sampler} seed {seed}: {res['trials']} trials in {res['wall_s']:.0f} s, "
                       f"front {len(res['front'])}, estimated HV {res['estimated_hv']:.4f}",
