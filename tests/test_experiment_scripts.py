@@ -141,13 +141,6 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_search_quality(tmp_path: Path) -> None:
-    run_script("search_quality.py", "--trials", "6", "--seeds", "1", "--out", str(tmp_path))
-    assert {"config", "trials", "seeds", "hypervolume", "curves"} <= keys(
-        tmp_path / "search_quality.json")
-
-
-@pytest.mark.slow
 def test_compare_counters(tmp_path: Path) -> None:
     # Peers that are not installed are skipped by the script (and listed in its report).
     run_script("compare_counters.py", "--repeats", "1", "--only", "ReLU", "CIFAR convnet",
