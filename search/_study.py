@@ -30,13 +30,17 @@ def make_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
     name, seed = cfg.sampler.name, cfg.seed
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=cfg.sampler.population_size, seed=seed)
+    # The spaces are conditional (a block's choices exist only at its depth), so TPE and GP
+    # sample some parameters independently by design: no warning per parameter and trial.
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, warn_independent_sampling=False
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
         try:  # GPSampler needs scipy and torch
-            return optuna.samplers.GPSampler(seed=seed)
+            return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"sampler.name='gp' is not available here: {e}") from None
     raise ConfigError(f"sampler.name={name!r} is unknown")
