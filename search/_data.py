@@ -165,6 +165,26 @@ def _load_cached(
 # ---------------------------------------------------------------- sources
 
 
+def _digit_originals(
+    val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """scikit-learn's 8x8 digits in [0, 1] as (N, 1, 8, 8), labels, a stratified seeded
+    train/val split of their indices, and the class names."""
+    # scikit-learn is imported where it is needed: it costs about 1 s of CPU to import, which
+    # every worker process would pay even when no estimator uses the digits data.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # 0..16
+    labels = bunch.target.astype(np.int64)
+    idx_train, idx_val = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
+    )
+    names = tuple(str(c) for c in bunch.target_names)
+    return images, torch.from_numpy(labels), idx_train, idx_val, names
+
+
 def _digits(
     shape: tuple[int, int, int],
     val_fraction: float,
@@ -172,30 +192,10 @@ def _digits(
     max_train: int | None,
     max_val: int | None,
 ) -> Dataset:
-    # scikit-learn is imported where it is needed: it costs about 1 s of CPU to import, which
-    # every worker process would pay even when no estimator uses the digits data.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = bunch.images.astype(np.float32) / 16.0  # pixel values are 0..16
-    labels = bunch.target.astype(np.int64)
-    idx_train, idx_val = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
-    )
-    idx_train = _cap(idx_train, max_train, seed)
-    idx_val = _cap(idx_val, max_val, seed + 1)
-    x = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 8, 8)
-    names = tuple(str(c) for c in bunch.target_names)
-    return _finish(
-        "digits",
-        x[torch.from_numpy(idx_train)],
-        torch.from_numpy(labels[idx_train]),
-        x[torch.from_numpy(idx_val)],
-        torch.from_numpy(labels[idx_val]),
-        shape,
-        names,
-    )
+    x, labels, idx_train, idx_val, names = _digit_originals(val_fraction, seed)
+    i_train = torch.from_numpy(_cap(idx_train, max_train, seed))
+    i_val = torch.from_numpy(_cap(idx_val, max_val, seed + 1))
+    return _finish("digits", x[i_train], labels[i_train], x[i_val], labels[i_val], shape, names)
 
 
 def _digits_hard(
@@ -205,16 +205,8 @@ def _digits_hard(
     max_train: int | None,
     max_val: int | None,
 ) -> Dataset:
-    from sklearn.datasets import load_digits  # see _digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
     # split the originals before distorting, so no digit is seen on both sides
-    idx_train, idx_val = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
-    )
+    images, labels, idx_train, idx_val, names = _digit_originals(val_fraction, seed)
     size = shape[1:]
     gen_train = torch.Generator().manual_seed(2 * seed)
     gen_val = torch.Generator().manual_seed(2 * seed + 1)
@@ -226,7 +218,6 @@ def _digits_hard(
     )
     i_train = torch.from_numpy(_cap(np.arange(len(y_train)), max_train, seed))
     i_val = torch.from_numpy(_cap(np.arange(len(y_val)), max_val, seed + 1))
-    names = tuple(str(c) for c in bunch.target_names)
     return _finish(
         "digits_hard", x_train[i_train], y_train[i_train], x_val[i_val], y_val[i_val], shape, names
     )
