@@ -482,7 +482,7 @@ def test_estimator_flag_switches_between_kinds_and_functions(
     assert dict(fn.estimator) == {"function": f"{tmp_path}/est/e.py:score", "metric": "accuracy"}
     back = fn.with_overrides(estimator="synflow")
     assert dict(back.estimator) == {"kind": "synflow"}
-    assert base.with_overrides(estimator="none").estimator["proxies"] == ["synflow", "naswot"]
+    assert base.with_overrides(estimator="none").estimator["proxies"] == ["params", "snip"]
     with pytest.raises(ConfigError, match=r"--estimator: estimator\.function='e\.py' must be"):
         base.with_overrides(estimator="e.py")
     assert fn.fingerprint() != base.fingerprint()
