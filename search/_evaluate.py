@@ -122,16 +122,14 @@ class TrialEvaluator:
                     accuracy = float(
                         est.score(arch) if reporter is None else est.score(arch, report=reporter)
                     )
-                except optuna.TrialPruned:
-                    self.counters.stopped += 1
-                    raise
-                finally:  # a stopped trial's seconds count too
+                finally:  # a stopped or failed trial's seconds count too
                     estimator_s = time.perf_counter() - t0
                 metrics = dict(getattr(est, "last_values", {}))
                 self.counters.failures_in_a_row = 0
             elif not feasible:
                 self.counters.rejected += 1
-        except optuna.TrialPruned:
+        except optuna.TrialPruned:  # stopped at a rung budget: not a failure
+            self.counters.stopped += 1
             raise
         except Exception as e:
             error = error_text(e)
