@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search._budget import is_surplus_trial
 from search._config import ExperimentConfig, HardwareTarget, safe_name
 from search._front import FrontTracker, hypervolume, pareto_trials
 from search._objectives import normalise
@@ -200,7 +201,9 @@ def child_record(
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    """Trials MLflow shows; a surplus trial was pruned before any work and is left out."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    return [t for t in trials if not is_surplus_trial(t)]
 
 
 @dataclass

@@ -159,3 +159,34 @@ def test_compare_text_table_and_unknown_study(tmp_path: Path, capsys: object) ->
     assert main(["compare", "a", "nope", "--storage", storage, "--no-mlflow"]) == 2
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "study='nope'" in err and "'a'" in err
+
+
+def test_sync_leaves_out_surplus_trials_but_keeps_stopped_and_failed_ones(tmp_path: Path) -> None:
+    """A surplus trial (past the budget, pruned before any work) is a race artefact, not a run.
+
+    Two workers can both start the last trial of a budget; the one that loses prunes it
+    at once. MLflow shows what the budget paid for, plus failures, and nothing else.
+    """
+    import optuna
+    from mlflow import MlflowClient
+
+    from search._budget import SURPLUS_ATTR
+
+    cfg = tiny(tmp_path, trials=3, study="sur")
+    r = run_study(cfg, progress=False, write_artifacts=False)
+    study = load_existing_study("sur", r.storage)
+    surplus, stopped = study.ask(), study.ask()
+    study._storage.set_trial_system_attr(surplus._trial_id, SURPLUS_ATTR, True)
+    for t in (surplus, stopped):
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    uri = tracking_uri_for(tmp_path)
+    names = ["accuracy", "latency_s"]
+    res = sync(study, tracking_uri=uri, experiment_name="s", objective_names=names,
+               artifact_root=tmp_path / "art")  # fmt: skip
+    assert res.written == 3 + 1 + 1  # three completed, one stopped, one failed; no surplus
+    exp = MlflowClient(uri).get_experiment_by_name("s")
+    statuses = sorted(run.info.status for run in MlflowClient(uri).search_runs([exp.experiment_id])
+                      if run.info.run_id != res.parent_run_id)  # fmt: skip
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED", "KILLED"]
