@@ -15,14 +15,21 @@
    (disjoint from the search's seed 0 and from the truth's seeds): the four
    zero-cost proxies, ``proxy_rank`` as the default experiment runs it
    (synflow + naswot, batch 16) and with all four, rank combinations that add the
-   cost features ``params`` / ``macs``, params and MACs alone, and short training
-   rungs of the ``train`` estimator on digits_hard. Spearman and Kendall against
-   the truth.
+   cost features ``params`` / ``macs``, params and MACs alone, short training
+   rungs of the ``train`` estimator on digits_hard, the ``tse`` estimator for each
+   of ``--tse-epochs`` and its rank vote with params (``--reference-size``
+   reference archs). Spearman and Kendall against the truth.
 5. ``--timing``: a separate pass (run it alone, not niced) that times every
    estimator per architecture on one torch thread on ``--timing-archs`` of the
    truth's architectures, adds the figures and the recommendation to the result.
 
     nice -n 10 python experiments/ranking_truth.py             # pilot + truth + estimators
+    # estimators again on an earlier result's trainings (nothing is retrained):
+    python experiments/ranking_truth.py --reuse-training experiments/results/ranking_truth.json
+    # a second truth of other archs, to check a choice made on the first:
+    python experiments/ranking_truth.py --truth-seed 5 --protocols n1000_e6_b64 \\
+        --reuse-training experiments/results/ranking_truth.json \\
+        --out experiments/results/ranking_truth_heldout
     python experiments/ranking_truth.py --timing               # then the timing pass
     python experiments/ranking_truth.py --archs 3 --pilot-archs 3 --epochs 1 \\
         --workers 1 --timing-archs 2 --out /tmp/rt             # smoke run (both passes)
@@ -76,8 +83,15 @@ COMBOS: tuple[tuple[str, ...], ...] = (
     ("params", "macs", *PROXIES),
 )
 RUNGS = (1, 2)  # train-estimator epochs (fewer than any protocol: cheaper than the truth)
+TSE_EPOCHS = (1, 2, 3)  # tse-estimator epochs, on the protocol's images, batch and lr
 TRAIN_SEEDS = (11, 12)  # the truth's two training seeds
 SUCCESS_SPEARMAN = 0.8  # wanted noise ceiling
+ROLES = {
+    "dev": "development truth: the protocol, the estimator kinds and the default estimator "
+    "were chosen on it, so its figures are optimistic for the chosen ones",
+    "heldout": "held-out check: architectures no choice has seen (another sampler seed); the "
+    "default estimator, chosen on the development truth, is reported here as it is",
+}
 BEAT_PARAMS_BY = 0.1  # recommendation rule: Spearman >= params' + this
 
 
@@ -121,16 +135,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="override every protocol's epochs (smoke runs; default: as in PROTOCOLS)",
     )
+    p.add_argument(
+        "--tse-epochs",
+        default=",".join(map(str, TSE_EPOCHS)),
+        help="epochs of the tse estimators measured, comma-separated (default 1,2,3)",
+    )
+    p.add_argument(
+        "--reference-size",
+        type=int,
+        default=None,
+        help="proxy_rank's reference population (default: EstimatorConfig's, 16)",
+    )
+    p.add_argument("--role", choices=list(ROLES), default="dev", help="what the truth is for")
     p.add_argument("--max-train-s", type=float, default=5.0, help="median training CPU s limit (5)")
     p.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     p.add_argument("--timing", action="store_true", help="run only the timing pass on <out>")
     p.add_argument("--md-only", action="store_true", help="rewrite <out>.md from <out>.json")
     p.add_argument("--timing-archs", type=int, default=10, help="archs timed (default 10)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output path without suffix")
+    p.add_argument(
+        "--reuse-training",
+        metavar="JSON",
+        help="take the pilot's and the truth's trainings (accuracies, seconds) from an earlier "
+        "result file for the same archs and protocol, and compute only the estimators",
+    )
     args = p.parse_args(argv)
+    if args.reference_size is not None and args.reference_size < 2:
+        p.error(f"--reference-size={args.reference_size} must be >= 2")
     for key in ("archs", "pilot_archs", "workers", "timing_archs"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(args, key)} must be >= 1")
+    try:
+        args.tse_epoch_list = [int(e) for e in args.tse_epochs.split(",") if e]
+    except ValueError:
+        args.tse_epoch_list = []
+    if not args.tse_epoch_list or min(args.tse_epoch_list) < 1:
+        p.error(f"--tse-epochs={args.tse_epochs!r} must be positive integers, comma-separated")
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs={args.epochs} must be >= 1")
     if min(args.archs, args.pilot_archs) < 3:
@@ -217,6 +257,19 @@ def estimator_values(arch: Any, protocol: dict[str, Any], seed: int) -> dict[str
         t = time.perf_counter()
         row[f"train_e{e}"] = est.score(arch)
         row[f"train_e{e}_s"] = time.perf_counter() - t
+    row.update(tse_values(arch, protocol, seed))
+    return row
+
+
+def tse_values(arch: Any, protocol: dict[str, Any], seed: int) -> dict[str, float]:
+    """The tse estimator for each of the run's tse epochs, and its seconds."""
+    row: dict[str, float] = {}
+    for e in _STATE["cfg"]["tse_epochs"]:
+        est = _estimator(f"tse{e}", {**_train_config(protocol, seed, epochs=e), "kind": "tse"},
+                         arch)  # fmt: skip
+        t = time.perf_counter()
+        row[f"tse_e{e}"] = est.score(arch)
+        row[f"tse_e{e}_s"] = time.perf_counter() - t
     return row
 
 
@@ -230,7 +283,7 @@ def run_job(job: tuple[str, int, str, dict[str, Any]]) -> dict[str, Any]:
         row["protocol"] = protocol["name"]
         row.update(train_twice(arch, protocol))
         row["truth"] = (row["acc_seed0"] + row["acc_seed1"]) / 2
-    if part == "truth":
+    if part == "estimate":  # the truth archs' estimators: a job apart from their training
         row.update(estimator_values(arch, protocol, _STATE["cfg"]["estimator_seed"]))
     if part == "reference":  # proxy_rank's reference population: proxies and costs only
         import costmodel
@@ -248,22 +301,42 @@ def run_job(job: tuple[str, int, str, dict[str, Any]]) -> dict[str, Any]:
         b16 = _estimator("proxy16", {**data, "batch_size": DEFAULT_PROXY_BATCH}, arch)
         for k, v in b16.proxy_values(arch, DEFAULT_PROXIES).items():
             row[f"{k}_b16"] = v
+        row.update(tse_values(arch, protocol, seed))
     return row
 
 
+def _job_key(job: tuple[str, int, str, dict[str, Any]], cfg: dict[str, Any]) -> str:
+    """What makes a job's row: the job, the estimator seed, and for estimator jobs the tse
+    epochs (so that a training is reused whatever estimators a later run measures)."""
+    extra = [cfg["tse_epochs"]] if job[0] in ("estimate", "reference") else []
+    return json.dumps([*job, cfg["estimator_seed"], *extra], sort_keys=True)
+
+
 def _pool_map(
-    jobs: list, workers: int, cfg: dict[str, Any], label: str, journal: Path
+    jobs: list,
+    workers: int,
+    cfg: dict[str, Any],
+    label: str,
+    journal: Path,
+    reuse: dict[tuple[str, str, str], dict[str, Any]] | None = None,
 ) -> tuple[list[dict], int]:
     """Run ``jobs``; each finished row is appended to ``journal`` (JSON lines) at once, and
     jobs already there (same part, arch, protocol, estimator seed) are not run again, so an
-    interrupted run continues where it stopped."""
+    interrupted run continues where it stopped. A job whose (part, arch, protocol name) is in
+    ``reuse`` takes that row instead of running (it is journaled too)."""
     done: dict[str, dict[str, Any]] = {}
     if journal.is_file():
         for line in journal.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 done[row["job_key"]] = row
-    keyed = [(json.dumps([*job, cfg["estimator_seed"]], sort_keys=True), job) for job in jobs]
+    keyed = [(_job_key(job, cfg), job) for job in jobs]
+    with journal.open("a") as fh:
+        for key, (part, index, text, protocol) in keyed:
+            old = (reuse or {}).get((part, text, protocol["name"]))
+            if key not in done and old is not None:
+                done[key] = {**old, "index": index, "job_key": key}
+                fh.write(json.dumps(done[key]) + "\n")
     rows = [done[k] for k, _ in keyed if k in done]
     reused = len(rows)
     todo = [(k, job) for k, job in keyed if k not in done]
@@ -298,6 +371,20 @@ def _pool_map(
 
 
 # ---------------------------------------------------------------- driver
+
+
+_TRAINING_KEYS = ("part", "arch", "protocol", "truth", *(
+    f"{k}_seed{i}" for k in ("acc", "train_s", "train_cpu_s") for i in (0, 1)))  # fmt: skip
+
+
+def trainings_of(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(part, arch, protocol name) -> the training columns of an earlier result's rows."""
+    res = json.loads(path.read_text())
+    out = {}
+    for row in [*res["pilot"]["rows"], *res["rows"]]:
+        kept = {k: row[k] for k in _TRAINING_KEYS}
+        out[(row["part"], row["arch"], row["protocol"])] = {**kept, "reused_from": _rel(str(path))}
+    return out
 
 
 def sample_distinct(space: Any, n: int, seed: int) -> list[Any]:
@@ -372,7 +459,13 @@ def cifar10_dir() -> Path | None:
     return None
 
 
-def correlations(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[dict]:
+def tse_combos(tse_epochs: list[int]) -> tuple[tuple[str, ...], ...]:
+    return tuple(("params", f"tse_e{e}") for e in tse_epochs)
+
+
+def correlations(
+    rows: list[dict[str, Any]], reference: list[dict[str, Any]], tse_epochs: list[int]
+) -> list[dict]:
     """Spearman / Kendall of every estimator against the truth (raw values or rank votes)."""
     import numpy as np
     from scipy.stats import kendalltau, spearmanr
@@ -383,7 +476,7 @@ def correlations(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) ->
         return {k: [r[_col(k, b16)] for r in reference] for k in keys}
 
     for r in rows:
-        for keys in COMBOS:
+        for keys in (*COMBOS, *tse_combos(tse_epochs)):
             b16 = keys == DEFAULT_PROXIES
             vals = {k: r[_col(k, b16)] for k in keys}
             r[_combo_name(keys)] = rank_combination(vals, ref_of(keys, b16))
@@ -392,6 +485,8 @@ def correlations(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) ->
         *(_combo_name(k) for k in COMBOS),
         *COSTS,
         *(f"train_e{e}" for e in RUNGS),
+        *(f"tse_e{e}" for e in tse_epochs),
+        *(_combo_name(k) for k in tse_combos(tse_epochs)),
     ]
     truth = np.array([r["truth"] for r in rows])
     out = []
@@ -422,7 +517,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     load0 = os.getloadavg()
     space = _load_space(args.space)
-    cfg = {"estimator_seed": args.estimator_seed}
+    cfg = {"estimator_seed": args.estimator_seed, "tse_epochs": args.tse_epoch_list}
     base = {"dataset": "digits_hard", "val_images": None}
 
     # 1. pilot
@@ -434,7 +529,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     journal = Path(args.out).with_suffix(".rows.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    pilot_rows, reused_pilot = _pool_map(jobs, args.workers, cfg, "pilot", journal)
+    reuse = trainings_of(Path(args.reuse_training)) if args.reuse_training else None
+    pilot_rows, reused_pilot = _pool_map(jobs, args.workers, cfg, "pilot", journal, reuse)
     pilot = {
         pr.name: noise_ceiling([r for r in pilot_rows if r["protocol"] == pr.name])
         for pr in args.protocol_list
@@ -447,15 +543,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     truth_archs = sample_distinct(space, args.archs, args.truth_seed)
     from search._estimators import EstimatorConfig, sample_reference
 
-    ref_size = EstimatorConfig().reference_size
+    ref_size = args.reference_size or EstimatorConfig().reference_size
     ref_archs = sample_reference(space, ref_size, args.estimator_seed)
     proto = {**base, **asdict(chosen)}
-    jobs = [("truth", i, a.to_string(), proto) for i, a in enumerate(truth_archs)]
+    jobs = [(part, i, a.to_string(), proto)
+            for i, a in enumerate(truth_archs) for part in ("truth", "estimate")]  # fmt: skip
     jobs += [("reference", i, a.to_string(), proto) for i, a in enumerate(ref_archs)]
-    rows, reused_truth = _pool_map(jobs, args.workers, cfg, "truth", journal)
-    truth_rows = [r for r in rows if r["part"] == "truth"]
+    rows, reused_truth = _pool_map(jobs, args.workers, cfg, "truth", journal, reuse)
+    estimates = {r["index"]: r for r in rows if r["part"] == "estimate"}
+    truth_rows = [{**estimates[r["index"]], **r} for r in rows if r["part"] == "truth"]
     ref_rows = [r for r in rows if r["part"] == "reference"]
-    table = correlations(truth_rows, ref_rows)
+    table = correlations(truth_rows, ref_rows, args.tse_epoch_list)
 
     # 3. CIFAR-10 when a local copy exists
     folder = cifar10_dir()
@@ -502,6 +600,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "truth": noise_ceiling(truth_rows),
         "distinct_archs": len({r["arch"] for r in truth_rows}),
         "reference_size": ref_size,
+        "role": args.role,
+        "tse_epochs": args.tse_epoch_list,
         "correlations": table,
         "cifar10": cifar,
         "rows": truth_rows,
@@ -538,6 +638,13 @@ def timing_pass(res: dict[str, Any], n: int) -> dict[str, Any]:
         bs = DEFAULT_PROXY_BATCH if keys == DEFAULT_PROXIES else PROXY_BATCH
         configs[_combo_name(keys)] = EstimatorConfig(
             kind="proxy_rank", proxies=keys, batch_size=bs, **data
+        )
+    tse = {"epochs": 1, "batch_size": p["batch_size"], "lr": p["lr"],
+           "max_train_samples": p["train_images"], **data}  # fmt: skip
+    for e in res.get("tse_epochs", []):
+        configs[f"tse_e{e}"] = EstimatorConfig(kind="tse", **{**tse, "epochs": e})
+        configs[_combo_name(("params", f"tse_e{e}"))] = EstimatorConfig(
+            kind="proxy_rank", proxies=("params", "tse"), **{**tse, "epochs": e}
         )
     for e in (*RUNGS, p["epochs"]):
         configs[f"train_e{e}"] = EstimatorConfig(
@@ -672,6 +779,8 @@ def to_markdown(res: dict[str, Any]) -> str:
             else "."
         ),
         "",
+        f"Role: {ROLES[res.get('role', 'dev')]}.",
+        "",
         f"Space `{res['space']}`; task {res['dataset']}. Seeds: {res['seeds']} (the search's "
         "default seed 0 is used by none of them).",
         "",
@@ -721,7 +830,9 @@ def to_markdown(res: dict[str, Any]) -> str:
         "seed); `params` / `macs` in a combination are the cost features (exact counts from "
         "costmodel; MACs are multiply-accumulates, FLOPs = 2 x MACs). `train_eN` is the "
         f"`train` estimator for N epochs on the protocol's {pr['train_images']} images, batch "
-        f"{pr['batch_size']}, lr {pr['lr']} (cosine over its own N epochs), estimator seed. "
+        f"{pr['batch_size']}, lr {pr['lr']} (cosine over its own N epochs), estimator seed; "
+        "`tse_eN` is the `tse` estimator with the same recipe: exp(-mean training loss) over "
+        "its N epochs (Ru et al. 2021), no validation. "
         "Seconds per arch: the timing pass below (one process, one torch thread, model build "
         "included).",
         "",

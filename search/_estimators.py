@@ -36,6 +36,17 @@ Proxies for Lightweight NAS", ICLR 2021, whose reference code these follow):
   (experiments/results/ranking_truth.md); the search still minimises costs as
   separate objectives.
 
+``tse`` (training speed estimation, Ru et al., "Speedy Performance Estimation
+for Neural Architecture Search", NeurIPS 2021, eq. 3) trains exactly as ``train`` does
+for ``epochs`` epochs and sums the mini-batch training losses along the way: a network
+that fits the data faster generalises better. It returns ``exp(-mean loss)``, the
+geometric mean of the probability given to the right label at each step: the same order
+as the paper's negated sum for a fixed protocol, in (0, 1], and a diverged run scores
+``WORST_SCORE``. It needs no validation pass, and the per-step losses average out the
+noise that makes an early validation accuracy a poor ranker
+(experiments/results/ranking_truth.md). ``proxy_rank`` may name it in ``proxies``; the
+reference population is then trained too (``reference_size`` short trainings, once).
+
 ``train`` trains for ``epochs`` epochs (SGD with Nesterov momentum or Adam,
 cosine learning rate, seeded shuffling) and returns validation accuracy in [0, 1].
 Called with a ``report`` (a ``search._fidelity.Reporter``), it trains ``report.max_budget``
@@ -80,6 +91,7 @@ __all__ = [
     "ESTIMATOR_KINDS",
     "NEUTRAL_SCORE",
     "PROXY_KINDS",
+    "TRAINING_FEATURES",
     "WORST_SCORE",
     "AccuracyEstimator",
     "EstimatorConfig",
@@ -91,11 +103,13 @@ __all__ = [
     "rank_combination",
     "sample_reference",
     "train_and_evaluate",
+    "training_speed",
 ]
 
 PROXY_KINDS: tuple[str, ...] = ("synflow", "naswot", "grad_norm", "snip")
 COST_FEATURES: tuple[str, ...] = ("params", "macs")  # proxy_rank inputs besides PROXY_KINDS
-ESTIMATOR_KINDS: tuple[str, ...] = ("none", *PROXY_KINDS, "proxy_rank", "train")
+TRAINING_FEATURES: tuple[str, ...] = ("tse",)  # a short training: proxy_rank input or a kind
+ESTIMATOR_KINDS: tuple[str, ...] = ("none", *PROXY_KINDS, "tse", "proxy_rank", "train")
 # kinds whose ``score`` takes ``report=``: they train, so a budget means something to them
 BUDGET_ESTIMATOR_KINDS: tuple[str, ...] = ("train",)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -119,7 +133,7 @@ class EstimatorConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     batch_size: int = 64  # proxy batch and training batch
-    epochs: int = 3  # "train" only
+    epochs: int = 3  # "train" and "tse"
     seed: int = 0
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -157,7 +171,7 @@ class EstimatorConfig:
         if not self.proxies:
             raise ValueError(f"estimator.proxies={list(self.proxies)!r} must not be empty")
         for p in self.proxies:
-            _check_choice("proxies", p, (*PROXY_KINDS, *COST_FEATURES))
+            _check_choice("proxies", p, (*PROXY_KINDS, *COST_FEATURES, *TRAINING_FEATURES))
         if len(set(self.proxies)) != len(self.proxies):
             raise ValueError(f"estimator.proxies={list(self.proxies)!r} has duplicates")
 
@@ -355,30 +369,10 @@ def train_and_evaluate(
     mode keeps its running statistics, no random numbers drawn), so the result is the same
     with or without reports.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
-        )
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer={optimizer!r} must be one of {list(OPTIMIZERS)}")
-    n = data.x_train.shape[0]
-    # a last batch of one sample would break BatchNorm in train mode: drop it
-    per_epoch = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    if len(per_epoch) > 1 and per_epoch[-1][1] - per_epoch[-1][0] < 2:
-        per_epoch.pop()
-    total = max(1, epochs * len(per_epoch))
-    # cosine annealing to zero over all steps (Loshchilov & Hutter 2017, without restarts)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    )
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model.train()
+    run = _TrainingRun.start(model, data, epochs, batch_size, seed, optimizer, lr, momentum,
+                             weight_decay)  # fmt: skip
     for epoch in range(1, epochs + 1):
-        if not _train_epoch(model, data, opt, sched, per_epoch, gen):
+        if not run.epoch():
             break  # diverged: the accuracy of what is left is the result
         if report is not None and epoch in report_at and epoch < epochs:
             report(evaluate(model, data), epoch)
@@ -389,26 +383,92 @@ def train_and_evaluate(
     return acc
 
 
-def _train_epoch(
+def training_speed(
     model: nn.Module,
     data: Dataset,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    batches: Sequence[tuple[int, int]],
-    gen: torch.Generator,
-) -> bool:
-    """One pass over a seeded permutation of the training split; False if the loss diverged."""
-    perm = torch.randperm(data.x_train.shape[0], generator=gen)
-    for lo, hi in batches:
-        idx = perm[lo:hi]
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        if not torch.isfinite(loss):
-            return False
-        loss.backward()
-        opt.step()
-        sched.step()
-    return True
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    optimizer: str = "sgd",
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> float:
+    """TSE of ``model`` trained in place as ``train_and_evaluate`` would: ``exp(-mean loss)``
+    over every training step, in (0, 1]; 0.0 (``WORST_SCORE``) if the loss diverged."""
+    run = _TrainingRun.start(model, data, epochs, batch_size, seed, optimizer, lr, momentum,
+                             weight_decay)  # fmt: skip
+    for _ in range(epochs):
+        if not run.epoch():
+            return WORST_SCORE
+    return math.exp(-math.fsum(run.losses) / max(1, len(run.losses)))
+
+
+@dataclass
+class _TrainingRun:
+    """One seeded training: optimizer, cosine schedule, batches, and every step's loss."""
+
+    model: nn.Module
+    data: Dataset
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    batches: list[tuple[int, int]]
+    gen: torch.Generator
+    losses: list[float] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        data: Dataset,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        optimizer: str,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+    ) -> _TrainingRun:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+            )
+        elif optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"optimizer={optimizer!r} must be one of {list(OPTIMIZERS)}")
+        n = data.x_train.shape[0]
+        # a last batch of one sample would break BatchNorm in train mode: drop it
+        batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        if len(batches) > 1 and batches[-1][1] - batches[-1][0] < 2:
+            batches.pop()
+        total = max(1, epochs * len(batches))
+        # cosine annealing to zero over all steps (Loshchilov & Hutter 2017, without restarts)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        )
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        model.train()
+        return cls(model, data, opt, sched, batches, gen)
+
+    def epoch(self) -> bool:
+        """One pass over a seeded permutation of the training split; False if the loss diverged."""
+        x, y = self.data.x_train, self.data.y_train
+        perm = torch.randperm(x.shape[0], generator=self.gen)
+        for lo, hi in self.batches:
+            idx = perm[lo:hi]
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                return False
+            self.losses.append(float(loss.detach()))
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+        return True
 
 
 def report_epochs(report: Reporter) -> tuple[int, int]:
@@ -517,9 +577,12 @@ class _ModelEstimator(AccuracyEstimator):
 
     def proxy_values(self, arch: Any, kinds: Sequence[str]) -> dict[str, float]:
         """Finite proxy values of ``arch`` (non-finite ones replaced by WORST_SCORE);
-        ``kinds`` are PROXY_KINDS computed on the built model, or COST_FEATURES."""
-        on_model = [k for k in kinds if k not in COST_FEATURES]
+        ``kinds`` are PROXY_KINDS computed on the built model, COST_FEATURES or the
+        TRAINING_FEATURES (a short training of the built model)."""
+        on_model = [k for k in kinds if k in PROXY_KINDS]
         raw: dict[str, float] = {}
+        if "tse" in kinds:
+            raw["tse"] = self.training_speed(arch)
         if on_model:
             x, y = self.batch
             raw = compute_proxies(self.build(arch), x, y, on_model, seed=self.config.seed)
@@ -527,6 +590,14 @@ class _ModelEstimator(AccuracyEstimator):
         if costs:
             raw.update(cost_features(arch, costs))
         return {k: _finite(raw[k], k, arch) for k in kinds}
+
+
+    def training_speed(self, arch: Any) -> float:
+        c = self.config
+        return training_speed(
+            self.build(arch), self.data, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed,
+            optimizer=c.optimizer, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+        )  # fmt: skip
 
 
 class _ProxyEstimator(_ModelEstimator):

@@ -36,6 +36,7 @@ from search._estimators import (
     make_estimator,
     rank_combination,
     train_and_evaluate,
+    training_speed,
 )
 
 
@@ -315,6 +316,73 @@ def test_train_with_adam_and_a_diverging_lr_still_returns_an_accuracy() -> None:
     # The weights are NaN, so every logit is NaN and argmax picks class 0 for every image: the
     # accuracy is the share of zeros in the stratified validation split, 36 of 360 = 0.1.
     assert acc == int((data.y_val == 0).sum()) / data.y_val.shape[0] == 36 / 360
+
+
+class _Silent(nn.Module):
+    """Equal logits for every class whatever the input or the weight: it never learns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 10) * self.w
+
+
+def test_tse_of_a_net_that_never_learns_is_one_over_the_classes() -> None:
+    # Equal logits over 10 classes: every step's cross-entropy is ln 10, so the geometric mean
+    # probability of the right label, exp(-mean loss), is exactly 1/10.
+    data = load_dataset("digits", (1, 8, 8))
+    tse = training_speed(_Silent(), data, epochs=2, batch_size=64)
+    assert tse == pytest.approx(0.1, rel=1e-6)
+
+
+def test_tse_trains_exactly_as_train_and_ranks_a_learner_above_a_silent_net() -> None:
+    """Same optimizer, schedule and batches as ``train``: the weights end bit-identical.
+
+    Fails if TSE drew its batches or its learning rate differently from ``train_and_evaluate``
+    (then a TSE ranking would not predict what training does), or if it returned the loss
+    itself (lower for the learner) instead of a score that is higher for the better learner.
+    """
+    data = load_dataset("digits", (1, 8, 8), max_train_samples=500)
+
+    def net() -> nn.Module:
+        torch.manual_seed(5)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    a, b = net(), net()
+    kw = {"epochs": 2, "batch_size": 32, "seed": 4, "lr": 0.1}
+    tse = training_speed(a, data, **kw)
+    train_and_evaluate(b, data, **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert 0.1 < tse < 1.0  # better than the silent net's 1/10, short of a perfect fit
+    assert tse > training_speed(_Silent(), data, **kw)
+
+
+def test_tse_of_a_diverging_run_is_the_worst_score() -> None:
+    data = load_dataset("digits", (1, 8, 8))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    assert training_speed(net, data, epochs=1, batch_size=64, optimizer="adam", lr=1e30) == 0.0
+
+
+def test_proxy_rank_with_tse_trains_its_reference_once_and_votes_with_params() -> None:
+    """``tse`` in ``proxies``: the reference archs are trained when the estimator is made."""
+    calls: list[int] = []
+
+    def counted(arch: Toy) -> nn.Module:
+        calls.append(arch.width)
+        return toy_net(arch)
+
+    cfg = EstimatorConfig(kind="proxy_rank", proxies=("tse",), epochs=1, batch_size=32,
+                          max_train_samples=128, reference_size=3, seed=2)  # fmt: skip
+    est = make_estimator(cfg, SHAPE, 10, build=counted, reference=[Toy(2), Toy(4), Toy(8)])
+    assert calls == [2, 4, 8]
+    score = est.score(Toy(6))
+    assert calls == [2, 4, 8, 6] and set(est.last_values) == {"tse"}
+    ref = est.reference["tse"]
+    expected = (sum(r < est.last_values["tse"] for r in ref) + 0.5) / (len(ref) + 1)
+    assert score == expected and 0.0 < est.last_values["tse"] <= 1.0
 
 
 # ---------------------------------------------------------------- config

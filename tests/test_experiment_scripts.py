@@ -121,7 +121,8 @@ def test_bench_private_apis(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     out = tmp_path / "ranking_truth"
-    small = ("--archs", "3", "--pilot-archs", "3", "--epochs", "1", "--out", str(out))
+    small = ("--archs", "3", "--pilot-archs", "3", "--epochs", "1", "--tse-epochs", "1",
+             "--out", str(out))  # fmt: skip
     run_script("ranking_truth.py", *small, "--protocols", "n1000_e3_b64,n1000_e6_b64",
                "--workers", "1")
     doc = keys(out.with_suffix(".json"))
@@ -133,6 +134,19 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     assert len(res["pilot"]["noise_ceiling"]) == 2 and len(res["rows"]) == 3
     timed = set(res["timing"]["per_estimator"])
     assert {c["estimator"] for c in res["correlations"]} | {"train_e1"} <= timed
+    assert {"tse_e1", "proxy_rank[params+tse_e1]"} <= timed and res["tse_epochs"] == [1]
+    # a second run with the first one's trainings retrains nothing and agrees on every value
+    again = tmp_path / "again"
+    run_script("ranking_truth.py", *small[:-1], str(again), "--reuse-training",
+               str(out.with_suffix(".json")), "--workers", "1")  # fmt: skip
+    res2 = json.loads(again.with_suffix(".json").read_text())
+    assert all(r["reused_from"] == str(out.with_suffix(".json")) for r in res2["rows"])
+
+    def values(rows: list[dict]) -> list[dict]:  # every value but seconds and provenance
+        return [{k: v for k, v in r.items() if not k.endswith("_s") and k != "reused_from"}
+                for r in rows]  # fmt: skip
+
+    assert values(res2["rows"]) == values(res["rows"])
     md = out.with_suffix(".md").read_text()
     assert md.startswith("# Ranking truth") and "## Recommendation" in md
     out.with_suffix(".md").unlink()  # --md-only rewrites the same report from the JSON alone

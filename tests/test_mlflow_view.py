@@ -43,11 +43,11 @@ def test_parent_run_has_flat_params_and_the_decision_metrics(tmp_path: Path) -> 
     assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     parent = c.get_run(r.mlflow_parent_run_id)
     p = parent.data.params
-    # the default config: T4 then Jetson Orin, fp16, batch 32, fused; 0.75 ms and 1.1 ms budgets
-    assert p["target.0"] == "t4/fp16/b32/fused" and p["target.1"] == "jetson-orin/fp16/b32/fused"
-    assert p["constraint.latency_s/t4"] == "0.00075"
+    # the default config: T4 then Jetson Orin, fp16, batch 256, fused; 0.7 ms and 1.1 ms budgets
+    assert p["target.0"] == "t4/fp16/b256/fused" and p["target.1"] == "jetson-orin/fp16/b256/fused"
+    assert p["constraint.latency_s/t4"] == "0.0007"
     assert p["constraint.latency_s/jetson-orin"] == "0.0011"
-    assert p["constraint.params/t4"] == "300000"
+    assert p["constraint.params/t4"] == "100000"
     assert p["objective.0"] == "accuracy (maximize)"
     assert p["objective.1"] == "latency_s@t4 (minimize)"
     assert (p["sampler"], p["seed"], p["trials"], p["estimator"]) == ("nsga2", "0", "12", "none")
@@ -58,7 +58,7 @@ def test_parent_run_has_flat_params_and_the_decision_metrics(tmp_path: Path) -> 
     feasible = [t for t in study.trials if is_feasible(t)]
     assert m["n_feasible"] == len(feasible) == r.n_feasible
     best = max(t.values[0] for t in feasible)
-    assert m["best_accuracy/latency_s/t4_le_0.00075"] == best
+    assert m["best_accuracy/latency_s/t4_le_0.0007"] == best
     assert m["best_accuracy/latency_s/jetson-orin_le_0.0011"] == best
 
 

@@ -182,6 +182,12 @@ def _kill_a_worker_mid_trial(storage: str, study: str, procs: list[Any],
     pytest.fail(f"no running trial with a worker seen in {timeout_s} s")
 
 
+def _logged(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Trials MLflow should show: finished ones, less surplus ones (they never did any work)."""
+    return {t.number for t in trials
+            if t.state.is_finished() and not t.system_attrs.get(SURPLUS_ATTR)}  # fmt: skip
+
+
 def _mlflow_children(uri: str, parent_run_id: str | None = None) -> Counter[int]:
     """Trial number -> number of child runs (active) under the study's parent run."""
     from mlflow import MlflowClient
@@ -408,8 +414,7 @@ def test_sigkilled_worker_trial_is_failed_retried_and_nothing_is_lost_or_doubled
     from search._mlflow import tracking_uri_for
 
     children = _mlflow_children(tracking_uri_for(out), result["mlflow_parent_run_id"])
-    finished = {t.number for t in trials if t.state.is_finished()}
-    assert set(children) == finished
+    assert set(children) == _logged(trials)
     assert all(n == 1 for n in children.values()), children
 
 
@@ -428,7 +433,8 @@ def test_mlflow_server_down_keeps_every_trial_and_sync_logs_each_once(tmp_path: 
     assert time.monotonic() - t0 < 240, "a down server must not stall the run for minutes"
     summary = json.loads(proc.stdout)
     assert summary["n_finished"] == 6 and "unreachable" in summary["mlflow_error"]
-    _assert_exact_budget(_load(storage, "s"), 6)
+    logged = _logged(_assert_exact_budget(_load(storage, "s"), 6))
+    assert len(logged) == 6
 
     store = f"sqlite:///{tmp_path / 'later.db'}"
     sync = ["sync-mlflow", "--study", "s", "--storage", storage, "--out-dir", str(tmp_path),
@@ -438,7 +444,7 @@ def test_mlflow_server_down_keeps_every_trial_and_sync_logs_each_once(tmp_path: 
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     r1, r2 = json.loads(first.stdout), json.loads(second.stdout)
     assert (r1["written"], r2["written"], r2["already"]) == (6, 0, 6)
-    assert _mlflow_children(store, r1["parent_run_id"]) == Counter(range(6))
+    assert _mlflow_children(store, r1["parent_run_id"]) == Counter(logged)
 
 
 @pytest.mark.slow
@@ -511,11 +517,11 @@ def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
     exp = client.get_experiment_by_name("roofnas/scaleout")
     parents = client.search_runs([exp.experiment_id], "tags.`roofnas.role` = 'parent'")
     assert [r.info.run_id for r in parents] == [parent], "the workers share one parent run"
-    finished = {t.number for t in trials if t.state.is_finished()}
+    finished = _logged(trials)
     victim = {t.number: t for t in trials}[killed].system_attrs[WORKER_ATTR]
     # The killed trial (FAIL) and the ones its worker completed before (one at least).
     unsynced = {t.number for t in trials
-                if t.state.is_finished() and t.system_attrs.get(WORKER_ATTR) == victim}
+                if t.number in finished and t.system_attrs.get(WORKER_ATTR) == victim}
     assert killed in unsynced and len(unsynced) >= 2, unsynced
     before = _mlflow_children(server, parent)
     assert before == Counter(finished - unsynced), f"before sync-mlflow: {before}"

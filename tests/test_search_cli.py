@@ -159,7 +159,7 @@ def test_export_of_an_infeasible_trial_names_each_broken_constraint(
 ) -> None:
     cfg = tmp_path / "tight.toml"
     text = (ROOT / "experiments" / "default.toml").read_text()
-    cfg.write_text(text.replace("params = 300_000", "params = 10"))
+    cfg.write_text(text.replace("params = 100_000", "params = 10"))
     store = str(tmp_path / "o" / "optuna.journal")
     run_cli(capsys, "run", "--config", str(cfg), "--trials", "2", "--estimator", "none",
             "--no-mlflow", "--quiet", "--study", "S", "--storage", store)  # fmt: skip
@@ -196,7 +196,7 @@ def test_no_feasible_candidate_exits_1_with_the_culprit(
 ) -> None:
     cfg = tmp_path / "tight.toml"
     text = (ROOT / "experiments" / "default.toml").read_text()
-    cfg.write_text(text.replace("params = 300_000", "params = 10"))
+    cfg.write_text(text.replace("params = 100_000", "params = 10"))
     code, _, err = run_cli(
         capsys, "run", "--config", str(cfg), "--trials", "3", "--estimator", "none",
         "--no-mlflow", "--quiet", "--out-dir", str(tmp_path / "o"),
@@ -221,7 +221,7 @@ def test_bound_shares_tell_which_bound_the_latency_is_made_of() -> None:
     eager_b1 = bound_shares(costmodel.estimate(arch, hw="t4", precision="fp16", batch=1))
     # batch 1 eager on a T4: the fixed per-kernel cost exceeds most layers' roofline time
     assert eager_b1["overhead"] > max(eager_b1["memory"], eager_b1["compute"])
-    primary = load_config().primary  # T4 fp16 batch 32 fused
+    primary = load_config().primary  # T4 fp16 batch 256 fused
     shares = bound_shares(primary.estimate(arch))
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["memory"] > shares["overhead"] < eager_b1["overhead"] and shares["compute"] > 0

@@ -52,12 +52,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def experiment(path: Path, estimator: str, *, params_limit: int = 300_000) -> Path:
+def experiment(path: Path, estimator: str, *, params_limit: int = 100_000) -> Path:
     """The default experiment with ``estimator`` as its [estimator] table, no model logging."""
     head, _, rest = DEFAULT_TOML.partition("[estimator]")
     tail = rest[rest.index("[hypervolume]") :]
     text = head + "[estimator]\n" + estimator + "\n\n" + tail
-    text = text.replace("params = 300_000", f"params = {params_limit}")
+    text = text.replace("params = 100_000", f"params = {params_limit}")
     return write(path, text.replace("log_models = 3", "log_models = 0"))
 
 
@@ -482,7 +482,7 @@ def test_estimator_flag_switches_between_kinds_and_functions(
     assert dict(fn.estimator) == {"function": f"{tmp_path}/est/e.py:score", "metric": "accuracy"}
     back = fn.with_overrides(estimator="synflow")
     assert dict(back.estimator) == {"kind": "synflow"}
-    assert base.with_overrides(estimator="none").estimator["proxies"] == ["params", "snip"]
+    assert base.with_overrides(estimator="none").estimator["proxies"] == ["params", "tse"]
     with pytest.raises(ConfigError, match=r"--estimator: estimator\.function='e\.py' must be"):
         base.with_overrides(estimator="e.py")
     assert fn.fingerprint() != base.fingerprint()
