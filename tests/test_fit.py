@@ -14,10 +14,10 @@ import tomllib
 
 import costmodel
 import hw_profiles
-from costmodel._fit import HEAVY_HOST_CLASSES, MeasuredNetwork, fit_networks
+from costmodel._fit import HEAVY_HOST_CLASSES, SPLIT_GROUPS, MeasuredNetwork, fit_networks
 from hw_profiles import HardwareProfile, ProfileError, RuntimeParams
 from hw_profiles._schema import DATA_DIR
-from searchspace import NB201Net
+from searchspace import NB201Net, OFANet
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = [
@@ -100,6 +100,84 @@ def test_parameters_the_rows_cannot_see_stay_at_the_prior() -> None:
             assert fit.parameters[g] == pytest.approx(prior, rel=0.02), g
     # The host costs carry the fit (batch 1 is host-bound), so the rows are still matched.
     assert fit.fit_mdape < 0.01
+
+
+# OFA subnets at resolution 128, batch 64: depthwise and wide 1x1 convs on the device chain.
+OFA_NETS = [
+    OFANet(128, (3, 7, 5, 3, 7, 5, 3, 7, 5, 3), (3, 6, 4, 6, 3, 4, 6, 3, 4, 6), (2, 2, 2, 2, 2)),
+    OFANet(128, (7,) * 10, (6,) * 10, (2, 2, 2, 2, 2)),
+    OFANet(128, (3,) * 10, (3,) * 10, (2, 2, 2, 2, 2)),
+    OFANet(160, (5, 3, 7) * 5, (4, 3, 6) * 5, (3, 3, 3, 3, 3)),
+    OFANet(128, (7, 3) * 6, (3, 6) * 6, (2, 3, 2, 3, 2)),
+    OFANet(144, (3, 5) * 8, (6, 4) * 8, (4, 4, 2, 4, 2)),
+]
+OFA_FREE = (
+    "compute_efficiency_pointwise_conv",
+    "compute_efficiency_depthwise_conv",
+    "efficiency_depthwise_conv",
+)
+
+
+def _ofa_rows(hw: HardwareProfile) -> list[MeasuredNetwork]:
+    out = []
+    for net in OFA_NETS:
+        specs = net.lower(64)
+        out.append(MeasuredNetwork(specs, costmodel.analyze(list(specs), hw).total.latency_s))
+    return out
+
+
+def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
+    # Depthwise compute at 1/4 of its prior but memory at 1.5x, pointwise compute at 1/3:
+    # one tied factor per conv kind could not produce this profile.
+    base = hw_profiles.load("v100")
+    ce, me = dict(base.compute_efficiency), dict(base.memory_efficiency)
+    ce["depthwise_conv"] *= 0.25
+    me["depthwise_conv"] *= 1.5
+    ce["pointwise_conv"] /= 3
+    true = dataclasses.replace(
+        base, compute_efficiency=MappingProxyType(ce), memory_efficiency=MappingProxyType(me)
+    )
+    fit = fit_networks(
+        base, _ofa_rows(true), prior_weight=1e-6, folds=2, free=OFA_FREE, split=SPLIT_GROUPS
+    )
+    p = fit.parameters
+    assert p["compute_efficiency_depthwise_conv"] == pytest.approx(ce["depthwise_conv"], rel=0.02)
+    assert p["efficiency_depthwise_conv"] == pytest.approx(me["depthwise_conv"], rel=0.02)
+    assert p["compute_efficiency_pointwise_conv"] == pytest.approx(ce["pointwise_conv"], rel=0.02)
+    # Not free: exactly the prior, the pointwise memory efficiency and host costs included.
+    for name in set(p) - set(OFA_FREE):
+        assert p[name] == fit.prior[name], name
+    # The written profile carries the two sides apart and reproduces the rows.
+    assert fit.profile.efficiency("depthwise_conv", "fp32") == pytest.approx(
+        (ce["depthwise_conv"], me["depthwise_conv"]), rel=0.02
+    )
+    assert fit.profile.efficiency("pointwise_conv", "fp32")[1] == base.memory_efficiency[
+        "pointwise_conv"
+    ]
+    for a, b in zip(_ofa_rows(fit.profile), _ofa_rows(true), strict=True):
+        assert a.latency_s == pytest.approx(b.latency_s, rel=0.01)
+
+
+def test_split_is_opt_in_and_adds_one_compute_parameter_per_group() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    rows = _rows(base, (1,))[:4]
+    tied = fit_networks(base, rows, folds=2)
+    split = fit_networks(base, rows, folds=2, split=("pointwise_conv",))
+    assert not any(k.startswith("compute_efficiency_") for k in tied.parameters)
+    assert set(split.parameters) - set(tied.parameters) == {"compute_efficiency_pointwise_conv"}
+    # At the prior both parametrisations predict the same times (the rows are the base's own).
+    assert split.fit_mdape == pytest.approx(tied.fit_mdape, abs=1e-3)
+
+
+def test_unknown_free_parameter_or_split_group_is_refused() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    rows = _rows(base, (1,))[:3]
+    with pytest.raises(ValueError, match="efficiency_depthwise_conv"):
+        fit_networks(base, rows, free=("efficiency_depthwise_conv",))  # NB201 has none
+    with pytest.raises(ValueError, match="free=\\[\\] must name"):
+        fit_networks(base, rows, free=())
+    with pytest.raises(ValueError, match="'winograd'"):
+        fit_networks(base, rows, split=("winograd",))
 
 
 def test_mixed_precisions_are_refused() -> None:
