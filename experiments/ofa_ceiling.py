@@ -110,12 +110,12 @@ def model_features(hw: hw_profiles.HardwareProfile, rows: list[Any]) -> np.ndarr
     v = m.values(theta)
     pred = m.predict(theta, range(len(rows)))
     out = []
+    eff_c, eff_m = m._efficiencies(v)
     for i, lay in enumerate(m.layers):
         host = float(np.sum(v["host_other_s"] + v["host_conv_extra_s"] * lay.heavy))
-        e = np.asarray([v[f"efficiency_{g}"] for g in m.groups])[lay.group.astype(int)]
-        c = lay.compute_s / np.where(m.memory_only[lay.group.astype(int)], 1.0, e)
-        mm = lay.memory_s / e
-        dev = float(np.sum(np.maximum(c, mm) + v["kernel_overhead_s"]))
+        g = lay.group.astype(int)
+        roof = np.maximum(lay.compute_s / eff_c[g], lay.memory_s / eff_m[g])
+        dev = float(np.sum(roof + v["kernel_overhead_s"]))
         out.append([np.log(pred[i] * 1e3), np.log(host), np.log(dev)])
     return np.asarray(out)
 

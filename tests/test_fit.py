@@ -77,7 +77,8 @@ def test_noise_free_fit_recovers_the_generating_parameters() -> None:
     # The generating efficiencies: the base's value x the factor (a group is named by and
     # reported as its first member: batchnorm for the streaming group).
     for cls, f in SCALED.items():
-        want = base.efficiency(cls, "fp32")[1] * f
+        # A tied conv group reports its compute side, a memory group its memory side.
+        want = base.efficiency(cls, "fp32")[1 if cls == "pooling" else 0] * f
         assert p[f"efficiency_{cls}"] == pytest.approx(want, rel=1e-3), cls
     assert p["efficiency_streaming"] == pytest.approx(
         base.efficiency("batchnorm", "fp32")[1] * 0.8, rel=1e-3
@@ -127,11 +128,21 @@ def _ofa_rows(hw: HardwareProfile) -> list[MeasuredNetwork]:
 
 
 def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
-    # Depthwise compute at 1/4 of its prior but memory at 1.5x, pointwise compute at 1/3:
+    # Depthwise compute at 0.4x its prior but memory at 1.5x, pointwise compute at 1/3:
     # one tied factor per conv kind could not produce this profile.
-    base = hw_profiles.load("v100")
-    ce, me = dict(base.compute_efficiency), dict(base.memory_efficiency)
-    ce["depthwise_conv"] *= 0.25
+    # The base: its own values, so the truth below differs from it.
+    v100 = hw_profiles.load("v100")
+    ce, me = dict(v100.compute_efficiency), dict(v100.memory_efficiency)
+    # Depthwise starts compute-bound (compute 0.1): a roofline max has no gradient on
+    # the side that does not bind, so a fit cannot find a compute side it never sees.
+    ce["pointwise_conv"] = me["pointwise_conv"] = me["depthwise_conv"] = 0.5
+    ce["depthwise_conv"] = 0.1
+    base = dataclasses.replace(
+        v100,
+        compute_efficiency=MappingProxyType(dict(ce)),
+        memory_efficiency=MappingProxyType(dict(me)),
+    )
+    ce["depthwise_conv"] *= 0.4
     me["depthwise_conv"] *= 1.5
     ce["pointwise_conv"] /= 3
     true = dataclasses.replace(
@@ -151,9 +162,10 @@ def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
     assert fit.profile.efficiency("depthwise_conv", "fp32") == pytest.approx(
         (ce["depthwise_conv"], me["depthwise_conv"]), rel=0.02
     )
-    assert fit.profile.efficiency("pointwise_conv", "fp32")[1] == base.memory_efficiency[
-        "pointwise_conv"
-    ]
+    assert (
+        fit.profile.efficiency("pointwise_conv", "fp32")[1]
+        == base.memory_efficiency["pointwise_conv"]
+    )
     for a, b in zip(_ofa_rows(fit.profile), _ofa_rows(true), strict=True):
         assert a.latency_s == pytest.approx(b.latency_s, rel=0.01)
 
@@ -198,7 +210,7 @@ def test_fit_table_keys_are_checked(tmp_path: Path) -> None:
         hw_profiles.load(bad)
 
 
-MODEL_PY = '''
+MODEL_PY = """
 import torch.nn as nn
 
 
@@ -215,7 +227,7 @@ def wide():
 
 
 NOT_CALLABLE = 3
-'''
+"""
 HEADER = ["model", "input_shape", "batch", "precision", "runtime", "latency_s"]
 
 
@@ -225,8 +237,18 @@ def _fit(tmp_path: Path, rows: list[list[object]]) -> subprocess.CompletedProces
         w = csv.writer(f)
         w.writerow(HEADER)
         w.writerows(rows)
-    cmd = [sys.executable, "-m", "hw_profiles", "fit", "--base", "rtx2080ti",
-           "--measurements", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out.toml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hw_profiles",
+        "fit",
+        "--base",
+        "rtx2080ti",
+        "--measurements",
+        str(tmp_path / "m.csv"),
+        "--out",
+        str(tmp_path / "out.toml"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
@@ -277,10 +299,15 @@ def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) ->
     done = _fit(tmp_path, rows)
     assert done.returncode == 2
     err = done.stderr
-    for line, what in [(3, "input_shape='3x32'"), (4, "precision='fp99'"),
-                       (5, "'missing.py' not found"), (6, "latency_s='0'"),
-                       (7, "no callable 'NOT_CALLABLE'"), (8, "differs from the network's 3x32x32"),
-                       (9, "batch='0'")]:
+    for line, what in [
+        (3, "input_shape='3x32'"),
+        (4, "precision='fp99'"),
+        (5, "'missing.py' not found"),
+        (6, "latency_s='0'"),
+        (7, "no callable 'NOT_CALLABLE'"),
+        (8, "differs from the network's 3x32x32"),
+        (9, "batch='0'"),
+    ]:
         assert f"m.csv:{line}: refused: " in err and what in err, (line, what, err)
     assert "m.csv:2:" not in err
     assert "1 usable row(s), need at least 3" in err
