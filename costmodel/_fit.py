@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -294,6 +294,15 @@ HEAVY_HOST_CLASSES = frozenset(
 )
 # Groups whose ops stream memory: their factor moves memory efficiency only.
 MEMORY_GROUPS = frozenset({"streaming", "pooling"})
+# Conv kinds whose compute and memory efficiencies are worth fitting apart (``split``).
+# A 1x1 conv on NAS-Bench-201's small tensors is bound by memory, on MobileNet's wide
+# ones by arithmetic in a GEMM whose reduction is as short as its input channels
+# (roofline: Williams, Waterman, Patterson, CACM 2009), so one tied factor cannot fit
+# both. PyTorch's fp32 CUDA depthwise kernel (aten/src/ATen/native/cuda/
+# DepthwiseConv2d.cu, conv_depthwise2d_forward_kernel) has each thread accumulate one
+# output over its k x k window straight from global memory / L1, so its time grows with
+# k^2 at the same DRAM bytes: its compute efficiency sits far below its memory one.
+SPLIT_GROUPS = frozenset({"pointwise_conv", "depthwise_conv"})
 HOST_PARAMS = ("host_other_s", "host_conv_extra_s", "kernel_overhead_s")
 _LOG_RANGE = math.log(1e3)  # no parameter moves more than 1000x from its prior
 
@@ -332,12 +341,23 @@ def _group_of(cls: str) -> str:
     return next((g for g, members in EFFICIENCY_GROUPS.items() if cls in members), cls)
 
 
-def _efficiency_prior(base: HardwareProfile, group: str, precision: str) -> tuple[float, float]:
-    """(prior value, largest factor keeping every member <= 1) of an efficiency group."""
+def _efficiency_prior(
+    base: HardwareProfile, group: str, precision: str, side: str = "both"
+) -> tuple[float, float]:
+    """(prior value, largest factor keeping every member <= 1) of an efficiency group.
+
+    ``side``: "memory" or "compute" for a factor that moves that efficiency
+    alone, "both" for one that moves both.
+    """
     members = EFFICIENCY_GROUPS.get(group, (group,))
     pairs = [base.efficiency(cls, precision) for cls in members]
-    effs = [m for _, m in pairs] if group in MEMORY_GROUPS else [e for p in pairs for e in p]
-    return effs[0] if group in MEMORY_GROUPS else pairs[0][0], 1.0 / max(effs)
+    if side == "memory":
+        effs = [m for _, m in pairs]
+    elif side == "compute":
+        effs = [c for c, _ in pairs]
+    else:
+        effs = [e for p in pairs for e in p]
+    return effs[0], 1.0 / max(effs)
 
 
 def _host_prior(base: HardwareProfile, runtime: str) -> dict[str, float]:
@@ -362,7 +382,10 @@ class _Layers:
 
 
 def _base_layers(
-    row: MeasuredNetwork, base: HardwareProfile, groups: list[str], scale: dict[str, float]
+    row: MeasuredNetwork,
+    base: HardwareProfile,
+    groups: list[str],
+    scale: dict[str, tuple[float, float]],
 ) -> _Layers:
     c_s, m_s, g_i, heavy = [], [], [], []
     for i, spec in enumerate(row.specs):
@@ -380,9 +403,9 @@ def _base_layers(
             continue
         cls = latency_class(spec, base.conv_dispatch, base.threads)
         g = _group_of(cls)
-        # Times at efficiency 1 of the group's prior value (a factor then rescales them).
-        c_s.append(t.compute_s * (1.0 if g in MEMORY_GROUPS else scale[g]))
-        m_s.append(t.memory_s * scale[g])
+        # Times at efficiency 1 of the group's prior values (factors then rescale them).
+        c_s.append(t.compute_s * scale[g][0])
+        m_s.append(t.memory_s * scale[g][1])
         g_i.append(groups.index(g))
         heavy.append(1.0 if cls in HEAVY_HOST_CLASSES else 0.0)
     for _ in range(row.extra_kernels):
@@ -408,7 +431,12 @@ def _pipeline_s(host: np.ndarray, device: np.ndarray) -> float:
 class _Model:
     """Predicts measured networks from log-factors on the base profile's parameters."""
 
-    def __init__(self, base: HardwareProfile, rows: Sequence[MeasuredNetwork]) -> None:
+    def __init__(
+        self,
+        base: HardwareProfile,
+        rows: Sequence[MeasuredNetwork],
+        split: Collection[str] = (),
+    ) -> None:
         precisions = {r.precision for r in rows}
         runtimes = {r.runtime for r in rows}
         if len(precisions) != 1 or len(runtimes) != 1:
@@ -425,13 +453,21 @@ class _Model:
             if not count(s).alias
         }
         self.groups = sorted({_group_of(c) for c in classes} | {"streaming"})
-        eff = {g: _efficiency_prior(base, g, self.precision) for g in self.groups}
-        self.prior = {
-            **_host_prior(base, self.runtime),
-            **{f"efficiency_{g}": eff[g][0] for g in eff},
+        self.split = [g for g in self.groups if g in split and g not in MEMORY_GROUPS]
+        memory_side = set(self.split) | MEMORY_GROUPS
+        eff = {
+            f"efficiency_{g}": _efficiency_prior(
+                base, g, self.precision, "memory" if g in memory_side else "both"
+            )
+            for g in self.groups
         }
+        eff |= {
+            f"compute_efficiency_{g}": _efficiency_prior(base, g, self.precision, "compute")
+            for g in self.split
+        }
+        self.prior = {**_host_prior(base, self.runtime), **{k: v[0] for k, v in eff.items()}}
         self.names = list(self.prior)
-        hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(eff[g][1]) for g in self.groups]
+        hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(v[1]) for v in eff.values()]
         self.bounds = (np.full(len(self.names), -_LOG_RANGE), np.asarray(hi) + 1e-12)
         self.heavy_host = any(
             latency_class(s, base.conv_dispatch, base.threads) in HEAVY_HOST_CLASSES
@@ -439,26 +475,37 @@ class _Model:
             for s in r.specs
             if not count(s).alias
         )
-        scale = {g: eff[g][0] for g in self.groups}
-        self.memory_only = np.asarray([g in MEMORY_GROUPS for g in self.groups])
+        scale = {g: (self._compute_prior(g), self.prior[f"efficiency_{g}"]) for g in self.groups}
         self.layers = [_base_layers(r, base, self.groups, scale) for r in rows]
         self.overlap = base.memory_compute_overlap
         self.cpu = base.device_type == "cpu"
 
+    def _compute_name(self, g: str) -> str | None:
+        """The parameter that moves group ``g``'s compute efficiency (None: nothing does)."""
+        if g in MEMORY_GROUPS:
+            return None
+        return f"compute_efficiency_{g}" if g in self.split else f"efficiency_{g}"
+
+    def _compute_prior(self, g: str) -> float:
+        name = self._compute_name(g)
+        return 1.0 if name is None else self.prior[name]
+
     def values(self, theta: np.ndarray) -> dict[str, float]:
         return {n: self.prior[n] * math.exp(t) for n, t in zip(self.names, theta, strict=True)}
 
+    def _efficiencies(self, v: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """(compute, memory) efficiency of each group; 1.0 where compute is not fitted."""
+        comp = [1.0 if (n := self._compute_name(g)) is None else v[n] for g in self.groups]
+        return np.asarray(comp), np.asarray([v[f"efficiency_{g}"] for g in self.groups])
+
     def predict(self, theta: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         v = self.values(theta)
-        eff = np.asarray([v[f"efficiency_{g}"] for g in self.groups])
+        eff_c, eff_m = self._efficiencies(v)
         out = []
         for i in idx:
             lay = self.layers[i]
-            e = eff[lay.group.astype(int)]
-            c, m = (
-                lay.compute_s / np.where(self.memory_only[lay.group.astype(int)], 1.0, e),
-                (lay.memory_s / e),
-            )
+            g = lay.group.astype(int)
+            c, m = lay.compute_s / eff_c[g], lay.memory_s / eff_m[g]
             roof = np.maximum(c, m) + (1.0 - self.overlap) * np.minimum(c, m)
             host = v["host_other_s"] + v["host_conv_extra_s"] * lay.heavy
             dev = roof + v["kernel_overhead_s"]
@@ -479,13 +526,15 @@ class _Model:
         )
         ce, me = _precision_tables(base, self.precision)
         for g in self.groups:
+            # Members keep their ratios to the group's prior values.
+            fm = v[f"efficiency_{g}"] / self.prior[f"efficiency_{g}"]
+            name = self._compute_name(g)
+            fc = None if name is None else v[name] / self.prior[name]
             for cls in EFFICIENCY_GROUPS.get(g, (g,)):
-                # Members keep their ratios to the group's prior value.
-                f = v[f"efficiency_{g}"] / self.prior[f"efficiency_{g}"]
                 c0, m0 = base.efficiency(cls, self.precision)
-                me[0][cls] = min(m0 * f, 1.0)
-                if g not in MEMORY_GROUPS:
-                    ce[0][cls] = min(c0 * f, 1.0)
+                me[0][cls] = min(m0 * fm, 1.0)
+                if fc is not None:
+                    ce[0][cls] = min(c0 * fc, 1.0)
         return dataclasses.replace(
             base,
             runtimes=MappingProxyType(runtimes),
@@ -517,25 +566,34 @@ def _precision_tables(base: HardwareProfile, precision: str) -> tuple[_Tables, _
     return out[0], out[1]
 
 
-def _solve(model: _Model, idx: Sequence[int], prior_weight: float) -> np.ndarray:
+def _solve(
+    model: _Model, idx: Sequence[int], prior_weight: float, free: np.ndarray
+) -> np.ndarray:
+    """Log-factors of every parameter; those not ``free`` (a mask) stay 0, at the prior."""
     y = np.log([model.rows[i].latency_s for i in idx])
 
-    def resid(theta: np.ndarray) -> np.ndarray:
-        r = np.log(model.predict(theta, idx)) - y
-        return np.concatenate([r, prior_weight * theta])
+    def full(sub: np.ndarray) -> np.ndarray:
+        theta = np.zeros(len(model.names))
+        theta[free] = sub
+        return theta
 
-    start = np.clip(np.zeros(len(model.names)), model.bounds[0], model.bounds[1])
+    def resid(sub: np.ndarray) -> np.ndarray:
+        r = np.log(model.predict(full(sub), idx)) - y
+        return np.concatenate([r, prior_weight * sub])
+
+    lo, hi = model.bounds[0][free], model.bounds[1][free]
+    start = np.clip(np.zeros(len(lo)), lo, hi)
     sol = least_squares(
         resid,
         start,
-        bounds=model.bounds,
+        bounds=(lo, hi),
         x_scale=1.0,
         xtol=1e-12,
         ftol=1e-12,
         gtol=1e-12,
         max_nfev=2000,
     )
-    return sol.x
+    return full(sol.x)
 
 
 def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:
@@ -554,6 +612,8 @@ def fit_networks(
     *,
     prior_weight: float = 0.05,
     folds: int = 10,
+    free: Collection[str] | None = None,
+    split: Collection[str] = (),
 ) -> NetworkFit:
     """Fit host, device and efficiency parameters of ``base`` to measured networks.
 
@@ -566,22 +626,42 @@ def fit_networks(
     the rows, bounded so no efficiency exceeds 1. Ceilings (peak, bandwidth)
     stay as in ``base``. Cross-validation: ``min(folds, n)`` folds by row
     (leave-one-out up to ``folds`` rows), each row predicted by a fit without it.
+    ``free``: fit only these parameters (names as in ``NetworkFit.parameters``),
+    the others stay at the base profile's values; None fits all of them.
+    ``split``: groups (keys of ``EFFICIENCY_GROUPS``) whose compute efficiency
+    is a parameter of its own, ``compute_efficiency_<group>``, apart from the
+    memory efficiency ``efficiency_<group>`` (see ``SPLIT_GROUPS``).
     """
     if len(rows) < 2:
         raise ValueError(f"fit needs at least 2 measured networks, got {len(rows)}")
     bad = [i for i, r in enumerate(rows) if not (r.latency_s > 0 and math.isfinite(r.latency_s))]
     if bad:
         raise ValueError(f"rows {bad} have latency_s <= 0 or not finite")
-    model = _Model(base, rows)
+    unknown_groups = sorted(set(split) - set(EFFICIENCY_GROUPS))
+    if unknown_groups:
+        raise ValueError(
+            f"split={sorted(split)}: {unknown_groups} not among {list(EFFICIENCY_GROUPS)}"
+        )
+    model = _Model(base, rows, split)
+    if free is None:
+        mask = np.ones(len(model.names), dtype=bool)
+    else:
+        unknown = sorted(set(free) - set(model.names))
+        if unknown or not free:
+            raise ValueError(
+                f"free={sorted(free)} must name at least one of these rows' parameters "
+                f"{model.names}; unknown: {unknown}"
+            )
+        mask = np.asarray([name in free for name in model.names])
     n = len(rows)
-    theta = _solve(model, range(n), prior_weight)
+    theta = _solve(model, range(n), prior_weight, mask)
     pred = model.predict(theta, range(n))
     k = min(folds, n)
     cv = np.zeros(n)
     for f in range(k):
         held = [i for i in range(n) if i % k == f]
         train = [i for i in range(n) if i % k != f]
-        cv[held] = model.predict(_solve(model, train, prior_weight), held)
+        cv[held] = model.predict(_solve(model, train, prior_weight, mask), held)
     meas = [r.latency_s for r in rows]
     return NetworkFit(
         profile=model.profile(theta),

@@ -8,8 +8,10 @@ of predictions within +-10% / +-25%, for
 1. zero-shot: the priors. Per NAS-Bench-201 GPU, ``fit_networks`` on a fixed
    half of the networks (even ``arch_idx``; 40 of them at batch 1 and 256)
    from the datasheet profile; a GPU without NAS-Bench-201 rows (V100) gets
-   the median host costs of the others. Reported ONLY on networks the prior
-   fit never saw: odd ``arch_idx`` NAS-Bench-201 cells, and all OFA subnets.
+   the median host costs of the others. Then, per OFA GPU, the three conv
+   efficiencies NAS-Bench-201 cannot identify (``OFA_PRIOR_FREE``) on 40 OFA
+   subnets with even ``arch_idx`` at batch 64 (``--nb201-priors-only`` skips
+   this). Reported ONLY on the held-out half, odd ``arch_idx``, of both spaces.
 2. fitted: ``fit_networks`` on 10 random networks of that GPU and batch from
    the prior, predicting the rest of the sample; repeated over ``--draws``
    draws, the median of each statistic reported.
@@ -54,6 +56,7 @@ import costmodel  # noqa: E402
 import hw_profiles  # noqa: E402
 from costmodel._fit import (  # noqa: E402
     HEAVY_HOST_CLASSES,
+    SPLIT_GROUPS,
     MeasuredNetwork,
     fit_networks,
     predict_networks,
@@ -67,6 +70,17 @@ MS = 1e-3
 PRIOR_NETS = 40  # per GPU, from the even half, at batch 1 and at 256
 PRIOR_SEED = 201
 FIT_NETS = 10
+# NAS-Bench-201 has no depthwise conv and only small 1x1 convs, so its rows cannot
+# identify how fast a depthwise or a wide 1x1 conv computes. Those three efficiencies
+# are then fitted, everything else held, on OFA networks of the development half (even
+# arch_idx) at batch 64, where the device chain dominates.
+OFA_PRIOR_NETS = 40
+OFA_PRIOR_BATCH = 64
+OFA_PRIOR_FREE = (
+    "compute_efficiency_pointwise_conv",
+    "compute_efficiency_depthwise_conv",
+    "efficiency_depthwise_conv",
+)
 NB201_GPUS = {
     "1080ti": "gtx1080ti",
     "2080ti": "rtx2080ti",
@@ -117,8 +131,20 @@ def agreement(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
     }
 
 
-def fit_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
-    """Per NB201 GPU: a fit on PRIOR_NETS even-arch_idx networks at batch 1 and 256."""
+def is_dev(net: Net) -> bool:
+    """The development half (even ``arch_idx``): the only rows any fit or choice sees."""
+    return int(net.row["arch_idx"]) % 2 == 0
+
+
+def fit_priors(
+    nb201: list[Net], ofa: list[Net] | None = None
+) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
+    """Per NB201 GPU: a fit on PRIOR_NETS even-arch_idx networks at batch 1 and 256.
+
+    The V100 (no NB201 rows) takes the median host costs. With ``ofa``, each OFA
+    GPU's conv efficiencies NB201 cannot identify are then fitted on
+    OFA_PRIOR_NETS development-half OFA networks (``fit_ofa_convs``).
+    """
     even = [n for n in nb201 if int(n.row["arch_idx"]) % 2 == 0]
     picked = random.Random(PRIOR_SEED).sample(even, PRIOR_NETS)
     priors: dict[str, HardwareProfile] = {}
@@ -135,10 +161,35 @@ def fit_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, 
         }
     host = {k: statistics.median(r["parameters"][k] for r in record.values()) for k in HOST_KEYS}
     record["median_host"] = host
+    priors["v100"] = with_host(hw_profiles.load("v100"), host)
+    if ofa is not None:
+        record["ofa_convs"] = fit_ofa_convs(priors, ofa)
     return priors, record
 
 
-EAGER_BLOCK = re.compile(r"\[runtime\.eager\]\n(?:[a-z_]+ = [^\n]*\n)+")
+def fit_ofa_convs(priors: dict[str, HardwareProfile], ofa: list[Net]) -> dict[str, Any]:
+    """Refit each OFA GPU's prior: OFA_PRIOR_FREE only, on development-half OFA networks."""
+    picked = random.Random(PRIOR_SEED).sample([n for n in ofa if is_dev(n)], OFA_PRIOR_NETS)
+    record: dict[str, Any] = {}
+    for gpu, name in OFA_GPUS.items():
+        rows = [measured_network(n, gpu, OFA_PRIOR_BATCH) for n in picked]
+        fit = fit_networks(priors[name], rows, folds=2, free=OFA_PRIOR_FREE, split=SPLIT_GROUPS)
+        priors[name] = fit.profile
+        record[name] = {
+            "gpu": gpu,
+            "batch": OFA_PRIOR_BATCH,
+            "parameters": {k: fit.parameters[k] for k in OFA_PRIOR_FREE},
+            "fit_mdape": fit.fit_mdape,
+            "arch_idx": sorted(int(n.row["arch_idx"]) for n in picked),
+        }
+    return record
+
+
+# The eager block with the comment above it and its class table: rewriting it is idempotent.
+EAGER_BLOCK = re.compile(
+    r"(?:# [^\n]*\n)*\[runtime\.eager\]\n(?:[a-z_]+ = [^\n]*\n)+"
+    r"(?:\[runtime\.eager\.class_host_overhead_s\][^\n]*\n(?:[a-z_]+ = [^\n]*\n)+)?"
+)
 PROFILE_DIR = _ROOT / "hw_profiles" / "data"
 OTHER_GPUS = ("a100", "h100", "h200", "l4", "rtx3090", "rtx4090", "t4", "v100")
 
@@ -169,8 +220,9 @@ def _set_fp32_efficiencies(text: str, table: str, values: dict[str, float]) -> s
 def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], sha: str) -> None:
     """The priors into the built-in TOMLs: eager costs, fp32 efficiencies, a [fit] table."""
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    ofa_fit = record.get("ofa_convs", {})
     for name, r in record.items():
-        if name == "median_host":
+        if name not in NB201_GPUS.values():
             continue
         path = PROFILE_DIR / f"{name}.toml"
         why = (f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
@@ -178,12 +230,15 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
                f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
                "arch_idx at batch 1 and 256,\ncostmodel._fit.fit_networks from the datasheet "
                "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
+        if name in ofa_fit:
+            why += _ofa_note(ofa_fit[name])
         block = _eager_block(r["parameters"], why)
         text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
         hw = priors[name]
         text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
         text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
         params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
+        text = text.split("\n[fit]\n")[0]  # [fit] is the last table: replaced, not repeated
         text = text.rstrip("\n") + (
             f'\n\n[fit]\nbase = "{name} (datasheet)"\nmeasurements = "help_nb201_latency.csv"\n'
             f'sha256 = "{sha}"\nrows = {2 * PRIOR_NETS}\ndate = "{date}"\n'
@@ -193,16 +248,29 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
         path.write_text(text)
         hw_profiles.load_fresh(path)
     host = record["median_host"]
-    gpus = ", ".join(n for n in record if n != "median_host")
+    gpus = ", ".join(n for n in record if n in NB201_GPUS.values())
     for name in OTHER_GPUS:
         path = PROFILE_DIR / f"{name}.toml"
         why = (f"Eager costs: not measured on this GPU. The median ({date}) over the GPUs "
                f"fitted to HELP's NAS-Bench-201\nlatencies ({gpus}; experiments/help_fit.py "
                "--write-profiles): host dispatch is a property of host and framework.")
+        if name in ofa_fit:
+            why += _ofa_note(ofa_fit[name])
         block = _eager_block(host, why)
         text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
+        if name in ofa_fit:
+            hw = priors[name]
+            text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
+            text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
         path.write_text(text)
         hw_profiles.load_fresh(path)
+
+
+def _ofa_note(r: dict[str, Any]) -> str:
+    return (f"\nfp32 depthwise (compute, memory) and pointwise (compute) efficiencies then "
+            f"refitted alone on {OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
+            f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}): NAS-Bench-201 has no "
+            "depthwise conv\nand only small 1x1 convs.")
 
 
 def with_host(hw: HardwareProfile, host: dict[str, float]) -> HardwareProfile:
@@ -258,11 +326,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.data)
     nb201 = read(data / "help_nb201_latency.csv", NB201Net.from_help_row)
     ofa = read(data / "help_ofa_latency.csv", OFANet.from_help_row)
-    priors, record = fit_priors(nb201)
-    priors["v100"] = with_host(hw_profiles.load("v100"), record["median_host"])
-    odd = [n for n in nb201 if int(n.row["arch_idx"]) % 2 == 1]
+    priors, record = fit_priors(nb201, None if args.nb201_priors_only else ofa)
     rng = random.Random(args.seed)
-    nb_eval, ofa_eval = rng.sample(odd, args.sample), rng.sample(ofa, args.sample)
+    nb_eval = rng.sample([n for n in nb201 if not is_dev(n)], args.sample)
+    ofa_eval = rng.sample([n for n in ofa if not is_dev(n)], args.sample)
     results = []
     for space, nets, gpus, batches in (
         ("nb201", nb_eval, NB201_GPUS, (1, 32, 256)),
@@ -302,12 +369,15 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         f"Command: `{command}`  ",
         f"Date: {meta['date']}; machine: {meta['machine']}; load average {meta['load']}.",
         "",
-        "Honesty: the zero-shot priors were fitted on HELP rows (40 NAS-Bench-201 networks "
-        "with even `arch_idx` per GPU, batch 1 and 256). Zero-shot figures below are ONLY on "
-        "networks that fit never saw: odd-`arch_idx` NAS-Bench-201 cells and OFA subnets (the "
-        "V100 has no NAS-Bench-201 rows: its prior takes the median host costs of the other "
-        "GPUs and its datasheet efficiencies). 'fitted 10': `fit_networks` from the prior on 10 "
-        "random networks of that GPU and batch, the rest predicted; median over draws. "
+        "Honesty: the zero-shot priors were fitted on HELP rows of the development half only "
+        "(even `arch_idx`): 40 NAS-Bench-201 networks per GPU at batch 1 and 256 (the V100 has "
+        "no NAS-Bench-201 rows: it takes the median host costs of the other GPUs)"
+        + ("" if "ofa_convs" not in res["priors"] else
+           ", then per OFA GPU the depthwise compute / memory and pointwise compute "
+           f"efficiencies alone on {OFA_PRIOR_NETS} OFA subnets at batch {OFA_PRIOR_BATCH}")
+        + ". Every figure below is on the held-out half (odd `arch_idx`), which no fit and "
+        "no modelling choice has seen. 'fitted 10': `fit_networks` from the prior on 10 "
+        "random held-out networks of that GPU and batch, the rest predicted; median over draws. "
         "Targets: fitted Spearman >= 0.98 and MdAPE <= 10%; zero-shot Spearman >= 0.95 and "
         "MdAPE <= 25%. Baselines: Spearman of FLOPs (2 x MACs) and of fp32 MAC bytes.",
         "",
@@ -332,12 +402,13 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         lines.append(f"| {c['gpu']} | {c['batch']} | {c['spearman']:.3f} | {c['mdape']:.1%} | "
                      f"{c['within_10']:.0%} | {c['within_25']:.0%} | {c['median_ratio']:.2f} |")
     lines += ["", "Priors fitted (seconds; efficiencies as fractions):", ""]
-    for name, r in res["priors"].items():
-        if name == "median_host":
-            continue
+    nb201_priors = {n: r for n, r in res["priors"].items() if n in NB201_GPUS.values()}
+    ofa_priors = res["priors"].get("ofa_convs", {})
+    for name, r in [*nb201_priors.items(), *ofa_priors.items()]:
         p = ", ".join(f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.3f}"
                       for k, v in r["parameters"].items())
-        lines.append(f"- {name} ({r['gpu']}): {p}; fit MdAPE {r['fit_mdape']:.1%}")
+        what = f"OFA dev half, batch {r['batch']}" if "batch" in r else "NAS-Bench-201"
+        lines.append(f"- {name} ({r['gpu']}, {what}): {p}; fit MdAPE {r['fit_mdape']:.1%}")
     return "\n".join(lines + summary_lines(res)) + "\n"
 
 
@@ -370,9 +441,9 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"- Cross-space (NB201 fitted, OFA predicted): Spearman "
                      f"{_span([c['spearman'] for c in cross], '.2f')}, MdAPE "
                      f"{_span([c['mdape'] for c in cross], '.1%')}.")
-    pinned = [n for n, r in res["priors"].items() if n != "median_host"
+    pinned = [n for n, r in res["priors"].items() if n in NB201_GPUS.values()
               and r["parameters"].get("efficiency_pointwise_conv", 0.0) >= 0.999]  # fmt: skip
-    if pinned:
+    if pinned and "ofa_convs" not in res["priors"]:
         lines.append(f"- Fitted pointwise-conv efficiency sits at its bound 1.0 on {len(pinned)} "
                      f"GPU(s) ({', '.join(pinned)}): NAS-Bench-201's 1x1 convs are too small to "
                      "identify it, so OFA's large 1x1 convs are predicted too fast.")
@@ -385,6 +456,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=200, help="networks per space (default 200)")
     p.add_argument("--draws", type=int, default=5, help="10-network fits per cell (default 5)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nb201-priors-only", action="store_true",
+                   help="priors from NAS-Bench-201 alone (no OFA conv refit): the old protocol")
     p.add_argument("--write-profiles", action="store_true",
                    help="only fit the priors and write them into hw_profiles/data/*.toml")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.md and .json)")
@@ -401,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.write_profiles:
         csv_path = Path(args.data) / "help_nb201_latency.csv"
-        priors, record = fit_priors(read(csv_path, NB201Net.from_help_row))
+        ofa = read(Path(args.data) / "help_ofa_latency.csv", OFANet.from_help_row)
+        priors, record = fit_priors(read(csv_path, NB201Net.from_help_row), ofa)
         write_profiles(record, priors, hashlib.sha256(csv_path.read_bytes()).hexdigest())
         print(json.dumps(record["median_host"]))
         return 0

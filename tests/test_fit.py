@@ -14,10 +14,10 @@ import tomllib
 
 import costmodel
 import hw_profiles
-from costmodel._fit import HEAVY_HOST_CLASSES, MeasuredNetwork, fit_networks
+from costmodel._fit import HEAVY_HOST_CLASSES, SPLIT_GROUPS, MeasuredNetwork, fit_networks
 from hw_profiles import HardwareProfile, ProfileError, RuntimeParams
 from hw_profiles._schema import DATA_DIR
-from searchspace import NB201Net
+from searchspace import NB201Net, OFANet
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = [
@@ -77,7 +77,8 @@ def test_noise_free_fit_recovers_the_generating_parameters() -> None:
     # The generating efficiencies: the base's value x the factor (a group is named by and
     # reported as its first member: batchnorm for the streaming group).
     for cls, f in SCALED.items():
-        want = base.efficiency(cls, "fp32")[1] * f
+        # A tied conv group reports its compute side, a memory group its memory side.
+        want = base.efficiency(cls, "fp32")[1 if cls == "pooling" else 0] * f
         assert p[f"efficiency_{cls}"] == pytest.approx(want, rel=1e-3), cls
     assert p["efficiency_streaming"] == pytest.approx(
         base.efficiency("batchnorm", "fp32")[1] * 0.8, rel=1e-3
@@ -102,6 +103,95 @@ def test_parameters_the_rows_cannot_see_stay_at_the_prior() -> None:
     assert fit.fit_mdape < 0.01
 
 
+# OFA subnets at resolution 128, batch 64: depthwise and wide 1x1 convs on the device chain.
+OFA_NETS = [
+    OFANet(128, (3, 7, 5, 3, 7, 5, 3, 7, 5, 3), (3, 6, 4, 6, 3, 4, 6, 3, 4, 6), (2, 2, 2, 2, 2)),
+    OFANet(128, (7,) * 10, (6,) * 10, (2, 2, 2, 2, 2)),
+    OFANet(128, (3,) * 10, (3,) * 10, (2, 2, 2, 2, 2)),
+    OFANet(160, (5, 3, 7) * 5, (4, 3, 6) * 5, (3, 3, 3, 3, 3)),
+    OFANet(128, (7, 3) * 6, (3, 6) * 6, (2, 3, 2, 3, 2)),
+    OFANet(144, (3, 5) * 8, (6, 4) * 8, (4, 4, 2, 4, 2)),
+]
+OFA_FREE = (
+    "compute_efficiency_pointwise_conv",
+    "compute_efficiency_depthwise_conv",
+    "efficiency_depthwise_conv",
+)
+
+
+def _ofa_rows(hw: HardwareProfile) -> list[MeasuredNetwork]:
+    out = []
+    for net in OFA_NETS:
+        specs = net.lower(64)
+        out.append(MeasuredNetwork(specs, costmodel.analyze(list(specs), hw).total.latency_s))
+    return out
+
+
+def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
+    # Depthwise compute at 0.4x its prior but memory at 1.5x, pointwise compute at 1/3:
+    # one tied factor per conv kind could not produce this profile.
+    # The base: its own values, so the truth below differs from it.
+    v100 = hw_profiles.load("v100")
+    ce, me = dict(v100.compute_efficiency), dict(v100.memory_efficiency)
+    # Depthwise starts compute-bound (compute 0.1): a roofline max has no gradient on
+    # the side that does not bind, so a fit cannot find a compute side it never sees.
+    ce["pointwise_conv"] = me["pointwise_conv"] = me["depthwise_conv"] = 0.5
+    ce["depthwise_conv"] = 0.1
+    base = dataclasses.replace(
+        v100,
+        compute_efficiency=MappingProxyType(dict(ce)),
+        memory_efficiency=MappingProxyType(dict(me)),
+    )
+    ce["depthwise_conv"] *= 0.4
+    me["depthwise_conv"] *= 1.5
+    ce["pointwise_conv"] /= 3
+    true = dataclasses.replace(
+        base, compute_efficiency=MappingProxyType(ce), memory_efficiency=MappingProxyType(me)
+    )
+    fit = fit_networks(
+        base, _ofa_rows(true), prior_weight=1e-6, folds=2, free=OFA_FREE, split=SPLIT_GROUPS
+    )
+    p = fit.parameters
+    assert p["compute_efficiency_depthwise_conv"] == pytest.approx(ce["depthwise_conv"], rel=0.02)
+    assert p["efficiency_depthwise_conv"] == pytest.approx(me["depthwise_conv"], rel=0.02)
+    assert p["compute_efficiency_pointwise_conv"] == pytest.approx(ce["pointwise_conv"], rel=0.02)
+    # Not free: exactly the prior, the pointwise memory efficiency and host costs included.
+    for name in set(p) - set(OFA_FREE):
+        assert p[name] == fit.prior[name], name
+    # The written profile carries the two sides apart and reproduces the rows.
+    assert fit.profile.efficiency("depthwise_conv", "fp32") == pytest.approx(
+        (ce["depthwise_conv"], me["depthwise_conv"]), rel=0.02
+    )
+    assert (
+        fit.profile.efficiency("pointwise_conv", "fp32")[1]
+        == base.memory_efficiency["pointwise_conv"]
+    )
+    for a, b in zip(_ofa_rows(fit.profile), _ofa_rows(true), strict=True):
+        assert a.latency_s == pytest.approx(b.latency_s, rel=0.01)
+
+
+def test_split_is_opt_in_and_adds_one_compute_parameter_per_group() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    rows = _rows(base, (1,))[:4]
+    tied = fit_networks(base, rows, folds=2)
+    split = fit_networks(base, rows, folds=2, split=("pointwise_conv",))
+    assert not any(k.startswith("compute_efficiency_") for k in tied.parameters)
+    assert set(split.parameters) - set(tied.parameters) == {"compute_efficiency_pointwise_conv"}
+    # At the prior both parametrisations predict the same times (the rows are the base's own).
+    assert split.fit_mdape == pytest.approx(tied.fit_mdape, abs=1e-3)
+
+
+def test_unknown_free_parameter_or_split_group_is_refused() -> None:
+    base = hw_profiles.load("rtx2080ti")
+    rows = _rows(base, (1,))[:3]
+    with pytest.raises(ValueError, match="efficiency_depthwise_conv"):
+        fit_networks(base, rows, free=("efficiency_depthwise_conv",))  # NB201 has none
+    with pytest.raises(ValueError, match="free=\\[\\] must name"):
+        fit_networks(base, rows, free=())
+    with pytest.raises(ValueError, match="'winograd'"):
+        fit_networks(base, rows, split=("winograd",))
+
+
 def test_mixed_precisions_are_refused() -> None:
     base = hw_profiles.load("rtx2080ti")
     rows = _rows(base, (1,))[:3]
@@ -120,7 +210,7 @@ def test_fit_table_keys_are_checked(tmp_path: Path) -> None:
         hw_profiles.load(bad)
 
 
-MODEL_PY = '''
+MODEL_PY = """
 import torch.nn as nn
 
 
@@ -137,7 +227,7 @@ def wide():
 
 
 NOT_CALLABLE = 3
-'''
+"""
 HEADER = ["model", "input_shape", "batch", "precision", "runtime", "latency_s"]
 
 
@@ -147,8 +237,18 @@ def _fit(tmp_path: Path, rows: list[list[object]]) -> subprocess.CompletedProces
         w = csv.writer(f)
         w.writerow(HEADER)
         w.writerows(rows)
-    cmd = [sys.executable, "-m", "hw_profiles", "fit", "--base", "rtx2080ti",
-           "--measurements", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out.toml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hw_profiles",
+        "fit",
+        "--base",
+        "rtx2080ti",
+        "--measurements",
+        str(tmp_path / "m.csv"),
+        "--out",
+        str(tmp_path / "out.toml"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
@@ -199,10 +299,15 @@ def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) ->
     done = _fit(tmp_path, rows)
     assert done.returncode == 2
     err = done.stderr
-    for line, what in [(3, "input_shape='3x32'"), (4, "precision='fp99'"),
-                       (5, "'missing.py' not found"), (6, "latency_s='0'"),
-                       (7, "no callable 'NOT_CALLABLE'"), (8, "differs from the network's 3x32x32"),
-                       (9, "batch='0'")]:
+    for line, what in [
+        (3, "input_shape='3x32'"),
+        (4, "precision='fp99'"),
+        (5, "'missing.py' not found"),
+        (6, "latency_s='0'"),
+        (7, "no callable 'NOT_CALLABLE'"),
+        (8, "differs from the network's 3x32x32"),
+        (9, "batch='0'"),
+    ]:
         assert f"m.csv:{line}: refused: " in err and what in err, (line, what, err)
     assert "m.csv:2:" not in err
     assert "1 usable row(s), need at least 3" in err
