@@ -8,6 +8,7 @@ study only when its fingerprint agrees, so trials of two different searches neve
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -30,20 +31,32 @@ def make_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
     name, seed = cfg.sampler.name, cfg.seed
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=cfg.sampler.population_size, seed=seed)
-    # The spaces are conditional (a block's choices exist only at its depth), so TPE and GP
-    # sample some parameters independently by design: no warning per parameter and trial.
-    if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, warn_independent_sampling=False
-        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
+    if name in ("tpe", "gp"):
+        return _model_sampler(name, seed)
+    raise ConfigError(f"sampler.name={name!r} is unknown")
+
+
+def _model_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE or GP without their per-trial warning on independently sampled parameters.
+
+    The spaces are conditional (a block's choices exist only at its depth), so both sample
+    some parameters independently by design. Optuna 4.9 deprecated the switch (a
+    FutureWarning on every construction) but still warns per parameter and trial without it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*warn_independent_sampling", category=FutureWarning
+        )
+        if name == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, warn_independent_sampling=False
+            )
         try:  # GPSampler needs scipy and torch
             return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"sampler.name='gp' is not available here: {e}") from None
-    raise ConfigError(f"sampler.name={name!r} is unknown")
 
 
 def create_or_load_study(cfg: ExperimentConfig, storage: BaseStorage | None = None) -> optuna.Study:

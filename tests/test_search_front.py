@@ -98,8 +98,8 @@ def _front_both_ways(cfg: ExperimentConfig, trials: list[optuna.trial.FrozenTria
 
 
 def test_tracker_and_pareto_trials_agree_with_ties_and_constraints() -> None:
-    # accuracy (maximised), latency_s (minimised); hv box [1, 0] x [0, 7.5e-4] (the default
-    # experiment's T4 batch-32 fused budget)
+    # accuracy (maximised), latency_s (minimised); hv box [1, 0] x [0, 7e-4] (the default
+    # experiment's T4 batch-256 fused budget)
     cfg = load_config()
     trials = [
         _trial([0.5, 2e-4], arch="a", n_params=900, params=-0.1),
@@ -115,10 +115,10 @@ def test_tracker_and_pareto_trials_agree_with_ties_and_constraints() -> None:
     assert (tracker.n_finished, tracker.n_feasible) == (6, 4)  # FAIL is not done; PRUNED is
     assert tracker.rejects.count == {"params": 1}
     assert tracker.rejects.closest["params"] == pytest.approx(-0.2)
-    # normalised losses: accuracy (1 - v), latency v / 7.5e-4: (0.5, 4/15), (0.6, 2/15)
-    assert tracker.hv == pytest.approx(hypervolume([(0.5, 4 / 15), (0.6, 2 / 15)]))
-    # (1 - 0.5) * (1 - 4/15) + (1 - 0.6) * (4/15 - 2/15) = 0.36667 + 0.05333
-    assert tracker.hv == pytest.approx(0.42)
+    # normalised losses: accuracy (1 - v), latency v / 7e-4: (0.5, 2/7), (0.6, 1/7)
+    assert tracker.hv == pytest.approx(hypervolume([(0.5, 2 / 7), (0.6, 1 / 7)]))
+    # (1 - 0.5) * (1 - 2/7) + (1 - 0.6) * (2/7 - 1/7) = 5/14 + 2/35 = 29/70
+    assert tracker.hv == pytest.approx(29 / 70)
 
 
 def test_identical_architectures_collapse_to_the_earliest_trial() -> None:

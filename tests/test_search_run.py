@@ -198,8 +198,8 @@ def test_e2e_mlflow_parent_children_and_artifacts(e2e: dict[str, Any]) -> None:
     exp = c.get_experiment_by_name("roofnas/default")
     parent = c.get_run(r.mlflow_parent_run_id)
     assert parent.data.params["sampler"] == "nsga2" and parent.data.params["seed"] == "0"
-    # the default experiment's primary target: T4 fp16, a batch of 32, fused runtime
-    assert "t4=t4:fp16:b32:fused" in parent.data.params["profiles"]
+    # the default experiment's primary target: T4 fp16, a batch of 256, fused runtime
+    assert "t4=t4:fp16:b256:fused" in parent.data.params["profiles"]
     hv = c.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in hv] == sorted(m.step for m in hv) and hv[-1].step == 20
     children = c.search_runs(
