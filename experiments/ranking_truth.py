@@ -640,22 +640,16 @@ def timing_pass(res: dict[str, Any], n: int) -> dict[str, Any]:
         configs[_combo_name(keys)] = EstimatorConfig(
             kind="proxy_rank", proxies=keys, batch_size=bs, **data
         )
-    tse = {"epochs": 1, "batch_size": p["batch_size"], "lr": p["lr"],
-           "max_train_samples": p["train_images"], **data}  # fmt: skip
+    # the protocol's recipe, for every estimator that trains
+    recipe = {"batch_size": p["batch_size"], "lr": p["lr"], "max_train_samples": p["train_images"],
+              **data}  # fmt: skip
     for e in res.get("tse_epochs", []):
-        configs[f"tse_e{e}"] = EstimatorConfig(kind="tse", **{**tse, "epochs": e})
+        configs[f"tse_e{e}"] = EstimatorConfig(kind="tse", epochs=e, **recipe)
         configs[_combo_name(("params", f"tse_e{e}"))] = EstimatorConfig(
-            kind="proxy_rank", proxies=("params", "tse"), **{**tse, "epochs": e}
+            kind="proxy_rank", proxies=("params", "tse"), epochs=e, **recipe
         )
     for e in (*RUNGS, p["epochs"]):
-        configs[f"train_e{e}"] = EstimatorConfig(
-            kind="train",
-            epochs=e,
-            batch_size=p["batch_size"],
-            lr=p["lr"],
-            max_train_samples=p["train_images"],
-            **data,
-        )
+        configs[f"train_e{e}"] = EstimatorConfig(kind="train", epochs=e, **recipe)
     timing: dict[str, Any] = {}
     by_arch = {r["arch"]: r for r in res["rows"]}
     for name, cfg in configs.items():

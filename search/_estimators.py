@@ -592,12 +592,17 @@ class _ModelEstimator(AccuracyEstimator):
         return {k: _finite(raw[k], k, arch) for k in kinds}
 
 
-    def training_speed(self, arch: Any) -> float:
+    def recipe(self) -> dict[str, Any]:
+        """The config's training recipe, as ``train_and_evaluate`` and ``training_speed``
+        take it (all but the epochs, which a reporter may change)."""
         c = self.config
+        return {"batch_size": c.batch_size, "seed": c.seed, "optimizer": c.optimizer,
+                "lr": c.lr, "momentum": c.momentum, "weight_decay": c.weight_decay}  # fmt: skip
+
+    def training_speed(self, arch: Any) -> float:
         return training_speed(
-            self.build(arch), self.data, epochs=c.epochs, batch_size=c.batch_size, seed=c.seed,
-            optimizer=c.optimizer, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-        )  # fmt: skip
+            self.build(arch), self.data, epochs=self.config.epochs, **self.recipe()
+        )
 
 
 class _ProxyEstimator(_ModelEstimator):
@@ -617,12 +622,7 @@ class _TrainEstimator(_ModelEstimator):
             epochs=epochs,
             report=report,
             report_at=report_at,
-            batch_size=c.batch_size,
-            seed=c.seed,
-            optimizer=c.optimizer,
-            lr=c.lr,
-            momentum=c.momentum,
-            weight_decay=c.weight_decay,
+            **self.recipe(),
         )
         return _finite(acc, "train", arch)
 
