@@ -94,6 +94,22 @@ def _channel_shuffle(spec: LayerSpec) -> nn.Module:
     return nn.ChannelShuffle(spec.groups)
 
 
+@register_bench(S.CONCAT)
+def _concat(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
+    # the other inputs share the first one's (N, H, W) and split the remaining channels
+    n, c, h, w = spec.in_shape
+    rest = spec.out_channels - c
+    sizes = [rest // (spec.num_inputs - 1)] * (spec.num_inputs - 1)
+    sizes[-1] += rest - sum(sizes)
+    others = [torch.zeros(n, k, h, w, dtype=x.dtype, device=x.device) for k in sizes]
+    return lambda: torch.cat([x, *others], 1)
+
+
+@register_bench(S.SPLIT)
+def _split(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
+    return lambda: x.chunk(2, 1)
+
+
 def _parameter_free(make: Callable[[], nn.Module], *ops: str) -> None:
     register_module(*ops)(lambda spec: make())
 

@@ -318,6 +318,33 @@ def channel_shuffle(spec: LayerSpec) -> Counts:
     return Counts(spec.in_shape, 0, 0, 0, 0, elems, elems, 0)
 
 
+@register(S.CONCAT)
+def concat(spec: LayerSpec) -> Counts:
+    """torch.cat of ``num_inputs`` (N, C_i, H, W) tensors along channels, the first of
+    ``in_shape``, into ``out_channels`` = sum of C_i: a copy, every element read once and
+    written once (ShuffleNet V2, Ma et al., ECCV 2018, Sec. 3: concat is not free)."""
+    n, c, h, w = _nchw(spec)
+    if spec.num_inputs < 2:
+        raise ValueError(f"{spec._who()}: num_inputs={spec.num_inputs} must be >= 2")
+    if spec.out_channels < c + spec.num_inputs - 1:
+        raise ValueError(
+            f"{spec._who()}: out_channels={spec.out_channels} cannot hold the first input's "
+            f"{c} channels and {spec.num_inputs - 1} more input(s)"
+        )
+    elems = n * spec.out_channels * h * w
+    return Counts((n, spec.out_channels, h, w), 0, 0, 0, 0, elems, elems, 0)
+
+
+@register(S.SPLIT)
+def split(spec: LayerSpec) -> Counts:
+    """chunk / split along channels: views of the input, free (no kernel, no traffic).
+
+    ``out_shape`` is the input's: the views partition it, and each reader reads its part.
+    """
+    _nchw(spec)
+    return Counts(spec.in_shape, 0, 0, 0, 0, 0, 0, 0, alias=True)
+
+
 @register(S.FLATTEN)
 def flatten(spec: LayerSpec) -> Counts:
     """torch.flatten(x, 1) on a contiguous tensor is a view: free."""

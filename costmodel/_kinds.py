@@ -51,7 +51,8 @@ _always("activation", *S.ACTIVATIONS)
 _always("pooling", S.AVGPOOL2D)
 _always("max_pooling", S.MAXPOOL2D)
 _always("global_pooling", S.GLOBAL_AVGPOOL2D)
-_always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.FLATTEN, S.IDENTITY)
+_always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.CONCAT, S.SPLIT, S.FLATTEN,
+        S.IDENTITY)
 
 
 def kernel_class(spec: LayerSpec) -> str:

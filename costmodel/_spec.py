@@ -26,6 +26,8 @@ GLOBAL_AVGPOOL2D = "global_avgpool2d"
 ADD = "add"
 MUL = "mul"
 CHANNEL_SHUFFLE = "channel_shuffle"
+CONCAT = "concat"
+SPLIT = "split"
 FLATTEN = "flatten"
 IDENTITY = "identity"
 
@@ -53,7 +55,7 @@ class LayerSpec:
 
     op: str
     in_shape: tuple[int, ...]
-    out_channels: int = 0  # conv2d: output channels; linear: output features
+    out_channels: int = 0  # conv2d: output channels; linear: output features; concat: total
     kernel_size: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -61,7 +63,8 @@ class LayerSpec:
     groups: int = 1  # conv2d groups; channel_shuffle groups
     bias: bool = False
     affine: bool = True  # batchnorm2d
-    num_inputs: int = 1  # add / mul: tensor operands (mul: 1 = times a Python scalar)
+    # add / mul / concat: tensor operands (mul: 1 = times a Python scalar)
+    num_inputs: int = 1
     # mul: shape of the second operand when it broadcasts over in_shape (a squeeze-and-
     # excitation gate (N, C, 1, 1)); () when both operands have in_shape.
     other_shape: tuple[int, ...] = ()

@@ -84,6 +84,12 @@ _MUL_FUNCTIONS = (operator.mul, operator.imul, torch.mul)
 _MUL_METHODS = ("mul", "mul_")
 _FLATTEN_FUNCTIONS = (torch.flatten,)
 _FLATTEN_METHODS = ("flatten", "view", "reshape")
+_CONCAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
+_SPLIT_FUNCTIONS = {torch.chunk: "chunks", torch.split: "split_size_or_sections",
+                    torch.tensor_split: "indices_or_sections"}
+_SPLIT_METHODS = {"chunk": "chunks", "split": "split_size", "tensor_split": "indices_or_sections"}
+_CHANNEL_SHUFFLE_FUNCTIONS = (torch.channel_shuffle, F.channel_shuffle,
+                              torch.native_channel_shuffle)
 
 
 class _Unsupported(Exception):
@@ -190,6 +196,31 @@ def _module_layer(m: nn.Module, shape: tuple[int, ...]) -> _Layer:
         return _Layer(S.FLATTEN, {})  # its traced shape is checked against (N, -1)
     if t in _IDENTITY_MODULES:
         return _Layer(S.IDENTITY, {})
+    return _probe_layer(m, shape)
+
+
+def _probe_layer(m: nn.Module, shape: tuple[int, ...]) -> _Layer:
+    """A parameter-free module of a type with no rule, told apart by what it does to a
+    tensor of distinct values: the identity, or a channel shuffle with some groups.
+
+    This is how FBNet's and maskrcnn-benchmark's ``ChannelShuffle`` (an ``assert`` and
+    ``int(C / g)`` in its forward, which torch.fx cannot trace) is costed.
+    """
+    if len(shape) != 4 or any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
+        raise _Unsupported("")
+    x = torch.arange(math.prod(shape), dtype=torch.float64).view(shape)  # exact below 2**53
+    try:
+        y = m(x)
+    except Exception:  # it needs its own dtype or device: leave it unsupported
+        raise _Unsupported("") from None
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        raise _Unsupported("")
+    if torch.equal(y, x):
+        return _Layer(S.IDENTITY, {})
+    c = shape[1]
+    for g in range(2, c + 1):
+        if c % g == 0 and torch.equal(y, F.channel_shuffle(x, g)):
+            return _Layer(S.CHANNEL_SHUFFLE, dict(groups=g))
     raise _Unsupported("")
 
 
@@ -211,6 +242,17 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         return _Layer(S.MUL, {})  # operands are sorted out in _mul_operands
     if target in _FLATTEN_FUNCTIONS or (isinstance(target, str) and target in _FLATTEN_METHODS):
         return _Layer(S.FLATTEN, {})
+    if target in _CONCAT_FUNCTIONS:
+        return _Layer(S.CONCAT, _channel_dim(_bind(args, kwargs, ("tensors", "dim"), {"dim": 0})))
+    if target in _SPLIT_FUNCTIONS or (isinstance(target, str) and target in _SPLIT_METHODS):
+        parts = _SPLIT_FUNCTIONS.get(target) or _SPLIT_METHODS[target]  # type: ignore[call-overload]
+        _require_4d(shape, _target_name(target))
+        _channel_dim(_bind(args, kwargs, ("input", parts, "dim"), {"dim": 0}), 4)
+        return _Layer(S.SPLIT, {})
+    if target in _CHANNEL_SHUFFLE_FUNCTIONS:
+        _require_4d(shape, "channel_shuffle")
+        return _Layer(S.CHANNEL_SHUFFLE, dict(groups=_bind(args, kwargs, ("input", "groups"), {})
+                                              ["groups"]))
     if target is F.dropout:
         if _bind(args, kwargs, ("input", "p", "training"), {"training": True})["training"]:
             raise _Unsupported("training=True")
@@ -239,6 +281,14 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             return _Layer(S.GLOBAL_AVGPOOL2D, {})
         raise _Unsupported(f"mean over dim={a['dim']!r} (only (2, 3) of (N, C, H, W) is costed)")
     raise _Unsupported("")
+
+
+def _channel_dim(bound: dict[str, Any], rank: int = 4) -> dict[str, Any]:
+    """Concat and split are costed along the channels of (N, C, H, W) tensors only."""
+    dim = bound["dim"]
+    if not isinstance(dim, int) or dim % rank != 1:
+        raise _Unsupported(f"dim={dim!r} (only the channel dim 1 of (N, C, H, W) is costed)")
+    return {}
 
 
 def _target_name(target: Any) -> str:
@@ -322,6 +372,73 @@ def _run(model: nn.Module, example: torch.Tensor) -> None:
         ) from e
 
 
+# --- the hand-written channel shuffle ------------------------------------------------------
+#
+# ShuffleNet, ShuffleNet V2 and FBNet implementations shuffle with four tensor calls:
+#   x.view(N, g, C // g, H, W).transpose(1, 2).contiguous().view(N, C, H, W)
+# Only the copy in the middle moves memory; together they are one channel shuffle, costed
+# as nn.ChannelShuffle is (each call alone is a reshape the formulas cannot place).
+
+_RESHAPE_METHODS = ("view", "reshape", "flatten")
+
+
+def _is_call(node: fx.Node, methods: tuple[str, ...], functions: tuple[Any, ...] = ()) -> bool:
+    if node.op == "call_method":
+        return node.target in methods
+    return node.op == "call_function" and node.target in functions
+
+
+def _dims(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The dimension arguments of transpose/permute, varargs or one sequence."""
+    rest = args[1:]
+    if len(rest) == 1 and isinstance(rest[0], list | tuple):
+        return tuple(rest[0])
+    return tuple(rest)
+
+
+def _swaps_group_axes(node: fx.Node) -> bool:
+    """A transpose of dims 1 and 2 (or the equivalent permute) of a 5-D tensor."""
+    if _is_call(node, ("transpose",), (torch.transpose,)):
+        dims = _dims(node.args)
+        return all(isinstance(d, int) for d in dims) and sorted(d % 5 for d in dims) == [1, 2]
+    if _is_call(node, ("permute",), (torch.permute,)):
+        dims = _dims(node.args)
+        return all(isinstance(d, int) for d in dims) and [d % 5 for d in dims] == [0, 2, 1, 3, 4]
+    return False
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _shuffle_idioms(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, int, set[fx.Node]]]:
+    """Last node of each shuffle idiom -> (the tensor shuffled, groups, the inner nodes)."""
+    found: dict[fx.Node, tuple[fx.Node, int, set[fx.Node]]] = {}
+    for split in gm.graph.nodes:
+        if not _is_call(split, _RESHAPE_METHODS, (torch.reshape,)) \
+                or not isinstance(split.args[0], fx.Node):
+            continue
+        src, shape5 = _single_shape(split.args[0]), _single_shape(split)
+        if src is None or shape5 is None or len(src) != 4 or len(shape5) != 5:
+            continue
+        n, c, h, w = src
+        g = shape5[1]
+        if shape5 != (n, g, c // g, h, w) or g * (c // g) != c:
+            continue
+        swap = _only_user(split)
+        if swap is None or not _swaps_group_axes(swap):
+            continue
+        inner, last = {split, swap}, _only_user(swap)
+        if last is not None and _is_call(last, ("contiguous",)):
+            inner.add(last)
+            last = _only_user(last)
+        if last is not None and _is_call(last, _RESHAPE_METHODS, (torch.reshape, torch.flatten)) \
+                and _single_shape(last) == src:
+            found[last] = (split.args[0], g, inner)
+    return found
+
+
 def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
     try:
         # ShapeProp prints a traceback before it raises; the error below says it all.
@@ -334,6 +451,8 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
             f"{type(cause).__name__}: {cause}"
         ) from e
     modules = dict(gm.named_modules())
+    shuffles = _shuffle_idioms(gm)
+    inner = set().union(*(nodes for _, _, nodes in shuffles.values()))
     sites: list[_Site] = []
     key_of: dict[fx.Node, str] = {}  # node -> key of the call that produced its tensor
     for node in gm.graph.nodes:
@@ -341,7 +460,12 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
             key_of[node] = NETWORK_INPUT
             continue
         shapes = _shapes(node)
-        if node.op == "output" or not shapes:  # size/getattr/getitem on shapes: no work
+        if node.op == "output" or not shapes or node in inner:  # no work of its own
+            continue
+        if node in shuffles:
+            src, groups, _ = shuffles[node]
+            sites.append(_shuffle_site(node, key_of[src], groups))
+            key_of[node] = sites[-1].key
             continue
         if node.op == "get_attr":  # a parameter or buffer read by a functional op
             key_of[node] = f"attr:{node.target}"
@@ -369,11 +493,13 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
         else:
             what = _target_name(node.target)
             try:
-                if out_shape is None:
-                    raise _Unsupported("it returns more than one tensor")
                 layer = _function_layer(node.target, node.args, dict(node.kwargs), in_shape)
+                if out_shape is None and layer.op != S.SPLIT:
+                    raise _Unsupported("it returns more than one tensor")
             except _Unsupported as e:
-                reason = str(e)
+                layer, reason = None, str(e)
+            if layer is not None and layer.op == S.SPLIT:
+                out_shape = in_shape  # the views, together
             kind = layer.op if layer else what
             owner = _owner(node)
             name = f"{owner}.{kind}" if owner else kind
@@ -382,6 +508,15 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
                            what, reason, node.op == "call_module"))
         key_of[node] = key
     return sites
+
+
+def _shuffle_site(last: fx.Node, source_key: str, groups: int) -> _Site:
+    shape = _single_shape(last)
+    assert shape is not None  # checked by _shuffle_idioms
+    owner = _owner(last)
+    name = f"{owner}.{S.CHANNEL_SHUFFLE}" if owner else S.CHANNEL_SHUFFLE
+    return _Site(f"node:{last.name}", name, shape, shape, (source_key,), (),
+                 _Layer(S.CHANNEL_SHUFFLE, dict(groups=groups)), "channel_shuffle (view idiom)")
 
 
 def _hook_sites(model: nn.Module, example: torch.Tensor) -> list[_Site]:
@@ -442,6 +577,9 @@ def _check_layer(site: _Site) -> str:
         shapes = [site.in_shape, *site.other_shapes]
         return (f"broadcasting product: operands of shapes {shapes} (costed: equal shapes, "
                 "a scalar, or one operand of the same rank with 1 in some dims)")
+    if layer.op == S.CONCAT and _concat_operands(site) is None:
+        shapes = [site.in_shape, *site.other_shapes]
+        return f"concat of operands of shapes {shapes} (costed: (N, C_i, H, W) along dim 1)"
     if layer.op == S.FLATTEN and site.out_shape != (site.in_shape[0], math.prod(site.in_shape[1:])):
         return f"reshape {site.in_shape} -> {site.out_shape} (only (N, -1) is costed)"
     return ""
@@ -467,6 +605,15 @@ def _mul_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]] | None:
     return out, {"num_inputs": 2, "other_shape": other}
 
 
+def _concat_operands(site: _Site) -> dict[str, Any] | None:
+    """Keywords of a traced channel concat; None when the formula cannot cost it."""
+    shapes = [site.in_shape, *site.other_shapes]
+    if len(shapes) < 2 or any(len(s) != 4 or (s[0], *s[2:]) != (shapes[0][0], *shapes[0][2:])
+                              for s in shapes):
+        return None
+    return {"num_inputs": len(shapes), "out_channels": sum(s[1] for s in shapes)}
+
+
 def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...]]:
     """Name the calls (duplicates get _1, _2... in execution order), build and check specs."""
     used: set[str] = set()
@@ -489,6 +636,8 @@ def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...
         in_shape, kw = site.in_shape, layer.kw
         if layer.op == S.MUL:
             in_shape, kw = _mul_operands(site)  # type: ignore[misc]  # checked above
+        elif layer.op == S.CONCAT:
+            kw = _concat_operands(site)  # type: ignore[assignment]  # checked above
         spec = LayerSpec(op=layer.op, in_shape=in_shape, name=name, inputs=inputs, **kw)
         try:
             formula_shape = count(spec).out_shape
@@ -505,6 +654,45 @@ def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...
             )
         specs.append(spec)
     return tuple(specs), tuple(unsupported)
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer; modules of the classes in ``opaque`` stay whole (call_module leaves)."""
+
+    def __init__(self, opaque: frozenset[type[nn.Module]]) -> None:
+        super().__init__()
+        self.opaque = opaque
+        self.failed: nn.Module | None = None  # the innermost module whose forward raised
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return type(m) in self.opaque or super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            self.failed = self.failed or m
+            raise
+
+
+def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """``fx.symbolic_trace``, except that a module without children whose forward fx cannot
+    trace (Python arithmetic or an ``assert`` on shapes) is kept whole, as a module call,
+    instead of failing the whole model; ``ShapeProp`` then runs it on real tensors."""
+    opaque: set[type[nn.Module]] = set()
+    while True:
+        tracer = _Tracer(frozenset(opaque))
+        try:
+            graph = tracer.trace(model)
+        except Exception:
+            bad = tracer.failed
+            if bad is None or bad is model or type(bad) in opaque \
+                    or any(True for _ in bad.children()):
+                raise
+            opaque.add(type(bad))
+            continue
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -546,7 +734,7 @@ def trace_layers(
             gm: fx.GraphModule | None = None
             if not fx.Tracer().is_leaf_module(model, ""):  # a bare nn.Conv2d has no graph
                 try:
-                    gm = fx.symbolic_trace(model)
+                    gm = _symbolic_trace(model)
                 except Exception as e:  # e.g. data-dependent control flow
                     warnings.warn(
                         f"torch.fx could not trace {type(model).__name__} ({type(e).__name__}:"

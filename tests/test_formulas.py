@@ -140,6 +140,20 @@ def test_add_shuffle_flatten_identity_counts() -> None:
     assert ident.alias and ident.out_shape == (2, 16, 4, 4) and ident.mac_elements == 0
 
 
+def test_concat_and_split_counts() -> None:
+    # 5 + 3 channels of 2 x 4 x 4 joined: 8*32 = 256 elements read, 256 written, no arithmetic
+    cat = count(LayerSpec("concat", (2, 5, 4, 4), num_inputs=2, out_channels=8))
+    assert cat.out_shape == (2, 8, 4, 4)
+    assert (cat.input_elements, cat.output_elements, cat.other_ops) == (256, 256, 0)
+    assert not cat.alias
+    split = count(LayerSpec("split", (2, 8, 4, 4)))
+    assert split.alias and split.out_shape == (2, 8, 4, 4) and split.mac_elements == 0
+    with pytest.raises(ValueError, match=r"num_inputs=1 must be >= 2"):
+        count(LayerSpec("concat", (2, 5, 4, 4), num_inputs=1, out_channels=8))
+    with pytest.raises(ValueError, match=r"out_channels=6 cannot hold the first input's 5"):
+        count(LayerSpec("concat", (2, 5, 4, 4), num_inputs=3, out_channels=6))
+
+
 def test_mul_counts() -> None:
     # equal operands: one multiply per element of 16*8*8 = 1,024; both read, one written
     eq = count(LayerSpec("mul", (1, 16, 8, 8), num_inputs=2))

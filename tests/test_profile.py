@@ -16,7 +16,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import CostReport, UnsupportedLayerError, profile
 from costmodel._trace import TraceInternalError, _Layer, _Site, _to_specs, trace_layers
-from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like
+from tests.reference_nets import (
+    CifarNet,
+    MobileNetV2,
+    ResNet18,
+    ShuffleNetV1Like,
+    ShuffleNetV2,
+)
 
 
 def torch_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -101,6 +107,7 @@ def _reference(name: str) -> tuple[CostReport, int, int]:
         "resnet18": (ResNet18, (1, 3, 224, 224)),
         "cifar_net": (CifarNet, (2, 3, 32, 32)),
         "shufflenet_v1_like": (ShuffleNetV1Like, (1, 3, 96, 96)),
+        "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
     }[name]
     model = factory()
     with warnings.catch_warnings():
@@ -116,6 +123,7 @@ def _reference(name: str) -> tuple[CostReport, int, int]:
         ("resnet18", 11_689_512),  # torchvision's published count
         ("cifar_net", 94_762),  # 3*32*9 + 32*64*9 + 64*128*9 + 2*(32+64+128) + 128*10 + 10
         ("shufflenet_v1_like", None),
+        ("shufflenet_v2", 2_278_604),  # torchvision's published count
     ],
 )
 def test_reference_nets_match_pytorch(name: str, params: int | None) -> None:
@@ -238,7 +246,7 @@ class Odd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ok(self.pool(self.conv(x)))
-        y = torch.cat([x, x], 1)
+        y = torch.stack([x, x], 1)
         x = self.adapt(x) + 1.0  # a scalar add broadcasts
         return self.soft(x.flatten(1)), y
 
@@ -248,7 +256,7 @@ def test_unsupported_modules_are_reported_by_name_and_type() -> None:
     assert rep.unsupported == (
         "conv (Conv2d: padding_mode='reflect')",
         "pool (MaxPool2d: ceil_mode=True)",
-        "cat (cat)",
+        "stack (stack)",
         "adapt (AdaptiveAvgPool2d: output_size=2 (only 1 is costed))",
         "add (add: broadcasting or scalar add: operands of shapes [(1, 4, 2, 2)])",
         "soft (Softmax)",
@@ -360,3 +368,174 @@ def test_bad_arguments_name_the_value() -> None:
         profile(nn.Conv2d(3, 4, 1), (1, 5, 8, 8))
     with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
         profile("resnet18", (1, 3, 8, 8))  # type: ignore[arg-type]
+
+
+# --- the hand-written channel shuffle -----------------------------------------------------
+
+
+class ShuffleBy(nn.Module):
+    """Conv, then a channel shuffle written as ``how``, then a conv."""
+
+    def __init__(self, how: str, groups: int = 2, channels: int = 12) -> None:
+        super().__init__()
+        self.how, self.groups = how, groups
+        self.a = nn.Conv2d(channels, channels, 1, groups=groups)
+        self.b = nn.Conv2d(channels, channels, 1, groups=groups)
+        self.module = nn.ChannelShuffle(groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, g = self.a(x), self.groups
+        n, c, h, w = y.shape
+        if self.how == "module":
+            y = self.module(y)
+        elif self.how == "functional":
+            y = F.channel_shuffle(y, g)
+        elif self.how == "view":  # ShuffleNet V1/V2, FBNet (HW-NAS-Bench) code
+            y = y.view(n, g, c // g, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        elif self.how == "permute_reshape":
+            y = y.reshape(n, g, -1, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+        elif self.how == "flatten":
+            y = torch.transpose(y.view(n, g, c // g, h, w), 2, 1).contiguous().flatten(1, 2)
+        elif self.how == "not_a_shuffle":  # swaps H and W inside groups: not a shuffle
+            y = y.view(n, g, c // g, h, w).transpose(3, 4).contiguous().view(n, c, h, w)
+        elif self.how == "branch_reads_inside":  # the 5-D view is read twice
+            v = y.view(n, g, c // g, h, w)
+            y = v.transpose(1, 2).contiguous().view(n, c, h, w) + v.reshape(n, c, h, w)
+        return self.b(y)
+
+
+@pytest.mark.parametrize("how", ["functional", "view", "permute_reshape", "flatten"])
+def test_written_out_channel_shuffles_cost_as_channel_shuffle(how: str) -> None:
+    shape = (2, 12, 5, 5)
+    ref = profile(ShuffleBy("module", groups=3), shape)
+    rep = profile(ShuffleBy(how, groups=3), shape)
+    assert rep.unsupported == ()
+    assert [(lc.op, lc.in_shape, lc.out_shape) for lc in rep.layers] == \
+        [(lc.op, lc.in_shape, lc.out_shape) for lc in ref.layers]
+    shuffle = next(lc for lc in rep.layers if lc.op == "channel_shuffle")
+    # one permutation copy: read and write 2*12*5*5 = 600 elements each
+    assert shuffle.mac_elements == 1200
+    assert rep.total == ref.total
+    specs, _ = trace_layers(ShuffleBy(how, groups=3), shape)
+    sh = next(s for s in specs if s.op == "channel_shuffle")
+    assert sh.groups == 3 and sh.inputs == ("a",)
+    assert next(s for s in specs if s.name == "b").inputs == (sh.name,)
+
+
+@pytest.mark.parametrize("how", ["not_a_shuffle", "branch_reads_inside"])
+def test_lookalike_reshapes_stay_unsupported(how: str) -> None:
+    rep = profile(ShuffleBy(how), (1, 12, 4, 4))
+    assert not any(lc.op == "channel_shuffle" for lc in rep.layers)
+    assert any("(1, 12, 4, 4) -> (1, 2, 6, 4, 4)" in u for u in rep.unsupported), rep.unsupported
+
+
+def test_shufflenet_v2_split_concat_and_shuffle() -> None:
+    rep = profile(ShuffleNetV2(), (1, 3, 224, 224))
+    unit = {lc.name.removeprefix("stage2.1."): lc for lc in rep.layers
+            if lc.name.startswith("stage2.1.")}
+    assert [unit[k].op for k in ("split", "concat", "channel_shuffle")] == \
+        ["split", "concat", "channel_shuffle"]
+    # chunk is a view: no kernel, no traffic
+    assert (unit["split"].mac_elements, unit["split"].kernel_class) == (0, "view")
+    # concat and shuffle each read and write the unit's 116 x 28 x 28 = 90,944 elements
+    assert unit["concat"].out_shape == (1, 116, 28, 28)
+    assert unit["concat"].mac_elements == unit["channel_shuffle"].mac_elements == 2 * 90_944
+    specs, _ = trace_layers(ShuffleNetV2(), (1, 3, 224, 224))
+    by_name = {s.name: s for s in specs}
+    cat = by_name["stage2.1.concat"]
+    # x1 comes straight from the split's view, the other half from branch2's last ReLU
+    assert cat.inputs == ("stage2.1.split", "stage2.1.branch2.7")
+    assert (cat.num_inputs, cat.out_channels) == (2, 116)
+
+
+class Joins(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "cat_batch":
+            return torch.cat([x, F.relu(x)], 0)
+        if self.how == "chunk_height":
+            a, b = x.chunk(2, dim=2)
+            return a + b
+        a, b = torch.split(x, [4, 8], dim=1)
+        return torch.cat([b, a, F.relu(a)], dim=-3)
+
+
+def test_concat_and_split_other_than_channels_are_unsupported() -> None:
+    rep = profile(Joins("cat_batch"), (2, 12, 4, 4))
+    assert rep.unsupported == ("cat (cat: dim=0 (only the channel dim 1 of (N, C, H, W) "
+                               "is costed))",)
+    rep = profile(Joins("chunk_height"), (2, 12, 4, 4))
+    assert any("chunk: dim=2" in u for u in rep.unsupported), rep.unsupported
+    rep = profile(Joins("split_channels"), (2, 12, 4, 4))
+    assert rep.unsupported == ()
+    cat = rep.by_name["concat"]
+    # 8 + 4 + 4 channels of 2 x 4 x 4: 512 elements read, 512 written
+    assert (cat.out_shape, cat.mac_elements) == ((2, 16, 4, 4), 1024)
+
+
+class FBNetChannelShuffle(nn.Module):
+    """FBNet's ChannelShuffle as FBNet / maskrcnn-benchmark / HW-NAS-Bench write it: the
+    assert and ``int(C / g)`` on traced sizes make torch.fx fail on it."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.size()
+        g = self.groups
+        assert c % g == 0, f"Incompatible group size {g} for input channel {c}"
+        return x.view(n, g, int(c / g), h, w).permute(0, 2, 1, 3, 4).contiguous().view(n, c, h, w)
+
+
+class Halve(nn.Module):
+    """Parameter-free, data-dependent (untraceable), and neither identity nor shuffle."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / 2 if x.sum() > 0 else x
+
+
+class Same(nn.Module):
+    """Untraceable, and the identity on the probe's tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() > -1 else -x
+
+
+class ResidualWith(nn.Module):
+    def __init__(self, middle: nn.Module) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(12, 12, 1, groups=3)
+        self.middle = middle
+        self.b = nn.Conv2d(12, 12, 1, groups=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.middle(self.a(x)))
+
+
+def test_untraceable_channel_shuffle_module_is_recognised_by_what_it_does() -> None:
+    shape = (2, 12, 5, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to hooks: the rest is still traced
+        rep = profile(ResidualWith(FBNetChannelShuffle(3)), shape)
+    ref = profile(ResidualWith(nn.ChannelShuffle(3)), shape)
+    assert rep.unsupported == ()
+    assert [(lc.name, lc.op) for lc in rep.layers] == \
+        [("a", "conv2d"), ("middle", "channel_shuffle"), ("b", "conv2d"), ("add", "add")]
+    assert rep.total == ref.total
+    specs, _ = trace_layers(ResidualWith(FBNetChannelShuffle(3)), shape)
+    assert next(s for s in specs if s.name == "middle").groups == 3
+
+
+def test_untraceable_parameter_free_module_that_is_no_shuffle_is_unsupported() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = profile(ResidualWith(Halve()), (1, 12, 4, 4))
+    assert rep.unsupported == ("middle (Halve)",)
+    # the residual add, a functional op, is still seen: only the module is kept whole
+    assert [lc.name for lc in rep.layers] == ["a", "b", "add"]
+    rep = profile(ResidualWith(Same()), (1, 12, 4, 4))
+    assert rep.unsupported == () and rep.by_name["middle"].op == "identity"
