@@ -249,6 +249,9 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         _require_4d(shape, _target_name(target))
         _channel_dim(_bind(args, kwargs, ("input", parts, "dim"), {"dim": 0}), 4)
         return _Layer(S.SPLIT, {})
+    if target is operator.getitem and len(args) == 2 and _is_channel_slice(args[1]):
+        _require_4d(shape, "a slice")
+        return _Layer(S.SPLIT, {})  # x[:, a:b]: a view of some channels
     if target in _CHANNEL_SHUFFLE_FUNCTIONS:
         _require_4d(shape, "channel_shuffle")
         return _Layer(S.CHANNEL_SHUFFLE, dict(groups=_bind(args, kwargs, ("input", "groups"), {})
@@ -281,6 +284,17 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             return _Layer(S.GLOBAL_AVGPOOL2D, {})
         raise _Unsupported(f"mean over dim={a['dim']!r} (only (2, 3) of (N, C, H, W) is costed)")
     raise _Unsupported("")
+
+
+def _is_channel_slice(index: Any) -> bool:
+    """``x[:, a:b]`` or ``x[:, a:b, :, :]`` (step 1): a view that keeps some channels."""
+    whole = slice(None)
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] != whole:
+        return False
+    ch = index[1]
+    return (isinstance(ch, slice) and ch.step in (None, 1)
+            and all(isinstance(b, int | fx.Node | None) for b in (ch.start, ch.stop))
+            and all(i == whole or i is Ellipsis for i in index[2:]))
 
 
 def _channel_dim(bound: dict[str, Any], rank: int = 4) -> dict[str, Any]:

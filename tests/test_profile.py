@@ -539,3 +539,36 @@ def test_untraceable_parameter_free_module_that_is_no_shuffle_is_unsupported() -
     assert [lc.name for lc in rep.layers] == ["a", "b", "add"]
     rep = profile(ResidualWith(Same()), (1, 12, 4, 4))
     assert rep.unsupported == () and rep.by_name["middle"].op == "identity"
+
+
+class SliceSplitUnit(nn.Module):
+    """A ShuffleNet V2 unit as CIFAR code often writes it: channels split by slicing,
+    shuffled with reshape / permute / reshape."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv = nn.Conv2d(half, half, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.size(1) // 2
+        x1, x2 = x[:, :c, :, :], x[:, c:]
+        out = torch.cat([x1, F.relu(self.conv(x2))], 1)
+        n, ch, h, w = out.size()
+        return out.reshape(n, 2, ch // 2, h, w).permute(0, 2, 1, 3, 4).reshape(n, ch, h, w)
+
+
+def test_channel_slices_are_free_views() -> None:
+    rep = profile(SliceSplitUnit(), (2, 16, 4, 4))
+    assert rep.unsupported == ()
+    assert [lc.op for lc in rep.layers] == \
+        ["split", "split", "conv2d", "relu", "concat", "channel_shuffle"]
+    assert [lc.mac_elements for lc in rep.layers if lc.op == "split"] == [0, 0]
+    specs, _ = trace_layers(SliceSplitUnit(), (2, 16, 4, 4))
+    by_op = {s.op: s for s in specs}
+    assert by_op["concat"].inputs == ("split", "relu")  # x1 straight from its slice
+    # a slice of anything but whole channels stays unsupported
+    class Rows(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(x[:, :, 1:])
+    assert profile(Rows(), (1, 4, 4, 4)).unsupported == ("getitem (getitem)",)
