@@ -9,8 +9,6 @@ hands them to ``costmodel._validate``.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import inspect
 import json
 import sys
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 import searchspace
+from costmodel import _user_model as user_model
 from costmodel._formulas import UnsupportedLayerError
 from costmodel._measure import CLOCKS, DEFAULT_CLOCK, DEFAULT_MIN_S
 from costmodel._plot import plot_roofline_layers
@@ -111,33 +110,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def load_factory(target: str) -> Any:
     """The callable named by ``FILE.py:FACTORY``."""
-    path_text, sep, name = target.rpartition(":")
-    if not sep or not path_text or not name:
-        raise UsageError(f"model={target!r} must be FILE.py:FACTORY, e.g. mynet.py:build")
-    path = Path(path_text)
-    if not path.is_file():
-        raise UsageError(f"model file {path_text!r} does not exist")
-    mod_name = f"_costmodel_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"model file {path_text!r} cannot be imported as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))  # so the file can import its neighbours
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise UsageError(f"importing model file {path_text!r} failed: "
-                         f"{type(e).__name__}: {e}") from e
-    finally:
-        sys.path.remove(str(path.resolve().parent))
-    factory = getattr(module, name, None)
-    if factory is None or not callable(factory):
-        found = sorted(k for k, v in vars(module).items()
-                       if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == mod_name)
-        raise UsageError(f"factory {name!r} is not a callable in {path_text!r}; "
-                         f"callables defined there: {found}")
-    return factory
+        return user_model.load_factory(target)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def build_model(target: str) -> Any:
@@ -274,9 +250,15 @@ DEV_LIST_FILE = _EXPERIMENTS / "dev_networks_2026-11-30.txt"
 VALIDATION_SETS = ("dev", "dev-list", "heldout")
 
 
-def parse_network(line: str) -> Any:
-    """A network from its string: ``ofa:...`` (OFANet), ``|op~0|+...`` (NB201Net) or an
-    ``searchspace.Architecture`` string."""
+def parse_network(line: str, base_dir: Path = Path()) -> Any:
+    """A network from its string: ``ofa:...`` (OFANet), ``|op~0|+...`` (NB201Net), a
+    module ``PATH.py:FACTORY CxHxW`` (``PATH`` relative to ``base_dir`` when it is not
+    found from here) or a ``searchspace.Architecture`` string."""
+    model, _, shape = line.partition(" ")
+    if model.rpartition(":")[0].endswith(".py"):
+        if not shape.strip():
+            raise ValueError(f"{line!r}: a module needs its input shape: PATH.py:FACTORY CxHxW")
+        return user_model.ModuleNetwork(model, user_model.parse_shape(shape.strip()), base_dir)
     if line.startswith("ofa:"):
         return searchspace.OFANet.from_string(line)
     if line.startswith("|"):
@@ -291,7 +273,7 @@ def read_networks(path: Path) -> list[Any]:
     for i, ln in enumerate(lines, 1):
         if ln and not ln.startswith("#"):
             try:
-                nets.append(parse_network(ln))
+                nets.append(parse_network(ln, path.parent))
             except ValueError as e:
                 raise ValueError(f"{path}:{i}: {e}") from e
     return nets
@@ -318,7 +300,9 @@ def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
                    "held-out list); heldout: the frozen list experiments/heldout_networks.txt "
                    "(the same families, networks no decision has seen; report only)")
     p.add_argument("--networks", default=None,
-                   help="a file of network strings, one a line (replaces --set)")
+                   help="a file of networks, one a line (replaces --set): NAS-Bench-201 cells "
+                   "(|op~0|+...), ofa:... subnets, architecture strings, or your own modules as "
+                   "FILE.py:FACTORY CxHxW (FILE relative to the list)")
     p.add_argument("--clock", choices=CLOCKS, default=DEFAULT_CLOCK,
                    help="CPU clock: wall (time.perf_counter, default) or thread (the "
                    "thread's CPU time, one thread)")

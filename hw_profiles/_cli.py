@@ -21,14 +21,12 @@ import csv
 import dataclasses
 import datetime
 import hashlib
-import importlib.util
 import json
 import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from hw_profiles._precision import FLOAT_PRECISIONS, PRECISIONS
@@ -319,7 +317,6 @@ class ModelResolver:
 
     def __init__(self, csv_dir: Path) -> None:
         self.csv_dir = csv_dir
-        self._modules: dict[Path, ModuleType] = {}
         self._cache: dict[tuple[str, tuple[int, int, int], int], _Lowered] = {}
 
     def lower(self, model: str, shape: tuple[int, int, int], batch: int) -> _Lowered:
@@ -354,27 +351,12 @@ class ModelResolver:
         return _Lowered(tuple(arch.lower(batch)), 0)
 
     def _factory(self, text: str) -> Callable[[], Any]:
-        path_text, _, name = text.rpartition(":")
-        path = Path(path_text)
-        if not path.is_absolute() and not path.exists():
-            path = self.csv_dir / path
-        if not path.is_file():
-            raise RowError(f"model={text!r}: file {path_text!r} not found")
-        path = path.resolve()
-        if path not in self._modules:
-            spec = importlib.util.spec_from_file_location(f"_fit_model_{len(self._modules)}", path)
-            if spec is None or spec.loader is None:
-                raise RowError(f"model={text!r}: {path} cannot be imported")
-            module = importlib.util.module_from_spec(spec)
-            try:
-                spec.loader.exec_module(module)
-            except Exception as e:  # a user's file: any error is that row's problem
-                raise RowError(f"model={text!r}: importing {path} failed: {e!r}") from None
-            self._modules[path] = module
-        factory = getattr(self._modules[path], name, None)
-        if not callable(factory):
-            raise RowError(f"model={text!r}: {path.name} has no callable {name!r}")
-        return factory
+        from costmodel._user_model import load_factory  # lazy: imports torch
+
+        try:
+            return load_factory(text, self.csv_dir)
+        except ValueError as e:
+            raise RowError(str(e)) from None
 
     def _trace(self, text: str, shape: tuple[int, int, int], batch: int) -> tuple[LayerSpec, ...]:
         from costmodel._trace import trace_layers  # lazy: imports torch

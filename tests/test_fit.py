@@ -302,9 +302,9 @@ def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) ->
     for line, what in [
         (3, "input_shape='3x32'"),
         (4, "precision='fp99'"),
-        (5, "'missing.py' not found"),
+        (5, "'missing.py' does not exist"),
         (6, "latency_s='0'"),
-        (7, "no callable 'NOT_CALLABLE'"),
+        (7, "factory 'NOT_CALLABLE' is not a callable"),
         (8, "differs from the network's 3x32x32"),
         (9, "batch='0'"),
     ]:

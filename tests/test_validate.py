@@ -74,6 +74,64 @@ def test_validate_networks_file_and_heldout_set(tmp_path: Path) -> None:
     assert main(["--hw", "t4", "--networks", str(bad)]) == 2
 
 
+USER_MODELS = """\
+import torch
+from torch import nn
+
+
+class Shuffled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return torch.cat([y, self.b(y)], 1)
+
+
+def shuffled():
+    return Shuffled()
+
+
+def stacked():
+    return nn.Sequential(nn.Conv2d(4, 4, 1), nn.Softmax(dim=1))
+"""
+
+
+def test_validate_a_file_of_user_modules(tmp_path: Path) -> None:
+    """Lines ``FILE.py:FACTORY CxHxW`` validate a user's own modules (FILE relative to the
+    list); a module with a layer that has no formula is refused by name, not timed."""
+    from costmodel import profile
+    from costmodel._cli import read_networks
+    from costmodel._user_model import ModuleNetwork
+
+    (tmp_path / "models.py").write_text(USER_MODELS)
+    f = tmp_path / "nets.txt"
+    lines = ["models.py:shuffled 4x6x6", "models.py:shuffled 4x8x8", "models.py:shuffled 4x9x9"]
+    f.write_text("\n".join(lines) + "\n")
+    net = read_networks(f)[0]
+    assert isinstance(net, ModuleNetwork) and net.input_shape == (4, 6, 6)
+    assert str(net) == "models.py:shuffled 4x6x6"
+    rep = profile(net.build(), (3, 4, 6, 6))
+    assert [s.op for s in net.lower(3)] == [lc.op for lc in rep.layers] == \
+        ["conv2d", "channel_shuffle", "conv2d", "concat"]
+    argv = ["--hw", "t4", "--networks", str(f), "--rounds", "2", "--min-ms", "0.1",
+            "--batch", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "validation_cpu_nets_b2.json").read_text())
+    assert [p["arch"] for p in doc["points"]] == lines
+    assert all(p["predicted_s"] > 0 for p in doc["points"])
+    for line, why in [("models.py:shuffled", "needs its input shape"),
+                      ("models.py:nope 4x6x6", "factory 'nope' is not a callable"),
+                      ("models.py:stacked 4x6x6", r"\[.1 \(Softmax\).\]")]:
+        f.write_text(line + "\n")
+        with pytest.raises(ValueError, match=why):
+            [n.lower(1) for n in read_networks(f)]
+
+
 def test_development_list_and_held_out_set_share_no_network() -> None:
     """The former held-out list is a development list now and the new held-out set holds
     none of its networks: fails if a network some decision has seen is validated as
