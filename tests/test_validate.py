@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from costmodel import count
 from costmodel._cli import validate_main as main
 from costmodel._measure import lower_quantile, measure_samples
 from searchspace import REFERENCE_ARCH, sample_architectures
@@ -229,3 +230,22 @@ def test_shufflenet_guidelines_script_runs(tmp_path: Path, monkeypatch: pytest.M
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in res["rows"])
     assert all(r["measured_p10_ms"] <= r["measured_ms"] <= r["measured_p90_ms"]
                for r in res["rows"])
+
+
+def test_unseen_families_list_traces_completely() -> None:
+    """experiments/unseen_families.txt: 20 published networks, each traced with every layer
+    costed (FBNet's untraceable ChannelShuffle and ShuffleNet V2's split / concat included)
+    and its parameter count equal to PyTorch's."""
+    from costmodel._cli import read_networks
+    from costmodel._user_model import ModuleNetwork
+
+    nets = read_networks(Path(__file__).resolve().parents[1] / "experiments"
+                         / "unseen_families.txt")
+    assert len(nets) == 20 and all(isinstance(n, ModuleNetwork) for n in nets)
+    ops_seen: set[str] = set()
+    for net in nets:
+        specs = net.lower(1)  # raises, naming the layer, if one has no formula
+        ops_seen |= {s.op for s in specs}
+        params = sum(count(s).params for s in specs)
+        assert params == sum(p.numel() for p in net.build().parameters()), str(net)
+    assert {"channel_shuffle", "concat", "split", "add"} <= ops_seen
