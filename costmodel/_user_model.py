@@ -7,6 +7,7 @@ returns the module. ``hw_profiles fit`` reads such models from its CSV, and
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -53,14 +54,18 @@ def load_factory(text: str, base_dir: Path = Path()) -> Callable[[], Any]:
 
 
 def _import(path: Path, text: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_user_model_{len(_IMPORTED)}", path)
+    # A name of its own per path, in sys.modules while it runs (dataclasses look it up).
+    name = "roofnas_user_model_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"model={text!r}: {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # a user's file: any error is reported as theirs
+        del sys.modules[name]
         raise ValueError(f"model={text!r}: importing {path} failed: "
                          f"{type(e).__name__}: {e}") from None
     finally:

@@ -181,6 +181,8 @@ def _import_file(path: Path, spec_text: str) -> types.ModuleType:
         raise EstimatorFunctionError(f"estimator function {spec_text}: cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # Its own folder on the path while it runs, so that it can import the modules beside it.
+    sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     except Exception as e:
@@ -188,6 +190,8 @@ def _import_file(path: Path, spec_text: str) -> types.ModuleType:
         raise EstimatorFunctionError(
             f"estimator function {spec_text}: importing {path.name} raised {type(e).__name__}: {e}"
         ) from e
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

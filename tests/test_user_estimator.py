@@ -356,6 +356,15 @@ def test_two_files_with_one_name_do_not_collide(tmp_path: Path) -> None:
     assert fn_of_path(a) is fa  # imported once per process
 
 
+def test_a_function_file_can_import_the_modules_beside_it(tmp_path: Path) -> None:
+    write(tmp_path / "est" / "roofnas_test_neighbour.py", "VALUE = 0.25\n")
+    est = write(tmp_path / "est" / "estimator.py",
+                "from roofnas_test_neighbour import VALUE\n\n"
+                "def f(model, arch):\n    return VALUE\n")
+    assert fn_of_path(est)(None, None) == 0.25
+    assert str(est.parent) not in sys.path  # only while the file is imported
+
+
 def fn_of_path(path: Path) -> Any:
     from search._user_estimator import load_function
 
