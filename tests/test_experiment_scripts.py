@@ -11,10 +11,12 @@ scripts regenerate are checked to say how they were made (command, date, load).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +226,22 @@ def test_help_latency(tmp_path: Path) -> None:
     out = tmp_path / "help"
     run_script("help_latency.py", "--data", str(data), "--sample", "5", "--out", str(out))
     assert {"command", "date", "sample", "spaces"} <= keys(out.with_suffix(".json"))
+
+
+@pytest.mark.slow
+def test_shipped_gpu_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
+    """The fitted values in hw_profiles/data/*.toml come from the datasheet values and HELP's
+    data alone: a fresh --write-profiles into a copy reproduces every file but its dates."""
+    data = _help_data()
+    if data is None:
+        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
+    shipped = ROOT / "hw_profiles" / "data"
+    copy = tmp_path / "profiles"
+    shutil.copytree(shipped, copy)
+    run_script("help_fit.py", "--data", str(data), "--write-profiles", "--profile-dir", str(copy))
+    undated = functools.partial(re.sub, r"\d{4}-\d{2}-\d{2}", "DATE")
+    for path in sorted(shipped.glob("*.toml")):
+        assert undated((copy / path.name).read_text()) == undated(path.read_text()), path.name
 
 
 def test_heldout_list_is_the_frozen_draw(tmp_path: Path) -> None:
