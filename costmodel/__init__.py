@@ -7,7 +7,8 @@ in this package.
 Two ways in: ``profile(module)`` traces any ``torch.nn.Module``; ``estimate(x)``
 costs anything that lowers itself to layer specs (``Lowerable``, e.g. a
 ``searchspace.Architecture``), from cached per-segment sums when it is
-``Segmented``. Measuring, calibration and validation live in private modules
+``Segmented``; ``ModuleNetwork`` is a user's ``FILE.py:FACTORY`` module at an input
+shape, which lowers by tracing. Measuring, calibration and validation live in private modules
 (``_measure``, ``_calibrate``, ``_validate``) that the command lines drive.
 """
 
@@ -26,6 +27,7 @@ from costmodel._units import (
     elements_to_bytes,
     macs_to_flops,
 )
+from costmodel._user_model import ModuleNetwork, import_file, load_factory
 
 __all__ = [
     "BITS_PER_ELEMENT",
@@ -39,6 +41,7 @@ __all__ = [
     "LayerCost",
     "LayerSpec",
     "Lowerable",
+    "ModuleNetwork",
     "RooflineModel",
     "Segment",
     "Segmented",
@@ -48,8 +51,10 @@ __all__ = [
     "count",
     "elements_to_bytes",
     "estimate",
+    "import_file",
     "kernel_class",
     "known_ops",
+    "load_factory",
     "macs_to_flops",
     "output_shape",
     "plot_roofline_layers",

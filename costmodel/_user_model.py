@@ -21,16 +21,38 @@ from torch import nn
 from costmodel._spec import LayerSpec
 from costmodel._trace import trace_layers
 
-__all__ = ["ModuleNetwork", "load_factory", "parse_shape"]
+__all__ = ["ModuleNetwork", "import_file", "load_factory", "parse_shape"]
 
-_IMPORTED: dict[Path, ModuleType] = {}
+
+def import_file(path: Path, prefix: str = "roofnas_user_") -> ModuleType:
+    """The Python file at ``path``, imported once per process under a name of its own
+    (``prefix`` + a hash of the path: two files both called ``model.py`` do not collide),
+    kept in ``sys.modules`` (dataclasses and pickling look it up there), with the file's
+    folder on ``sys.path`` while it runs so that it can import the modules beside it.
+    Whatever the file raises propagates; nothing of a failed import is kept."""
+    path = path.resolve()
+    name = prefix + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
 
 
 def load_factory(text: str, base_dir: Path = Path()) -> Callable[[], Any]:
     """The callable ``FACTORY`` of ``PATH.py:FACTORY``; a relative ``PATH`` that does not
-    exist from the working directory is looked up under ``base_dir``. The file is imported
-    once per process, with its own folder on ``sys.path`` so it can import its neighbours.
-    """
+    exist from the working directory is looked up under ``base_dir``."""
     path_text, sep, name = text.rpartition(":")
     if not sep or not path_text or not name:
         raise ValueError(f"model={text!r} must be FILE.py:FACTORY, e.g. mynet.py:build")
@@ -39,10 +61,11 @@ def load_factory(text: str, base_dir: Path = Path()) -> Callable[[], Any]:
         path = base_dir / path
     if not path.is_file():
         raise ValueError(f"model={text!r}: file {path_text!r} does not exist")
-    path = path.resolve()
-    if path not in _IMPORTED:
-        _IMPORTED[path] = _import(path, text)
-    module = _IMPORTED[path]
+    try:
+        module = import_file(path, "roofnas_user_model_")
+    except Exception as e:  # a user's file: any error is reported as theirs
+        raise ValueError(f"model={text!r}: importing {path} failed: "
+                         f"{type(e).__name__}: {e}") from None
     factory = getattr(module, name, None)
     if not callable(factory):
         found = sorted(k for k, v in vars(module).items()
@@ -51,26 +74,6 @@ def load_factory(text: str, base_dir: Path = Path()) -> Callable[[], Any]:
         raise ValueError(f"model={text!r}: factory {name!r} is not a callable in {path.name}; "
                          f"callables defined there: {found}")
     return factory
-
-
-def _import(path: Path, text: str) -> ModuleType:
-    # A name of its own per path, in sys.modules while it runs (dataclasses look it up).
-    name = "roofnas_user_model_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"model={text!r}: {path} cannot be imported as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # a user's file: any error is reported as theirs
-        del sys.modules[name]
-        raise ValueError(f"model={text!r}: importing {path} failed: "
-                         f"{type(e).__name__}: {e}") from None
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
 
 
 def parse_shape(text: str, field_name: str = "input_shape") -> tuple[int, ...]:

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import hashlib
-import importlib.util
 import inspect
 import math
 import numbers
-import sys
 import traceback
 import types
 import typing
@@ -39,6 +36,7 @@ import optuna
 import torch
 
 import searchspace
+from costmodel import import_file
 from search._fidelity import Reporter
 
 __all__ = [
@@ -173,26 +171,12 @@ def load_function(cfg: FunctionEstimatorConfig) -> Callable[..., Any]:
 
 
 def _import_file(path: Path, spec_text: str) -> types.ModuleType:
-    # A name of its own per path: two files both called estimator.py do not collide, and the
-    # module is in sys.modules while it runs (dataclasses and pickling look it up there).
-    name = "roofnas_user_estimator_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise EstimatorFunctionError(f"estimator function {spec_text}: cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    # Its own folder on the path while it runs, so that it can import the modules beside it.
-    sys.path.insert(0, str(path.parent))
     try:
-        spec.loader.exec_module(module)
+        return import_file(path, "roofnas_user_estimator_")
     except Exception as e:
-        del sys.modules[name]
         raise EstimatorFunctionError(
             f"estimator function {spec_text}: importing {path.name} raised {type(e).__name__}: {e}"
         ) from e
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,9 @@
 torchvision is not a dependency (and must not be installed here), so the two
 ImageNet models follow torchvision's module structure and names exactly; their
 parameter counts match torchvision's published metadata (MobileNetV2 3,504,872;
-ResNet-18 11,689,512; ShuffleNet V2 1.0x 2,278,604). Only modules that the cost
-model knows are used, plus ``x + y`` for residual adds and, in ShuffleNet V2,
-torchvision's own functional code: chunk, cat and a channel shuffle written as
-view / transpose / contiguous / view.
+ResNet-18 11,689,512). Only modules that the cost model knows are used, plus
+``x + y`` for residual adds. ShuffleNet V2 and FBNet, written with the functional
+code of their public implementations, are in experiments/families/published_cnns.py.
 """
 
 from __future__ import annotations
@@ -222,72 +221,6 @@ class ShuffleNetV1Like(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.pool(self.stages(x))
         return self.fc(x.view(x.size(0), -1))
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    # torchvision/models/shufflenetv2.py, as written there
-    batchsize, num_channels, height, width = x.size()
-    channels_per_group = num_channels // groups
-    x = x.view(batchsize, groups, channels_per_group, height, width)
-    x = torch.transpose(x, 1, 2).contiguous()
-    return x.view(batchsize, num_channels, height, width)
-
-
-def _depthwise_bn(channels: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False),
-            nn.BatchNorm2d(channels)]
-
-
-class ShuffleV2Unit(nn.Module):
-    """torchvision's ShuffleNet V2 ``InvertedResidual``: split, one branch, concat, shuffle."""
-
-    def __init__(self, inp: int, oup: int, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-        half = oup // 2
-        self.branch1 = nn.Sequential()
-        if stride > 1:
-            self.branch1 = nn.Sequential(
-                *_depthwise_bn(inp, stride), nn.Conv2d(inp, half, 1, bias=False),
-                nn.BatchNorm2d(half), nn.ReLU(inplace=True))
-        self.branch2 = nn.Sequential(
-            nn.Conv2d(inp if stride > 1 else half, half, 1, bias=False), nn.BatchNorm2d(half),
-            nn.ReLU(inplace=True), *_depthwise_bn(half, stride),
-            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1:
-            x1, x2 = x.chunk(2, dim=1)
-            out = torch.cat((x1, self.branch2(x2)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
-
-
-class ShuffleNetV2(nn.Module):
-    """torchvision's ``shufflenet_v2_x1_0`` (Ma et al., ECCV 2018, Table 5)."""
-
-    def __init__(self, num_classes: int = 1000,
-                 channels: tuple[int, ...] = (24, 116, 232, 464, 1024)) -> None:
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, 2, 1, bias=False),
-                                   nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = channels[0]
-        for name, repeats, cout in zip(("stage2", "stage3", "stage4"), (4, 8, 4), channels[1:4],
-                                       strict=True):
-            units = [ShuffleV2Unit(cin, cout, 2)]
-            units += [ShuffleV2Unit(cout, cout, 1) for _ in range(repeats - 1)]
-            setattr(self, name, nn.Sequential(*units))
-            cin = cout
-        self.conv5 = nn.Sequential(nn.Conv2d(cin, channels[-1], 1, bias=False),
-                                   nn.BatchNorm2d(channels[-1]), nn.ReLU(inplace=True))
-        self.fc = nn.Linear(channels[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))
-        x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
-        return self.fc(x.mean([2, 3]))
 
 
 # name -> (factory, ImageNet-style input shape used in experiments)

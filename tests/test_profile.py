@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,15 +16,16 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from costmodel import CostReport, UnsupportedLayerError, profile
+from costmodel import CostReport, UnsupportedLayerError, load_factory, profile
 from costmodel._trace import TraceInternalError, _Layer, _Site, _to_specs, trace_layers
-from tests.reference_nets import (
-    CifarNet,
-    MobileNetV2,
-    ResNet18,
-    ShuffleNetV1Like,
-    ShuffleNetV2,
-)
+from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like
+
+# Published networks as their public code writes them (FBNet, ShuffleNet V2).
+FAMILIES = Path(__file__).resolve().parents[1] / "experiments" / "families" / "published_cnns.py"
+
+
+def family(name: str) -> Any:
+    return load_factory(f"{FAMILIES}:{name}")
 
 
 def torch_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -107,7 +110,7 @@ def _reference(name: str) -> tuple[CostReport, int, int]:
         "resnet18": (ResNet18, (1, 3, 224, 224)),
         "cifar_net": (CifarNet, (2, 3, 32, 32)),
         "shufflenet_v1_like": (ShuffleNetV1Like, (1, 3, 96, 96)),
-        "shufflenet_v2": (ShuffleNetV2, (1, 3, 224, 224)),
+        "shufflenet_v2": (family("shufflenet_v2_x1_0"), (1, 3, 224, 224)),
     }[name]
     model = factory()
     with warnings.catch_warnings():
@@ -430,9 +433,9 @@ def test_lookalike_reshapes_stay_unsupported(how: str) -> None:
 
 
 def test_shufflenet_v2_split_concat_and_shuffle() -> None:
-    rep = profile(ShuffleNetV2(), (1, 3, 224, 224))
-    unit = {lc.name.removeprefix("stage2.1."): lc for lc in rep.layers
-            if lc.name.startswith("stage2.1.")}
+    rep = profile(family("shufflenet_v2_x1_0")(), (1, 3, 224, 224))
+    unit = {lc.name.removeprefix("stages.0.1."): lc for lc in rep.layers
+            if lc.name.startswith("stages.0.1.")}
     assert [unit[k].op for k in ("split", "concat", "channel_shuffle")] == \
         ["split", "concat", "channel_shuffle"]
     # chunk is a view: no kernel, no traffic
@@ -440,11 +443,11 @@ def test_shufflenet_v2_split_concat_and_shuffle() -> None:
     # concat and shuffle each read and write the unit's 116 x 28 x 28 = 90,944 elements
     assert unit["concat"].out_shape == (1, 116, 28, 28)
     assert unit["concat"].mac_elements == unit["channel_shuffle"].mac_elements == 2 * 90_944
-    specs, _ = trace_layers(ShuffleNetV2(), (1, 3, 224, 224))
+    specs, _ = trace_layers(family("shufflenet_v2_x1_0")(), (1, 3, 224, 224))
     by_name = {s.name: s for s in specs}
-    cat = by_name["stage2.1.concat"]
+    cat = by_name["stages.0.1.concat"]
     # x1 comes straight from the split's view, the other half from branch2's last ReLU
-    assert cat.inputs == ("stage2.1.split", "stage2.1.branch2.7")
+    assert cat.inputs == ("stages.0.1.split", "stages.0.1.branch2.7")
     assert (cat.num_inputs, cat.out_channels) == (2, 116)
 
 
@@ -476,21 +479,6 @@ def test_concat_and_split_other_than_channels_are_unsupported() -> None:
     assert (cat.out_shape, cat.mac_elements) == ((2, 16, 4, 4), 1024)
 
 
-class FBNetChannelShuffle(nn.Module):
-    """FBNet's ChannelShuffle as FBNet / maskrcnn-benchmark / HW-NAS-Bench write it: the
-    assert and ``int(C / g)`` on traced sizes make torch.fx fail on it."""
-
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.size()
-        g = self.groups
-        assert c % g == 0, f"Incompatible group size {g} for input channel {c}"
-        return x.view(n, g, int(c / g), h, w).permute(0, 2, 1, 3, 4).contiguous().view(n, c, h, w)
-
-
 class Halve(nn.Module):
     """Parameter-free, data-dependent (untraceable), and neither identity nor shuffle."""
 
@@ -517,16 +505,17 @@ class ResidualWith(nn.Module):
 
 
 def test_untraceable_channel_shuffle_module_is_recognised_by_what_it_does() -> None:
+    """FBNet's ChannelShuffle (an assert and int(C / g) on traced sizes: torch.fx fails)."""
     shape = (2, 12, 5, 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to hooks: the rest is still traced
-        rep = profile(ResidualWith(FBNetChannelShuffle(3)), shape)
+        rep = profile(ResidualWith(family("ChannelShuffle")(3)), shape)
     ref = profile(ResidualWith(nn.ChannelShuffle(3)), shape)
     assert rep.unsupported == ()
     assert [(lc.name, lc.op) for lc in rep.layers] == \
         [("a", "conv2d"), ("middle", "channel_shuffle"), ("b", "conv2d"), ("add", "add")]
     assert rep.total == ref.total
-    specs, _ = trace_layers(ResidualWith(FBNetChannelShuffle(3)), shape)
+    specs, _ = trace_layers(ResidualWith(family("ChannelShuffle")(3)), shape)
     assert next(s for s in specs if s.name == "middle").groups == 3
 
 
