@@ -243,11 +243,12 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if target in _FLATTEN_FUNCTIONS or (isinstance(target, str) and target in _FLATTEN_METHODS):
         return _Layer(S.FLATTEN, {})
     if target in _CONCAT_FUNCTIONS:
-        return _Layer(S.CONCAT, _channel_dim(_bind(args, kwargs, ("tensors", "dim"), {"dim": 0})))
+        _check_channel_dim(_bind(args, kwargs, ("tensors", "dim"), {"dim": 0}))
+        return _Layer(S.CONCAT, {})  # operands are sorted out in _concat_operands
     if target in _SPLIT_FUNCTIONS or (isinstance(target, str) and target in _SPLIT_METHODS):
         parts = _SPLIT_FUNCTIONS.get(target) or _SPLIT_METHODS[target]  # type: ignore[call-overload]
         _require_4d(shape, _target_name(target))
-        _channel_dim(_bind(args, kwargs, ("input", parts, "dim"), {"dim": 0}), 4)
+        _check_channel_dim(_bind(args, kwargs, ("input", parts, "dim"), {"dim": 0}))
         return _Layer(S.SPLIT, {})
     if target is operator.getitem and len(args) == 2 and _is_channel_slice(args[1]):
         _require_4d(shape, "a slice")
@@ -297,12 +298,11 @@ def _is_channel_slice(index: Any) -> bool:
             and all(i == whole or i is Ellipsis for i in index[2:]))
 
 
-def _channel_dim(bound: dict[str, Any], rank: int = 4) -> dict[str, Any]:
+def _check_channel_dim(bound: dict[str, Any]) -> None:
     """Concat and split are costed along the channels of (N, C, H, W) tensors only."""
     dim = bound["dim"]
-    if not isinstance(dim, int) or dim % rank != 1:
+    if not isinstance(dim, int) or dim % 4 != 1:
         raise _Unsupported(f"dim={dim!r} (only the channel dim 1 of (N, C, H, W) is costed)")
-    return {}
 
 
 def _target_name(target: Any) -> str:
@@ -429,27 +429,27 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 def _shuffle_idioms(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, int, set[fx.Node]]]:
     """Last node of each shuffle idiom -> (the tensor shuffled, groups, the inner nodes)."""
     found: dict[fx.Node, tuple[fx.Node, int, set[fx.Node]]] = {}
-    for split in gm.graph.nodes:
-        if not _is_call(split, _RESHAPE_METHODS, (torch.reshape,)) \
-                or not isinstance(split.args[0], fx.Node):
+    for grouped in gm.graph.nodes:
+        if not _is_call(grouped, _RESHAPE_METHODS, (torch.reshape,)) \
+                or not isinstance(grouped.args[0], fx.Node):
             continue
-        src, shape5 = _single_shape(split.args[0]), _single_shape(split)
+        src, shape5 = _single_shape(grouped.args[0]), _single_shape(grouped)
         if src is None or shape5 is None or len(src) != 4 or len(shape5) != 5:
             continue
         n, c, h, w = src
         g = shape5[1]
         if shape5 != (n, g, c // g, h, w) or g * (c // g) != c:
             continue
-        swap = _only_user(split)
+        swap = _only_user(grouped)
         if swap is None or not _swaps_group_axes(swap):
             continue
-        inner, last = {split, swap}, _only_user(swap)
+        inner, last = {grouped, swap}, _only_user(swap)
         if last is not None and _is_call(last, ("contiguous",)):
             inner.add(last)
             last = _only_user(last)
         if last is not None and _is_call(last, _RESHAPE_METHODS, (torch.reshape, torch.flatten)) \
                 and _single_shape(last) == src:
-            found[last] = (split.args[0], g, inner)
+            found[last] = (grouped.args[0], g, inner)
     return found
 
 
