@@ -102,7 +102,12 @@ class ModuleNetwork:
                                                      repr=False)
 
     def build(self) -> nn.Module:
-        module = load_factory(self.model, self.base_dir)()
+        factory = load_factory(self.model, self.base_dir)
+        try:
+            module = factory()
+        except Exception as e:  # a user's factory: any error is reported as theirs
+            raise ValueError(f"model={self.model!r}: building failed: "
+                             f"{type(e).__name__}: {e}") from None
         if not isinstance(module, nn.Module):
             raise ValueError(f"model={self.model!r} returned {type(module).__name__}, "
                              "not a torch.nn.Module")
@@ -110,7 +115,12 @@ class ModuleNetwork:
 
     def lower(self, batch: int) -> tuple[LayerSpec, ...]:
         if batch not in self._specs:
-            specs, unsupported = trace_layers(self.build(), (batch, *self.input_shape))
+            module = self.build()
+            try:
+                specs, unsupported = trace_layers(module, (batch, *self.input_shape))
+            except Exception as e:  # a user's model: any error is reported as theirs
+                raise ValueError(f"model={self.model!r}: tracing failed: "
+                                 f"{type(e).__name__}: {e}") from None
             if unsupported:
                 raise ValueError(f"model={self.model!r}: layers without a cost formula: "
                                  f"{list(unsupported)}")

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -350,26 +350,13 @@ class ModelResolver:
         _same_shape(arch.input_shape, shape)
         return _Lowered(tuple(arch.lower(batch)), 0)
 
-    def _factory(self, text: str) -> Callable[[], Any]:
-        from costmodel._user_model import load_factory  # lazy: imports torch
-
-        try:
-            return load_factory(text, self.csv_dir)
-        except ValueError as e:
-            raise RowError(str(e)) from None
-
     def _trace(self, text: str, shape: tuple[int, int, int], batch: int) -> tuple[LayerSpec, ...]:
-        from costmodel._trace import trace_layers  # lazy: imports torch
+        from costmodel import ModuleNetwork  # lazy: imports torch
 
-        factory = self._factory(text)
         try:
-            module = factory()
-            specs, unsupported = trace_layers(module, (batch, *shape))
-        except Exception as e:  # a user's model: any error is that row's problem
-            raise RowError(f"model={text!r}: building or tracing failed: {e!r}") from None
-        if unsupported:
-            raise RowError(f"model={text!r}: layers without a cost formula: {list(unsupported)}")
-        return specs
+            return ModuleNetwork(text, shape, self.csv_dir).lower(batch)
+        except ValueError as e:  # names the model and what went wrong with it
+            raise RowError(str(e)) from None
 
 
 def _is_view(spec: LayerSpec) -> bool:
