@@ -143,19 +143,13 @@ class FunctionEstimatorConfig:
 
 # ---------------------------------------------------------------- loading and checking
 
-_MODULES: dict[Path, types.ModuleType] = {}  # each file is imported once per process
-
-
 def load_function(cfg: FunctionEstimatorConfig) -> Callable[..., Any]:
     """``FUNC`` of ``PATH.py``; EstimatorFunctionError naming the spec when it cannot be had."""
     spec = cfg.function
     path = cfg.path
     if not path.is_file():
         raise EstimatorFunctionError(f"estimator function {spec}: no such file {str(path)!r}")
-    module = _MODULES.get(path)
-    if module is None:
-        module = _import_file(path, spec)
-        _MODULES[path] = module
+    module = _import_file(path, spec)  # once per process: import_file keeps it
     if not hasattr(module, cfg.name):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise EstimatorFunctionError(
