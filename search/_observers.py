@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
-from search._budget import DONE_STATES, other_workers
+from search._budget import DONE_STATES, is_surplus_trial, other_workers
 from search._config import ExperimentConfig
 from search._front import FrontTracker
 from search._mlflow import (
@@ -124,7 +124,8 @@ class MlflowObserver:
     def on_trial(self, trial: FrozenTrial) -> None:
         if self.view is None:
             return
-        if trial.state in FINISHED_STATES:
+        # A surplus trial is a race artefact pruned before any work: MLflow never shows it.
+        if trial.state in FINISHED_STATES and not is_surplus_trial(trial):
             self._pending.append(trial)
         if trial.state in DONE_STATES:
             step = self.front.n_finished

@@ -190,3 +190,40 @@ def test_sync_leaves_out_surplus_trials_but_keeps_stopped_and_failed_ones(tmp_pa
     statuses = sorted(run.info.status for run in MlflowClient(uri).search_runs([exp.experiment_id])
                       if run.info.run_id != res.parent_run_id)  # fmt: skip
     assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED", "KILLED"]
+
+
+def test_a_running_worker_does_not_log_surplus_trials(tmp_path: Path) -> None:
+    """The observer of a running worker, like ``sync``, leaves surplus trials out of MLflow.
+
+    Fails if ``MlflowObserver.on_trial`` queues every finished trial: then a worker that lost
+    the race for the last trial of a budget logs a child run for a trial that did no work.
+    """
+    import optuna
+
+    from search._budget import SURPLUS_ATTR
+    from search._front import FrontTracker
+    from search._observers import MlflowObserver
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.written: list[int] = []
+
+        def write_children(self, records: list) -> int:  # type: ignore[type-arg]
+            self.written += [r.trial_number for r in records]
+            return len(records)
+
+        def log_parent_metrics(self, steps: object) -> None:
+            pass
+
+    cfg = tiny(tmp_path, trials=3, study="obs")
+    pruned = optuna.trial.TrialState.PRUNED
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    stopped = optuna.trial.create_trial(state=pruned, params={"x": 0.5}, distributions=dist)
+    surplus = optuna.trial.create_trial(state=pruned, system_attrs={SURPLUS_ATTR: True})
+    stopped.number, surplus.number = 7, 8
+    view = Recorder()
+    observer = MlflowObserver(cfg, FrontTracker(cfg), view)  # type: ignore[arg-type]
+    for t in (stopped, surplus):
+        observer.on_trial(t)
+    observer.close()
+    assert view.written == [7]
