@@ -42,6 +42,9 @@ DEFAULT_RUN_DIR = "roofnas-runs"
 # Example experiments ship inside the package; `--config NAME` loads NAME.toml from here.
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 DEFAULT_EXPERIMENT = "default"
+# Config keys that do not define the search (budget, names, where things are stored): two
+# configs that differ only in these may share a study.
+NOT_FINGERPRINTED = ("trials", "study", "storage", "run_dir", "mlflow", "name")
 
 
 class ConfigError(ValueError):
@@ -192,15 +195,29 @@ class ExperimentConfig:
     def fingerprint(self) -> str:
         """Hash of what defines the search (not the budget, names or where things are stored).
 
-        Two runs (or workers) may share a study only when their fingerprints agree.
+        Two runs (or workers) may share a study only when their fingerprints agree. Files
+        count by their contents, not their paths: a space TOML and a user's estimator
+        function file. So workers on machines with different checkout paths agree, and an
+        edited estimator no longer continues a study that an older version of it scored.
         """
+        return self._fingerprint(by_contents=True)
+
+    def accepted_fingerprints(self) -> tuple[str, ...]:
+        """Fingerprints of studies this config may continue: its own, then the one releases
+        before content hashing of the estimator file gave it (that file's path stood in)."""
+        return tuple(dict.fromkeys((self.fingerprint(), self._fingerprint(by_contents=False))))
+
+    def _fingerprint(self, *, by_contents: bool) -> str:
         d = self.to_dict()
-        for k in ("trials", "study", "storage", "run_dir", "mlflow", "name"):
+        for k in NOT_FINGERPRINTED:
             d.pop(k)
-        try:
-            d["space"] = hashlib.sha256(Path(self.space).read_bytes()).hexdigest()
-        except OSError:
-            pass
+        d["space"] = _file_sha256(self.space) or d["space"]
+        function = d["estimator"].get("function")
+        if by_contents and function:
+            path, _, name = function.rpartition(":")
+            digest = _file_sha256(path)
+            if digest is not None:
+                d["estimator"]["function"] = f"sha256={digest}:{name}"
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -257,6 +274,14 @@ class ExperimentConfig:
         if mlflow is not None:
             d["mlflow"]["enabled"] = mlflow
         return parse_config(d, source=self.source, base_dir=None)
+
+
+def _file_sha256(path: str) -> str | None:
+    """The SHA-256 of a file's bytes; None when ``path`` is no readable file (a space name)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _estimator_override(table: dict[str, Any], estimator: str) -> dict[str, Any]:

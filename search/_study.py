@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
-from search._config import ConfigError, ExperimentConfig, parse_config
+from search._config import NOT_FINGERPRINTED, ConfigError, ExperimentConfig, parse_config
 from search._storage import StorageError, open_storage
 
 ATTR_CONFIG = "roofnas.config"
@@ -86,12 +87,13 @@ def _check_or_stamp(study: optuna.Study, cfg: ExperimentConfig) -> None:
     """Refuse a study made with another config; stamp a new one with this config."""
     attrs = study.user_attrs
     fp = cfg.fingerprint()
-    if ATTR_FINGERPRINT in attrs and attrs[ATTR_FINGERPRINT] != fp:
+    if ATTR_FINGERPRINT in attrs and attrs[ATTR_FINGERPRINT] not in cfg.accepted_fingerprints():
         old = attrs.get(ATTR_CONFIG, {})
         raise StudyMismatchError(
             f"study={cfg.study_name!r} in storage={cfg.storage_url!r} was run with another "
             f"config (fingerprint {attrs[ATTR_FINGERPRINT]} from {old.get('name')!r}, this one "
-            f"{fp} from {cfg.name!r}); use another --study name or the same config"
+            f"{fp} from {cfg.name!r}; {_what_differs(old, cfg)}); use another --study name "
+            "or the same config"
         )
     if [d.name.lower() for d in study.directions] != cfg.directions:
         raise StudyMismatchError(f"study={cfg.study_name!r} has directions {study.directions}")
@@ -99,6 +101,17 @@ def _check_or_stamp(study: optuna.Study, cfg: ExperimentConfig) -> None:
         study.set_user_attr(ATTR_CONFIG, cfg.to_dict())
         study.set_user_attr(ATTR_FINGERPRINT, fp)
         study.set_user_attr(ATTR_OBJECTIVES, [o.name for o in cfg.objectives])
+
+
+def _what_differs(old: dict[str, Any], cfg: ExperimentConfig) -> str:
+    """The config keys that differ from the study's, for the refusal message."""
+    new = cfg.to_dict()
+    keys = sorted(k for k in old.keys() | new.keys()
+                  if k not in NOT_FINGERPRINTED and old.get(k) != new.get(k))  # fmt: skip
+    if keys:
+        return "differs in " + ", ".join(keys)
+    # Same settings: a file they name has other contents now.
+    return "same settings, but the contents of the space or estimator file changed"
 
 
 def load_existing_study(study: str, storage: str) -> optuna.Study:

@@ -495,3 +495,53 @@ def test_estimator_flag_switches_between_kinds_and_functions(
     with pytest.raises(ConfigError, match=r"--estimator: estimator\.function='e\.py' must be"):
         base.with_overrides(estimator="e.py")
     assert fn.fingerprint() != base.fingerprint()
+
+
+# ------------------------------------------------------------------ study fingerprint
+
+
+def test_the_fingerprint_follows_the_estimator_file_contents_not_its_path(
+    tmp_path: Path,
+) -> None:
+    """Workers with checkouts at different paths share a study; an edited estimator does not.
+
+    Fails if the fingerprint hashed the function's path (the two copies then differ) or
+    ignored the file (the edit then continues a study the old code scored).
+    """
+    source = "def f(model, arch):\n    return 1.0\n"
+    a = write(tmp_path / "machine_a" / "est.py", source)
+    b = write(tmp_path / "machine_b" / "est.py", source)
+    base = load_config()
+    cfg_a = base.with_overrides(estimator=f"{a}:f")
+    assert cfg_a.fingerprint() == base.with_overrides(estimator=f"{b}:f").fingerprint()
+    before = cfg_a.fingerprint()
+    write(a, source.replace("1.0", "2.0"))
+    assert cfg_a.fingerprint() != before
+    assert base.with_overrides(estimator=f"{a}:g").fingerprint() != cfg_a.fingerprint()
+
+
+def test_an_edited_estimator_file_cannot_continue_the_study(tmp_path: Path) -> None:
+    from search._study import ATTR_FINGERPRINT, StudyMismatchError, create_or_load_study
+
+    est = write(tmp_path / "est.py", "def f(model, arch):\n    return 1.0\n")
+    cfg = load_config().with_overrides(estimator=f"{est}:f",
+                                       storage=str(tmp_path / "j.journal"), study="s")
+    study = create_or_load_study(cfg)
+    assert create_or_load_study(cfg).user_attrs[ATTR_FINGERPRINT] == cfg.fingerprint()
+    write(est, "def f(model, arch):\n    return 0.5\n")
+    with pytest.raises(StudyMismatchError, match="contents of the space or estimator file"):
+        create_or_load_study(cfg)
+    # A study stamped before contents were hashed (by the file's path) still continues.
+    legacy = cfg.accepted_fingerprints()[-1]
+    assert legacy != cfg.fingerprint()
+    study.set_user_attr(ATTR_FINGERPRINT, legacy)
+    assert create_or_load_study(cfg).study_name == "s"
+
+
+def test_a_refused_study_names_the_settings_that_differ(tmp_path: Path) -> None:
+    from search._study import StudyMismatchError, create_or_load_study
+
+    cfg = load_config().with_overrides(storage=str(tmp_path / "j.journal"), study="s")
+    create_or_load_study(cfg)
+    with pytest.raises(StudyMismatchError, match=r"differs in seed\b"):
+        create_or_load_study(cfg.with_overrides(seed=cfg.seed + 1))
