@@ -389,6 +389,12 @@ def validate_main(argv: Sequence[str]) -> int:
     else:
         archs, space, tag = searchspace.sample_architectures(args.space, args.n, args.seed), (
             f"development set: {args.n} of {args.space}"), ""
+    try:  # before measuring: minutes of timings must not be lost to a missing folder
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"validate: --out={args.out!r}: cannot create it ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
     reference = searchspace.reference_architecture()
     results = {}
     for b in args.batch or [1]:

@@ -226,6 +226,19 @@ def _calibrate_usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _prepare_output_folders(args: argparse.Namespace) -> str | None:
+    """Create the folders of --out and --raw before measuring: minutes of measurements must
+    not be lost to a missing folder at the end. Returns what is wrong, naming the value."""
+    for flag, value in (("--out", args.out), ("--raw", args.raw)):
+        if not value:
+            continue
+        try:
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return f"{flag}={value!r}: cannot create its folder ({e.strerror or e})"
+    return None
+
+
 def calibrate_main(argv: Sequence[str]) -> int:
     """``python -m hw_profiles calibrate``: measure, fit and write a profile."""
     args = _calibrate_parser().parse_args(list(argv))
@@ -240,6 +253,10 @@ def calibrate_main(argv: Sequence[str]) -> int:
         space = searchspace.load_space(args.space)
     except searchspace.SpaceError as e:
         print(f"calibrate: --space: {e}", file=sys.stderr)
+        return 2
+    error = _prepare_output_folders(args)
+    if error:
+        print(f"calibrate: {error}", file=sys.stderr)
         return 2
     n = args.networks if args.networks is not None else (4 if args.quick else 40)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
@@ -258,7 +275,6 @@ def calibrate_main(argv: Sequence[str]) -> int:
     header = ("Written by `python -m hw_profiles calibrate` (costmodel/_calibrate.py).\n"
               "Measured ceilings; efficiencies, overheads and saturation constants fitted.")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(profile_to_toml(hw, calib, header))
     loaded = load_fresh(out)  # the file must load with the schema it was written for
     if args.json:

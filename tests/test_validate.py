@@ -156,6 +156,18 @@ def test_validate_rejects_bad_protocol_values(flag: str, value: str,
     assert f"{flag}={value}" in capsys.readouterr().err
 
 
+def test_an_out_folder_that_cannot_be_made_is_refused_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costmodel import _validate
+
+    monkeypatch.setattr(_validate, "validate", lambda *a, **k: pytest.fail("measured"))
+    (tmp_path / "file").write_text("")
+    out = str(tmp_path / "file" / "results")  # its parent is a file
+    assert main(["--hw", "t4", "--n", "3", "--out", out]) == 2
+    assert f"--out={out!r}: cannot create it" in capsys.readouterr().err
+
+
 def test_lower_quantile_ignores_a_slow_burst() -> None:
     # 100 clean samples 5 ms x (1 + i / 1000) and 30 slowed to 7.5 ms by a neighbour.
     # Decile: position 0.1 x 129 = 12.9 -> 5 ms x 1.0129 = 5.0645 ms, a clean sample;
