@@ -13,6 +13,10 @@
   a search space with ``CALIBRATION_SEED``), at batch 1, 32, 1, 32, 8 in turn,
   measured exactly as validation measures (``measure_latencies``), whose time
   the model predicts as the composition of its per-layer times;
+- op chains (``costmodel._chains``): each streaming op (BatchNorm, ReLU, residual add,
+  3x3 average and max pools) repeated, on a fixed grid of sizes, at batch 1 and 32, timed
+  as networks are: what such an op costs inside a network, which a kernel timed alone
+  overstates;
 and fits the profile's parameters to both (``costmodel._fit.fit_profile``).
 Bandwidths and peaks stay as measured. A quarter of the benchmarks and of the
 networks is held out of a first fit and their errors recorded
@@ -20,7 +24,7 @@ networks is held out of a first fit and their errors recorded
 profile is then refitted on all of them.
 
 On the 2-core EPYC development machine, one thread, otherwise idle: about
-2.5-3.5 minutes (``quick``: under 1 minute).
+3-5 minutes (``quick``: under 1.5 minutes).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from costmodel._ceilings import (
     measure_ceilings,
     measure_runtime_overheads,
 )
+from costmodel._chains import CHAIN_BATCHES, CHAIN_DEPTH, op_chains
 from costmodel._fit import FitResult, NetworkRow, fit_profile
 from costmodel._formulas import count
 from costmodel._measure import (
@@ -92,6 +97,24 @@ def measure_networks(
             reference_s[b] = times.pop()
         rows += [(tuple(n.lower(b)), t) for n, t in zip(group, times, strict=True)]
     return rows, reference_s
+
+
+def _measure_chains(device: str, quick: bool, clock: str) -> list[tuple[str, int, NetworkRow]]:
+    """(chain, batch, row) for every op chain at every chain batch (``quick``: batch 1)."""
+    chains = op_chains(quick)
+    out: list[tuple[str, int, NetworkRow]] = []
+    with torch.inference_mode():
+        for b in CHAIN_BATCHES[:1] if quick else CHAIN_BATCHES:
+            rows, _ = measure_networks(chains, (b,), device, clock=clock)
+            out += [(str(c), b, row) for c, row in zip(chains, rows, strict=True)]
+    return out
+
+
+def _chains_text(chain_rows: Sequence[tuple[str, int, NetworkRow]]) -> str:
+    if not chain_rows:
+        return "none"
+    batches = sorted({b for _, b, _ in chain_rows})
+    return f"{len(chain_rows)} chains of {CHAIN_DEPTH} ops (costmodel._chains) at batches {batches}"
 
 
 def _configure_torch(device: str, threads: int) -> None:
@@ -214,6 +237,7 @@ def _write_raw(
     specs: Sequence[LayerSpec],
     times: Sequence[float],
     nets: Sequence[NetworkRow],
+    chains: Sequence[tuple[str, int, NetworkRow]] = (),
 ) -> None:
     path.write_text(
         json.dumps(
@@ -226,6 +250,15 @@ def _write_raw(
                 ],
                 "networks": [
                     {"layers": [spec_to_dict(sp) for sp in net], "time_s": t} for net, t in nets
+                ],
+                "op_chains": [
+                    {
+                        "chain": name,
+                        "batch": b,
+                        "time_s": t,
+                        "layers": [spec_to_dict(sp) for sp in net],
+                    }
+                    for name, b, (net, t) in chains
                 ],
             },
             indent=0,
@@ -287,9 +320,10 @@ def _measure_machine(
 def _fit_summary(fit: FitResult, duration: float) -> str:
     return (
         f"fit: median abs error {fit.fit_median_abs_error:.1%} on {fit.n_fit} benchmarks, "
-        f"{fit.network_fit_median_abs_error:.1%} on {fit.n_networks} networks; held out: "
-        f"{fit.holdout_median_abs_error:.1%} on {fit.n_holdout} benchmarks, "
-        f"{fit.network_holdout_median_abs_error:.1%} on networks; {duration:.0f} s"
+        f"{fit.network_fit_median_abs_error:.1%} on {fit.n_networks} networks and op chains; "
+        f"held out: {fit.holdout_median_abs_error:.1%} on {fit.n_holdout} benchmarks, "
+        f"{fit.network_holdout_median_abs_error:.1%} on networks and op chains; "
+        f"{duration:.0f} s"
     )
 
 
@@ -306,6 +340,7 @@ def calibrate(
     reference: Runnable | None = None,
     network_batches: Sequence[int] = NETWORK_BATCHES,
     clock: str = DEFAULT_CLOCK,
+    chains: bool = True,
 ) -> tuple[HardwareProfile, dict[str, Any]]:
     """Measure this machine and fit a profile; returns it and its [calibration] table.
 
@@ -314,6 +349,8 @@ def calibrate(
     beside them in every round, whose time per batch the table records
     (``reference_arch``: ``str(reference)``) as the machine's speed. ``clock``
     times everything (``costmodel._measure.make_clock``): validate with the same.
+    ``chains``: also time and fit the op chains (``costmodel._chains``; ``quick``: one size,
+    batch 1).
     """
     t_start = time.perf_counter()
     allocator = steady_state_allocator() if device == "cpu" else "caching (torch.cuda)"
@@ -338,9 +375,12 @@ def calibrate(
             f"measured {len(nets)} calibration networks from {networks_from} "
             f"(batches {list(network_batches)})"
         )
+    chain_rows = _measure_chains(device, quick, clock) if chains else []
+    if chain_rows:
+        say(f"measured {len(chain_rows)} op chains of {CHAIN_DEPTH} ops")
     if raw_out is not None:
-        _write_raw(raw_out, ceil, overheads, specs, times, nets)
-    fit = fit_profile(base, specs, times, nets=nets)
+        _write_raw(raw_out, ceil, overheads, specs, times, nets, chain_rows)
+    fit = fit_profile(base, specs, times, nets=[*nets, *(row for _, _, row in chain_rows)])
     duration = time.perf_counter() - t_start
     say(_fit_summary(fit, duration))
     calib = {
@@ -357,6 +397,7 @@ def calibrate(
         "networks": f"{len(nets)} from {networks_from} (batches {list(network_batches)})"
         if nets
         else "none",
+        "op_chains": _chains_text(chain_rows),
         "network_fit_median_abs_error": _r4(fit.network_fit_median_abs_error),
         "network_holdout_median_abs_error": _r4(fit.network_holdout_median_abs_error),
         "duration_s": round(duration, 1),

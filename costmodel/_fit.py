@@ -41,6 +41,7 @@ class FitResult:
     network_fit_median_abs_error: float = float("nan")
     network_holdout_median_abs_error: float = float("nan")
     n_networks: int = 0
+    cold_start_s: float = 0.0  # what a kernel timed alone paid beyond the model (not written)
 
 
 def _param_names(classes: Sequence[str]) -> list[str]:
@@ -63,6 +64,7 @@ def _start_and_bounds(kind: str, base: HardwareProfile) -> tuple[float, float, f
         "cache_p": (2.0, 0.5, 8.0),
         "fault": (max(base.page_fault_s_per_byte, 1e-12), 1e-14, 1e-8),
         "overlap": (0.5, 1e-3, 1.0),
+        "cold": (1e-6, 1e-9, 1e-4),
     }[kind]
 
 
@@ -188,6 +190,11 @@ def _fitted_names(base: HardwareProfile, specs: Sequence[LayerSpec]) -> list[str
     return names
 
 
+def _cold_s(names: Sequence[str], theta: np.ndarray) -> float:
+    """The fitted cold-start seconds of a kernel timed alone (0 when not fitted)."""
+    return math.exp(theta[names.index("cold")]) if "cold" in names else 0.0
+
+
 def _split(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
     held = [i for i in range(n) if i % holdout_every == holdout_every - 1]
     return [i for i in range(n) if i not in set(held)], held
@@ -203,6 +210,7 @@ def fit_profile(
     net_weight: float = 6.0,
     holdout_every: int = 4,
     data_start: bool = True,
+    cold_start: bool = False,
 ) -> FitResult:
     """Least squares on log time (robust soft-L1 loss) through the latency model.
 
@@ -215,9 +223,17 @@ def fit_profile(
     time the model predicts as the composition of its per-layer times. First
     fitted with every ``holdout_every``-th benchmark and network held out (their
     errors are reported), then refitted on all of them. ``data_start``: efficiencies
-    start from the benchmarks (``_data_start``), else at 0.5.
+    start from the benchmarks (``_data_start``), else at 0.5. ``cold_start`` (with
+    ``nets``): each benchmark also pays one fitted constant, ``cold_start_s``, that no
+    network pays: a kernel timed alone among others runs with cold code and data and reads
+    the clock around itself. The profile leaves it out, so the fixed cost per call comes
+    from the networks, and the benchmarks still pin efficiencies and shape terms.
+    Calibration does not use it: with op chains among the networks it did not make the
+    development list's errors smaller (experiments/calibration_ablation.py).
     """
     names = _fitted_names(base, specs)
+    if nets and cold_start:
+        names.append("cold")
     columns = zip(*(_start_and_bounds(n.split(":")[0], base) for n in names), strict=True)
     start, lo, hi = (np.asarray([math.log(x) for x in column]) for column in columns)
     if data_start:
@@ -233,7 +249,8 @@ def fit_profile(
 
         def resid(theta: np.ndarray) -> np.ndarray:
             hw = apply_params(base, names, theta, precision)
-            r = np.log([predict_single(s, hw, precision) for s in sub]) - ys
+            cold = _cold_s(names, theta)
+            r = np.log([predict_single(s, hw, precision) + cold for s in sub]) - ys
             if len(net_idx):
                 pn = np.log(net_pred(hw))[list(net_idx)]
                 r = np.concatenate([r, net_weight * (pn - yn)])
@@ -246,7 +263,9 @@ def fit_profile(
 
     def mape(theta: np.ndarray, idx: Sequence[int]) -> float:
         hw = apply_params(base, names, theta, precision)
-        errs = [abs(predict_single(specs[i], hw, precision) / times_s[i] - 1) for i in idx]
+        cold = _cold_s(names, theta)
+        errs = [abs((predict_single(specs[i], hw, precision) + cold) / times_s[i] - 1)
+                for i in idx]  # fmt: skip
         return float(statistics.median(errs)) if errs else float("nan")
 
     def net_mape(theta: np.ndarray, idx: Sequence[int]) -> float:
@@ -270,6 +289,7 @@ def fit_profile(
         network_fit_median_abs_error=net_mape(theta, all_nets),
         network_holdout_median_abs_error=net_holdout,
         n_networks=len(nets),
+        cold_start_s=_cold_s(names, theta),
     )
 
 

@@ -199,7 +199,7 @@ def _calibrate_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while measuring, recorded in the profile (default 1)")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller sweep (about 30 s on a CPU); for smoke tests")
+                   help="a smaller sweep (about a minute on a CPU); for smoke tests")
     p.add_argument("--name", default=None, help="profile name (default calibrated-<device>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--space", default="cifar",
@@ -207,6 +207,10 @@ def _calibrate_parser() -> argparse.ArgumentParser:
                    "seed): a name shipped with searchspace or a TOML path (default cifar)")
     p.add_argument("--networks", type=int, default=None,
                    help="calibration networks (default 40, --quick 4; 0: none)")
+    p.add_argument("--no-op-chains", dest="op_chains", action="store_false",
+                   help="do not time chains of one streaming op (BN, ReLU, add, pools) as "
+                   "networks; by default they show the fit what such an op costs inside a "
+                   "network, which a kernel timed alone overstates")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="CPU timing clock: wall (time.perf_counter, default) or thread (the "
                    "thread's CPU time, one thread); validate with the same")
@@ -268,6 +272,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
             networks_from=f"{args.space} (seed {C.CALIBRATION_SEED})",
             reference=searchspace.reference_architecture(),
             clock=args.clock,
+            chains=args.op_chains,
         )
     except RuntimeError as e:
         print(f"calibrate: {e}", file=sys.stderr)

@@ -315,8 +315,11 @@ _RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"
 _CALIBRATION_KEYS = {
     "date", "device", "host", "torch_version", "method", "validation",
     "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
-    "networks", "network_fit_median_abs_error", "network_holdout_median_abs_error",
-    "reference_arch", "reference_s", "allocator",
+    "networks", "op_chains", "network_fit_median_abs_error",
+    # Written by a calibration that fitted the cold-start constant of lone kernels (a method
+    # tried and recorded under experiments/results/, not calibrate's default).
+    "benchmark_cold_start_s",
+    "network_holdout_median_abs_error", "reference_arch", "reference_s", "allocator",
 }
 
 # What ``python -m hw_profiles fit`` records about the measurements it fitted.

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from costmodel._bench import shape_sweep
+from costmodel._chains import CHAIN_DEPTH, CHAIN_OPS, CHAIN_SIZES, OpChain, op_chains
 from costmodel._fit import fit_profile, predict_single
-from costmodel._kinds import kernel_class
+from costmodel._kinds import kernel_class, latency_class
 from costmodel._validate import ValidationPoint, summarize
 from hw_profiles import KERNEL_CLASSES, load, load_fresh, parse_profile, profile_to_toml
 from hw_profiles._cli import calibrate_main as main
@@ -170,7 +171,13 @@ def test_quick_calibration_writes_a_profile_that_loads(tmp_path: Path) -> None:
     # Stage 2 on two networks of the repository's CIFAR space when it is there.
     assert main(["--device", "cpu", "--out", str(out), "--quick", "--networks", "2",
                  "--raw", str(raw)]) == 0  # fmt: skip
-    assert len(json.loads(raw.read_text())["networks"]) == 2
+    recorded = json.loads(raw.read_text())
+    assert len(recorded["networks"]) == 2
+    # --quick: every op chain at one size, batch 1, fitted beside the networks.
+    assert [(c["chain"].split(":")[1], c["batch"]) for c in recorded["op_chains"]] == [
+        (op, 1) for op in CHAIN_OPS
+    ]
+    assert f"{len(CHAIN_OPS)} chains of {CHAIN_DEPTH} ops" in out.read_text()
     hw = load_fresh(out)
     assert hw.device_type == "cpu"
     assert hw.source.startswith("calibrated on ")
@@ -178,6 +185,74 @@ def test_quick_calibration_writes_a_profile_that_loads(tmp_path: Path) -> None:
     assert set(hw.runtimes) == {"eager", "graph", "fused"}
     text = out.read_text()
     assert "[calibration]" in text and "threads = 1" in text
+
+
+def test_op_chains_repeat_one_streaming_op_and_run_as_they_lower() -> None:
+    """Each chain is CHAIN_DEPTH calls of its op (a residual add also calls its ReLU), every
+    streaming kernel class has chains at every grid size, and the built module maps its
+    input shape to itself, as the lowered layers say."""
+    import torch
+
+    chains = op_chains()
+    assert len(chains) == len(CHAIN_OPS) * len(CHAIN_SIZES)
+    classes = set()
+    for chain in chains:
+        specs = chain.lower(1)
+        per_op = 2 if chain.op == "residual_add" else 1
+        assert len(specs) == per_op * CHAIN_DEPTH, chain
+        assert all(s.in_shape == (1, *chain.input_shape) for s in specs), chain
+        classes |= {latency_class(s, "pytorch_cpu", 1) for s in specs}
+        with torch.inference_mode():
+            out = chain.build()(torch.randn(2, *chain.input_shape))
+        assert tuple(out.shape) == (2, *chain.input_shape)
+    assert classes == {"batchnorm", "activation", "elementwise", "pooling", "max_pooling"}
+    assert len(op_chains(quick=True)) == len(CHAIN_OPS)
+    with pytest.raises(ValueError, match="op='gelu' is not one of"):
+        OpChain("gelu", 8, 8)
+
+
+def test_chain_rows_pull_streaming_fixed_costs_to_what_a_network_pays() -> None:
+    """Kernels timed alone pay a cold-start cost a network does not: here the benchmarks of
+    the streaming classes carry 15 us more per call than the truth. Fitted on them alone,
+    a chain of 16 ReLUs comes out far too slow; with the chains' true times as network rows
+    it comes out right. Fails if network rows stopped outweighing the benchmarks (e.g. a
+    net_weight of 1) or chains were fitted as something other than their layers' sum."""
+    truth = true_cpu_profile()
+    streaming = {"batchnorm", "activation", "elementwise", "pooling", "max_pooling"}
+    specs = shape_sweep(quick=True, seed=21)
+    cold = [predict_single(s, truth, "fp32")
+            + (15e-6 if latency_class(s, "none", 1) in streaming else 0.0) for s in specs]
+    pairs = [(chain, tuple(chain.lower(b))) for chain in op_chains() for b in (1, 32)]
+    rows = [(sp, sum(predict_single(s, truth, "fp32") for s in sp)) for _, sp in pairs]
+    relu = [row for (chain, _), row in zip(pairs, rows, strict=True) if chain.op == "relu"]
+
+    def chain_error(hw: Any) -> float:
+        return statistics.median(
+            abs(sum(predict_single(s, hw, "fp32") for s in sp) / t - 1) for sp, t in relu)
+
+    alone = fit_profile(start_profile(truth), specs, cold).profile
+    with_chains = fit_profile(start_profile(truth), specs, cold, nets=rows).profile
+    assert chain_error(alone) > 0.5
+    assert chain_error(with_chains) < 0.1
+
+
+def test_cold_start_constant_of_lone_kernels_is_fitted_apart_from_fixed_costs() -> None:
+    """Every benchmark pays 10 us more than the truth (a kernel timed alone), the networks
+    do not: the cold-start constant takes the 10 us and the profile keeps the true fixed
+    cost per class. Fails if the constant leaked into the profile, or reached the networks."""
+    truth = true_cpu_profile()
+    specs = shape_sweep(quick=False, seed=11)
+    lone = [predict_single(s, truth, "fp32") + 10e-6 for s in specs]
+    other = shape_sweep(quick=True, seed=12)
+    groups = [tuple(other[i : i + 8]) for i in range(0, len(other) - 8, 8)]
+    nets = [(g, sum(predict_single(s, truth, "fp32") for s in g)) for g in groups]
+    fit = fit_profile(start_profile(truth), specs, lone, nets=nets, cold_start=True)
+    assert fit.cold_start_s == pytest.approx(10e-6, rel=0.02)
+    assert fit.network_fit_median_abs_error < 0.01
+    for cls in ("dense_conv", "batchnorm", "activation", "elementwise"):
+        assert fit.profile.runtime("eager").host_s(cls) == pytest.approx(
+            truth.runtime("eager").host_s(cls), rel=0.05
+        ), cls
 
 
 @pytest.mark.parametrize(

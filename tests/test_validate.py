@@ -200,13 +200,14 @@ def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["b1"]["speed_factor"] == factor
 
 
-def test_committed_calibrated_profile_loads_and_costs_a_search_space_network() -> None:
+@pytest.mark.parametrize("where", ["calibrated_cpu.toml", "epyc_op_chains/calibrated_cpu.toml"])
+def test_committed_calibrated_profile_loads_and_costs_a_search_space_network(where: str) -> None:
     import costmodel
     import searchspace
     from costmodel._validate import calibration_reference
     from hw_profiles import load
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "results" / "calibrated_cpu.toml"
+    path = Path(__file__).resolve().parents[1] / "experiments" / "results" / where
     hw = load(str(path))
     assert hw.device_type == "cpu" and hw.conv_dispatch == "pytorch_cpu"
     # fp32 lanes of the calibrating machine's widest vector unit: 8 for AVX2, 16 for AVX-512

@@ -1,0 +1,94 @@
+"""Several calibrated profiles against several validation sessions' measured times.
+
+On a shared VM the machine's speed drifts by tens of percent over hours, so one profile
+against one session's timings mixes the model's error with the machine's drift. Predicting
+every session with every profile separates them: a profile's rank correlation does not move
+with a uniform drift, its level error does.
+
+    python experiments/profile_cross_check.py \
+        --profile morning=experiments/results/epyc/calibrated_cpu.toml \
+        --profile op_chains=experiments/results/epyc_op_chains/calibrated_cpu.toml \
+        --session morning=experiments/results/epyc \
+        --session afternoon=experiments/results/epyc_op_chains \
+        --out experiments/results/epyc_op_chains/profile_cross_check.md
+
+Nothing is timed: it reads ``validation_cpu_{set}_b{batch}.json`` files that ``costmodel
+validate`` wrote, for the development list, the held-out list and the unseen families.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from costmodel._cli import DEV_LIST_FILE, HELDOUT_FILE, read_networks  # noqa: E402
+from costmodel._report import analyze  # noqa: E402
+from hw_profiles import calibration_table, load_fresh  # noqa: E402
+
+SETS = (("devlist", DEV_LIST_FILE), ("heldout", HELDOUT_FILE),
+        ("unseen_families", ROOT / "experiments" / "unseen_families.txt"))  # fmt: skip
+
+
+def _pair(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} must be LABEL=PATH")
+    return label, Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", type=_pair, action="append", required=True)
+    p.add_argument("--session", type=_pair, action="append", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    profiles = [(label, load_fresh(path)) for label, path in args.profile]
+    # Each profile's reference-network times per batch when it was calibrated.
+    refs = [calibration_table(str(path)).get("reference_s", {}) for _, path in args.profile]
+    head = "| set | batch | measured in | " + " | ".join(
+        f"{label} rho | MdAPE | at its calibration speed" for label, _ in profiles) + " |"
+    lines = [head, "|" + "---|" * (3 + 3 * len(profiles))]
+    for name, listing in SETS:
+        nets = read_networks(listing)
+        for b in (1, 32):
+            preds = [np.array([analyze(list(n.lower(b)), hw, "fp32", "eager").total.latency_s
+                               for n in nets]) for _, hw in profiles]  # fmt: skip
+            for label, folder in args.session:
+                f = folder / f"validation_cpu_{name}_b{b}.json"
+                if not f.exists():
+                    continue
+                doc = json.loads(f.read_text())
+                measured = {pt["arch"]: pt["measured_s"] for pt in doc["points"]}
+                m = np.array([measured[str(n)] for n in nets])
+                cells = [name, str(b), label]
+                now = doc["meta"]["reference_s"]
+                for pred, ref in zip(preds, refs, strict=True):
+                    speed = ref.get(f"b{b}", now) / now  # the machine then over now
+                    cells += [f"{spearmanr(pred, m).statistic:.3f}",
+                              f"{np.median(np.abs(pred / m - 1)):.1%}",
+                              f"{np.median(np.abs(pred / (m * speed) - 1)):.1%} "
+                              f"(x{speed:.2f})"]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
+                print(lines[-1], flush=True)
+    command = "python experiments/profile_cross_check.py " + " ".join(sys.argv[1:])
+    text = ["# Profiles x validation sessions", "", f"Command: `{command}` (no timing).",
+            "Profiles: " + ", ".join(f"{label} = `{path}`" for label, path in args.profile),
+            "", "Sessions: " + ", ".join(f"{label} = `{path}`" for label, path in args.session),
+            "", "'at its calibration speed': the session's times scaled by the reference "
+            "network's time when that profile was calibrated over its time in the session "
+            "(x factor; below 1: the machine ran slower in the session), i.e. the profile's "
+            "error on the machine state it was fitted in.", "", *lines]  # fmt: skip
+    args.out.write_text("\n".join(text) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
