@@ -86,8 +86,9 @@ def create_or_load_study(cfg: ExperimentConfig, storage: BaseStorage | None = No
 def _check_or_stamp(study: optuna.Study, cfg: ExperimentConfig) -> None:
     """Refuse a study made with another config; stamp a new one with this config."""
     attrs = study.user_attrs
-    fp = cfg.fingerprint()
-    if ATTR_FINGERPRINT in attrs and attrs[ATTR_FINGERPRINT] not in cfg.accepted_fingerprints():
+    accepted = cfg.accepted_fingerprints()
+    fp = accepted[0]  # this config's own; the others only continue older studies
+    if ATTR_FINGERPRINT in attrs and attrs[ATTR_FINGERPRINT] not in accepted:
         old = attrs.get(ATTR_CONFIG, {})
         raise StudyMismatchError(
             f"study={cfg.study_name!r} in storage={cfg.storage_url!r} was run with another "
