@@ -66,7 +66,9 @@ from costmodel._measure import (
 from costmodel._spec import LayerSpec
 from hw_profiles import HardwareProfile, RuntimeParams, parse_profile
 
-__all__ = ["CALIBRATION_SEED", "NETWORK_BATCHES", "calibrate", "measure_networks"]
+__all__ = [
+    "CALIBRATION_SEED", "NETWORK_BATCHES", "calibrate", "configure_torch", "measure_networks",
+]
 
 NETWORK_BATCHES = (1, 32, 1, 32, 8)  # calibration networks cycle through these batches
 
@@ -117,7 +119,8 @@ def _chains_text(chain_rows: Sequence[tuple[str, int, NetworkRow]]) -> str:
     return f"{len(chain_rows)} chains of {CHAIN_DEPTH} ops (costmodel._chains) at batches {batches}"
 
 
-def _configure_torch(device: str, threads: int) -> None:
+def configure_torch(device: str, threads: int) -> None:
+    """Seeded, ``threads`` CPU threads, no TF32 on a GPU: the state every timing here assumes."""
     torch.manual_seed(CALIBRATION_SEED)
     torch.set_num_threads(threads)
     if device == "cuda":
@@ -358,7 +361,7 @@ def calibrate(
     def say(msg: str) -> None:  # the caller's log, with the elapsed time
         log(f"[{time.perf_counter() - t_start:5.1f} s] {msg}")
 
-    _configure_torch(device, threads)
+    configure_torch(device, threads)
     host = platform.node() or "unknown-host"
     ceil, overheads, specs, times = _measure_machine(
         device, quick, make_timer(device, clock), say, clock

@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from costmodel._cli import DEV_LIST_FILE, HELDOUT_FILE, read_networks  # noqa: E402
 from costmodel._report import analyze  # noqa: E402
-from hw_profiles import calibration_table, load_fresh  # noqa: E402
+from costmodel._rescale import fit_speed_change, scale_profile  # noqa: E402
+from hw_profiles import HardwareProfile, calibration_table, load_fresh  # noqa: E402
+from searchspace import reference_architecture  # noqa: E402
 
 SETS = (("devlist", DEV_LIST_FILE), ("heldout", HELDOUT_FILE),
         ("unseen_families", ROOT / "experiments" / "unseen_families.txt"))  # fmt: skip
@@ -44,6 +46,27 @@ def _pair(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def _rescaled(hw: HardwareProfile, then: dict[str, float], folder: Path,
+              name: str) -> HardwareProfile | None:
+    """``hw`` at the speed of the session in ``folder`` while it measured set ``name``."""
+    now = {}
+    for b in (1, 32):
+        f = folder / f"validation_cpu_{name}_b{b}.json"
+        if f.exists() and f"b{b}" in then:
+            now[b] = json.loads(f.read_text())["meta"]["reference_s"]
+    if not now:
+        return None
+    ref = reference_architecture()
+    change = fit_speed_change(hw, {b: list(ref.lower(b)) for b in now},
+                              {b: then[f"b{b}"] for b in now}, now)  # fmt: skip
+    return scale_profile(hw, change.overhead_factor, change.throughput_factor)
+
+
+def _predict(nets: list, b: int, hw: HardwareProfile) -> np.ndarray:
+    return np.array([analyze(list(n.lower(b)), hw, "fp32", "eager").total.latency_s
+                     for n in nets])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", type=_pair, action="append", required=True)
@@ -54,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     # Each profile's reference-network times per batch when it was calibrated.
     refs = [calibration_table(str(path)).get("reference_s", {}) for _, path in args.profile]
     head = "| set | batch | measured in | " + " | ".join(
-        f"{label} rho | MdAPE | at its calibration speed" for label, _ in profiles) + " |"
-    lines = [head, "|" + "---|" * (3 + 3 * len(profiles))]
+        f"{label} rho | MdAPE | at its calibration speed | rescaled MdAPE (rho)"
+        for label, _ in profiles) + " |"
+    lines = [head, "|" + "---|" * (3 + 4 * len(profiles))]
     for name, listing in SETS:
         nets = read_networks(listing)
         for b in (1, 32):
-            preds = [np.array([analyze(list(n.lower(b)), hw, "fp32", "eager").total.latency_s
-                               for n in nets]) for _, hw in profiles]  # fmt: skip
+            preds = [_predict(nets, b, hw) for _, hw in profiles]
             for label, folder in args.session:
                 f = folder / f"validation_cpu_{name}_b{b}.json"
                 if not f.exists():
@@ -70,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
                 m = np.array([measured[str(n)] for n in nets])
                 cells = [name, str(b), label]
                 now = doc["meta"]["reference_s"]
-                for pred, ref in zip(preds, refs, strict=True):
+                for pred, ref, (_, hw) in zip(preds, refs, profiles, strict=True):
                     speed = ref.get(f"b{b}", now) / now  # the machine then over now
                     cells += [f"{spearmanr(pred, m).statistic:.3f}",
                               f"{np.median(np.abs(pred / m - 1)):.1%}",
                               f"{np.median(np.abs(pred / (m * speed) - 1)):.1%} "
                               f"(x{speed:.2f})"]  # fmt: skip
+                    moved = _rescaled(hw, ref, folder, name)
+                    if moved is None:
+                        cells.append("-")
+                        continue
+                    rp = _predict(nets, b, moved)
+                    cells.append(f"{np.median(np.abs(rp / m - 1)):.1%} "
+                                 f"({spearmanr(rp, m).statistic:.3f})")  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
     command = "python experiments/profile_cross_check.py " + " ".join(sys.argv[1:])
@@ -85,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             "", "'at its calibration speed': the session's times scaled by the reference "
             "network's time when that profile was calibrated over its time in the session "
             "(x factor; below 1: the machine ran slower in the session), i.e. the profile's "
-            "error on the machine state it was fitted in.", "", *lines]  # fmt: skip
+            "error on the machine state it was fitted in. 'rescaled': the profile scaled by "
+            "the two factors `hw_profiles rescale` fits (fixed costs, throughput) to the "
+            "reference network's batch-1 and batch-32 times in that session, against the "
+            "raw times.", "", *lines]  # fmt: skip
     args.out.write_text("\n".join(text) + "\n")
     return 0
 

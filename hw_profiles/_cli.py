@@ -1,7 +1,8 @@
-"""``python -m hw_profiles list|show|calibrate|fit``: inspect, measure or fit hardware profiles.
+"""``python -m hw_profiles list|show|calibrate|fit|rescale``: inspect, measure, fit or rescale
+hardware profiles.
 
 Exit codes: 0 ok, 2 usage error (unknown profile, bad file, bad arguments),
-1 failure (whatever ``calibrate`` reports).
+1 failure (whatever ``calibrate`` or ``rescale`` reports while measuring).
 
 ``calibrate`` is command-line glue, so it may reach up the layers: it draws the
 calibration networks from a search space (``searchspace``) and hands them to
@@ -569,6 +570,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("fit", add_help=False,
                    help="fit a profile to a CSV of measured networks "
                    "(`fit --help` for its options)")
+    sub.add_parser("rescale", add_help=False,
+                   help="bring a calibrated profile to the machine's speed now by timing "
+                   "one network again (`rescale --help` for its options)")
     return parser
 
 
@@ -579,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return calibrate_main(argv[1:])
     if argv and argv[0] == "fit":
         return fit_main(argv[1:])
+    if argv and argv[0] == "rescale":
+        from hw_profiles._rescale_cli import rescale_main
+
+        return rescale_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _cmd_list(args) if args.command == "list" else _cmd_show(args)

@@ -304,6 +304,7 @@ _TOP_KEYS = {
     "memory_efficiency": dict,
     "calibration": dict,
     "fit": dict,
+    "rescale": dict,
     "conv_dispatch": str,
     "threads": int,
     **{k: float for k in SHAPE_KEYS},
@@ -326,6 +327,13 @@ _CALIBRATION_KEYS = {
 _FIT_KEYS = {
     "base", "measurements", "sha256", "rows", "refused_rows", "date", "precision", "runtime",
     "parameters", "prior", "fit_mdape", "fit_spearman", "cv_mdape", "cv_spearman", "cv_folds",
+}
+
+# What ``python -m hw_profiles rescale`` records: the profile it scaled, the reference
+# network's times then and now per batch, and the two factors fitted to them.
+_RESCALE_KEYS = {
+    "base", "sha256", "date", "device", "host", "reference_arch", "reference_then_s",
+    "reference_now_s", "overhead_factor", "throughput_factor", "fitted_ratio",
 }
 
 
@@ -434,12 +442,11 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
                 for k, v in per_class.items()
             }),
         )
-    for k in data.get("calibration", {}):
-        if k not in _CALIBRATION_KEYS:
-            raise _unknown(k, _CALIBRATION_KEYS, f"{where} [calibration]")
-    for k in data.get("fit", {}):
-        if k not in _FIT_KEYS:
-            raise _unknown(k, _FIT_KEYS, f"{where} [fit]")
+    for table, allowed in (("calibration", _CALIBRATION_KEYS), ("fit", _FIT_KEYS),
+                           ("rescale", _RESCALE_KEYS)):  # fmt: skip
+        for k in data.get(table, {}):
+            if k not in allowed:
+                raise _unknown(k, allowed, f"{where} [{table}]")
 
     shape = {
         k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()

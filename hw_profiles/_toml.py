@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hw_profiles._schema import SHAPE_KEYS, HardwareProfile
@@ -23,9 +24,14 @@ def _fmt(v: Any) -> str:
 
 
 def profile_to_toml(
-    hw: HardwareProfile, calibration: dict[str, Any], header: str = "", table: str = "calibration"
+    hw: HardwareProfile,
+    calibration: Mapping[str, Any],
+    header: str = "",
+    table: str = "calibration",
+    more_tables: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """The profile as TOML, with ``calibration`` as its ``[table]`` (calibration or fit)."""
+    """The profile as TOML, with ``calibration`` as its ``[table]`` (calibration or fit) and
+    each of ``more_tables`` (e.g. rescale) after it."""
     lines = [f"# {line}" for line in header.splitlines()]
     for k in ("name", "display_name", "device_type", "source", "notes"):
         lines.append(f"{k} = {_fmt(getattr(hw, k))}")
@@ -59,6 +65,7 @@ def profile_to_toml(
         for prec, values in by_precision.items():
             lines += ["", f"[{table_name}.{prec}]"]
             lines += [f"{c} = {_fmt(float(v))}" for c, v in values.items()]
-    lines += ["", f"[{table}]"]
-    lines += [f"{k} = {_fmt(v)}" for k, v in calibration.items()]
+    for name, values in {table: calibration, **(more_tables or {})}.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{k} = {_fmt(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
