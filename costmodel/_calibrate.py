@@ -79,6 +79,7 @@ def measure_networks(
     device: str,
     reference: Runnable | None = None,
     clock: str = DEFAULT_CLOCK,
+    rounds: int | None = None,
 ) -> tuple[list[NetworkRow], dict[int, float]]:
     """The networks, batch ``batches[i % len(batches)]`` for the i-th, lowered and timed.
 
@@ -93,7 +94,7 @@ def measure_networks(
         # Exactly as validation measures (same protocol and statistic): the fitted
         # level is then the level that validation checks.
         times = measure_latencies(
-            [*group, *([reference] if reference else [])], b, device, clock=clock
+            [*group, *([reference] if reference else [])], b, device, clock=clock, rounds=rounds
         )
         if reference is not None:
             reference_s[b] = times.pop()

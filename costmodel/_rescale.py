@@ -1,22 +1,24 @@
-"""Bringing a calibrated profile to the machine's speed now by timing one network again.
+"""Bringing a calibrated profile to the machine's speed now by timing a few networks again.
 
 A shared or power-managed machine's speed moves by tens of percent over hours (the 2-core
 development VM: x0.7-x1.5 within an afternoon), more than an absolute latency budget
-tolerates, and recalibrating takes minutes. Calibration records a fixed reference network's
-time per batch (``[calibration] reference_s``); timing it again takes half a minute.
+tolerates, and recalibrating takes minutes. Timing a dozen of the calibration networks and the
+reference network again takes under a minute.
 
 Two factors explain the change: one for fixed costs (host dispatch and kernel launch, the
-profile's ``runtime`` seconds: about half of the reference at batch 1 on a CPU) and one for
-throughput (seconds per op and per byte: nearly all of it at batch 32). The reference's
-fixed-cost share differs between batches, which makes the two identifiable; with a single
-batch, or shares too close to separate, a weak prior pulls them together into one factor.
+profile's ``runtime`` seconds: about half of a small network at batch 1 on a CPU) and one for
+throughput (seconds per op and per byte: nearly all of it at batch 32). Networks at batches 1,
+8 and 32 carry different shares of the two, which makes them identifiable; a weak prior
+pulls them together where the data cannot separate them. Several networks, not one: on the
+development VM one network's speed moved by up to 20 % against the others within minutes, so a
+single speed probe made the profile worse about as often as better.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -24,41 +26,46 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from costmodel._calibrate import configure_torch
-from costmodel._measure import (
-    DEFAULT_CLOCK,
-    Runnable,
-    measure_latencies,
-    steady_state_allocator,
-)
+from costmodel._calibrate import configure_torch, measure_networks
+from costmodel._measure import DEFAULT_CLOCK, Runnable, steady_state_allocator
 from costmodel._report import analyze
 from costmodel._spec import LayerSpec
 from hw_profiles import HardwareProfile, RuntimeParams
 
-__all__ = ["SpeedChange", "fit_speed_change", "measure_reference", "scale_profile"]
+__all__ = ["SpeedChange", "fit_speed_change", "measure_probes", "scale_profile"]
 
-# Weight of log(overhead_factor) - log(throughput_factor) against the log error of each
-# batch's reference ratio: weak, so that two batches decide and one batch gives one factor.
+# Weight of log(overhead_factor) - log(throughput_factor) against the log error of each timed
+# network: weak, so that networks at two batches decide and one network gives one factor.
 PRIOR_WEIGHT = 0.01
 FACTOR_BOUNDS = (0.05, 20.0)  # a machine 20x faster or slower than calibrated is another one
 
 
 @dataclass(frozen=True)
 class SpeedChange:
-    """How the machine's speed moved since the profile's reference timings.
+    """How the machine's speed moved, from networks timed now against the profile's predictions.
 
-    Factors multiply seconds: above 1 the machine is slower now.
+    Factors multiply seconds: above 1 the machine is slower now than the profile says.
     """
 
     overhead_factor: float
     throughput_factor: float
-    reference_then_s: Mapping[int, float]
-    reference_now_s: Mapping[int, float]
-    # The reference's predicted time now over then under the two factors, per batch.
-    fitted_ratio: Mapping[int, float]
+    measured_s: tuple[float, ...]
+    predicted_before_s: tuple[float, ...]
+    predicted_after_s: tuple[float, ...]
 
-    def measured_ratio(self, batch: int) -> float:
-        return self.reference_now_s[batch] / self.reference_then_s[batch]
+    @property
+    def error_before(self) -> float:
+        """Median absolute relative error of the profile on the timed networks."""
+        return _mdape(self.predicted_before_s, self.measured_s)
+
+    @property
+    def error_after(self) -> float:
+        """The same for the scaled profile."""
+        return _mdape(self.predicted_after_s, self.measured_s)
+
+
+def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:
+    return float(np.median(np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)))
 
 
 def scale_profile(
@@ -93,79 +100,63 @@ def scale_profile(
 
 def fit_speed_change(
     hw: HardwareProfile,
-    reference_layers: Mapping[int, Sequence[LayerSpec]],
-    then_s: Mapping[int, float],
-    now_s: Mapping[int, float],
+    rows: Sequence[tuple[Sequence[LayerSpec], float]],
     *,
     precision: str = "fp32",
     runtime: str = "eager",
 ) -> SpeedChange:
-    """The two factors that move the reference's predicted time by its measured ratio.
+    """The two factors that bring ``hw``'s predictions to the measured times, in log space.
 
-    ``reference_layers``: the reference network lowered at each batch; ``then_s``: its
-    times when ``hw`` was calibrated; ``now_s``: its times now. Only the ratio of now to
-    then is fitted, so the profile keeps whatever it predicted for the reference before.
+    ``rows``: (a network's layers at its batch, its seconds per forward pass measured now).
     """
-    batches = sorted(set(then_s) & set(now_s) & set(reference_layers))
-    if not batches:
-        raise ValueError(
-            f"no batch has both a calibrated ({sorted(then_s)}) and a current "
-            f"({sorted(now_s)}) reference time"
-        )
-    for label, times in (("then_s", then_s), ("now_s", now_s)):
-        bad = {b: times[b] for b in batches if not (math.isfinite(times[b]) and times[b] > 0)}
-        if bad:
-            raise ValueError(f"{label}={bad} must be finite times > 0")
+    if not rows:
+        raise ValueError("rows is empty: at least one timed network is needed")
+    bad = [(k, t) for k, (_, t) in enumerate(rows) if not (math.isfinite(t) and t > 0)]
+    if bad:
+        raise ValueError(f"measured times must be finite and > 0; rows (index, time): {bad}")
+    measured = np.array([t for _, t in rows])
 
     def predicted(h: HardwareProfile) -> np.ndarray:
         return np.array(
-            [analyze(reference_layers[b], h, precision, runtime).total.latency_s for b in batches]
+            [analyze(specs, h, precision, runtime).total.latency_s for specs, _ in rows]
         )
 
     before = predicted(hw)
-    target = np.log([now_s[b] / then_s[b] for b in batches])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        ratio = predicted(scale_profile(hw, *np.exp(x))) / before
-        return np.append(np.log(ratio) - target, PRIOR_WEIGHT * (x[0] - x[1]))
+        pred = predicted(scale_profile(hw, *np.exp(x)))
+        return np.append(np.log(pred / measured), PRIOR_WEIGHT * (x[0] - x[1]))
 
     lo, hi = np.log(FACTOR_BOUNDS)
-    start = np.full(2, np.clip(target.mean(), lo, hi))
-    solution = least_squares(residuals, start, bounds=(lo, hi)).x
-    a, c = (float(v) for v in np.exp(solution))
-    fitted = predicted(scale_profile(hw, a, c)) / before
+    start = np.full(2, np.clip(np.median(np.log(measured / before)), lo, hi))
+    a, c = (float(v) for v in np.exp(least_squares(residuals, start, bounds=(lo, hi)).x))
     return SpeedChange(
         overhead_factor=a,
         throughput_factor=c,
-        reference_then_s=MappingProxyType({b: float(then_s[b]) for b in batches}),
-        reference_now_s=MappingProxyType({b: float(now_s[b]) for b in batches}),
-        fitted_ratio=MappingProxyType({b: float(r) for b, r in zip(batches, fitted, strict=True)}),
+        measured_s=tuple(float(t) for t in measured),
+        predicted_before_s=tuple(float(t) for t in before),
+        predicted_after_s=tuple(float(t) for t in predicted(scale_profile(hw, a, c))),
     )
 
 
-def measure_reference(
-    reference: Runnable,
+def measure_probes(
+    networks: Sequence[Runnable],
     batches: Sequence[int],
     device: str,
     *,
-    fillers: Sequence[Runnable] = (),
+    reference: Runnable | None = None,
     threads: int = 1,
     rounds: int | None = None,
     clock: str = DEFAULT_CLOCK,
-) -> dict[int, float]:
-    """Seconds per forward pass of ``reference`` at each batch, timed as calibration timed it.
+) -> tuple[list[tuple[tuple[LayerSpec, ...], float]], dict[int, float]]:
+    """(layers, seconds) of each network at batch ``batches[i % len(batches)]``, timed as
+    calibration timed it, and the reference network's seconds at each of those batches.
 
-    Calibration timed the reference in rounds among other networks, which leave the caches
-    cold for it; ``fillers`` (a few of the calibration networks) recreate that. The allocator
-    is set to the state calibration and validation measure in: without it every batch-32
-    output is freshly mmapped and the reference comes out over 1.5x slower.
+    The allocator is set to the state calibration and validation measure in: without it every
+    batch-32 output is freshly mmapped and batch 32 comes out over 1.5x slower.
     """
     configure_torch(device, threads)
     if device == "cpu":
         steady_state_allocator()
-    out: dict[int, float] = {}
     with torch.inference_mode():
-        for b in sorted(set(batches)):
-            times = measure_latencies([*fillers, reference], b, device, rounds=rounds, clock=clock)
-            out[b] = times[-1]
-    return out
+        return measure_networks(networks, batches, device, reference, clock, rounds=rounds)

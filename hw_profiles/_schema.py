@@ -329,11 +329,12 @@ _FIT_KEYS = {
     "parameters", "prior", "fit_mdape", "fit_spearman", "cv_mdape", "cv_spearman", "cv_folds",
 }
 
-# What ``python -m hw_profiles rescale`` records: the profile it scaled, the reference
-# network's times then and now per batch, and the two factors fitted to them.
+# What ``python -m hw_profiles rescale`` records: the profile it scaled, the networks it
+# timed, the two factors fitted to them and the errors before and after.
 _RESCALE_KEYS = {
-    "base", "sha256", "date", "device", "host", "reference_arch", "reference_then_s",
-    "reference_now_s", "overhead_factor", "throughput_factor", "fitted_ratio",
+    "base", "sha256", "date", "device", "host", "networks", "overhead_factor",
+    "throughput_factor", "median_abs_error_before", "median_abs_error_after",
+    "reference_then_s", "reference_now_s",
 }
 
 
