@@ -56,9 +56,14 @@ def _rescaled(hw: HardwareProfile, then: dict[str, float], folder: Path,
             now[b] = json.loads(f.read_text())["meta"]["reference_s"]
     if not now:
         return None
+    # The reference alone as the speed probe: its predicted time moved by its measured ratio.
     ref = reference_architecture()
-    change = fit_speed_change(hw, {b: list(ref.lower(b)) for b in now},
-                              {b: then[f"b{b}"] for b in now}, now)  # fmt: skip
+    rows = []
+    for b, t in now.items():
+        specs = list(ref.lower(b))
+        rows.append((specs, analyze(specs, hw, "fp32", "eager").total.latency_s
+                     * t / then[f"b{b}"]))  # fmt: skip
+    change = fit_speed_change(hw, rows)
     return scale_profile(hw, change.overhead_factor, change.throughput_factor)
 
 
@@ -116,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             "network's time when that profile was calibrated over its time in the session "
             "(x factor; below 1: the machine ran slower in the session), i.e. the profile's "
             "error on the machine state it was fitted in. 'rescaled': the profile scaled by "
-            "the two factors `hw_profiles rescale` fits (fixed costs, throughput) to the "
-            "reference network's batch-1 and batch-32 times in that session, against the "
-            "raw times.", "", *lines]  # fmt: skip
+            "the two factors `hw_profiles rescale` fits (fixed costs, throughput), here fitted "
+            "to how the reference network's batch-1 and batch-32 times moved between "
+            "calibration and that session (the reference alone as the speed probe), against "
+            "the raw times.", "", *lines]  # fmt: skip
     args.out.write_text("\n".join(text) + "\n")
     return 0
 

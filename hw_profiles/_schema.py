@@ -335,6 +335,9 @@ _RESCALE_KEYS = {
     "base", "sha256", "date", "device", "host", "networks", "overhead_factor",
     "throughput_factor", "median_abs_error_before", "median_abs_error_after",
     "reference_then_s", "reference_now_s",
+    # Written by the first rescale, which fitted the reference network alone (a method tried
+    # and recorded under experiments/results/, replaced by several networks).
+    "reference_arch", "fitted_ratio",
 }
 
 
