@@ -334,7 +334,7 @@ _FIT_KEYS = {
 _RESCALE_KEYS = {
     "base", "sha256", "date", "device", "host", "networks", "overhead_factor",
     "throughput_factor", "median_abs_error_before", "median_abs_error_after",
-    "reference_then_s", "reference_now_s",
+    "reference_then_s", "reference_now_s", "applied",
     # Written by the first rescale, which fitted the reference network alone (a method tried
     # and recorded under experiments/results/, replaced by several networks).
     "reference_arch", "fitted_ratio",

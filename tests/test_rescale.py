@@ -19,6 +19,7 @@ from costmodel._rescale import fit_speed_change, measure_probes, scale_profile
 from costmodel._validate import calibration_reference
 from hw_profiles import HardwareProfile, ProfileError, calibration_table, load_fresh, parse_profile
 from hw_profiles._cli import main
+from hw_profiles._schema import _read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 # A real calibration of the 2-core EPYC development VM: its [calibration] table records the
@@ -133,7 +134,8 @@ def test_rescale_writes_a_profile_at_the_speed_it_measured(
     base = tmp_path / "calibrated.toml"
     shutil.copy(CALIBRATED, base)
     out = tmp_path / "sub" / "now.toml"
-    assert main(["rescale", "--hw", str(base), "--out", str(out), "--json"]) == 0
+    argv = ["rescale", "--hw", str(base), "--out", str(out), "--json", "--min-error", "0"]
+    assert main(argv) == 0
     assert asked == [(12, [1, 32, 1, 32, 8], "cpu", hw.threads, str(REFERENCE))]
     doc = json.loads(capsys.readouterr().out)
     assert doc["rescale"]["overhead_factor"] == pytest.approx(0.5, rel=0.01)
@@ -151,14 +153,34 @@ def test_rescale_writes_a_profile_at_the_speed_it_measured(
 def test_rescale_prints_what_moved(tmp_path: Path, hw: HardwareProfile,
                                    monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.1, 1.1, []))
+    monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.4, 1.4, []))
     out = tmp_path / "now.toml"
     assert main(["rescale", "--hw", str(CALIBRATED), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    # 12 probes and the reference at its three batches; every one 10% slower than predicted.
-    assert "15 networks timed: the profile was off by 9.1% (median), scaled by 0.0%" in text
-    assert "fixed costs x1.100, seconds per op and byte x1.100" in text
-    assert f"wrote {out}" in text
+    # 12 probes and the reference at its three batches; every one 40% slower than predicted:
+    # off by 1 - 1 / 1.4 = 28.6%, over the default --min-error of 25%.
+    assert "15 networks timed: the profile was off by 28.6% (median), scaled by 0.0%" in text
+    assert "fixed costs x1.400, seconds per op and byte x1.400" in text
+    assert f"wrote {out}\n" in text
+    assert _read_toml(out)["rescale"]["applied"] is True
+
+
+def test_a_drift_within_min_error_writes_the_profile_unscaled(
+    tmp_path: Path, hw: HardwareProfile, layers: dict[int, list[Any]],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.1, 1.1, []))
+    out = tmp_path / "now.toml"
+    assert main(["rescale", "--hw", str(CALIBRATED), "--out", str(out)]) == 0
+    # Off by 1 - 1 / 1.1 = 9.1%: under 25%, so nothing is scaled and the speed recorded
+    # for validation stays the calibration's.
+    assert "off by 9.1% (median)" in capsys.readouterr().out
+    doc = _read_toml(out)
+    assert doc["rescale"]["applied"] is False
+    assert doc["rescale"]["overhead_factor"] == pytest.approx(1.1, rel=1e-3)  # recorded
+    assert _latency(load_fresh(out), layers[1]) == pytest.approx(_latency(hw, layers[1]))
+    assert calibration_reference(str(out), str(REFERENCE)) == calibration_reference(
+        str(CALIBRATED), str(REFERENCE))
 
 
 @pytest.mark.parametrize(
@@ -166,7 +188,8 @@ def test_rescale_prints_what_moved(tmp_path: Path, hw: HardwareProfile,
     [("builtin", "--hw='t4' is not a file"),
      ("bad_space", "--space"),
      ("bad_out", "must end in .toml"),
-     ("rounds", "--rounds=0 must be >= 1")],
+     ("rounds", "--rounds=0 must be >= 1"),
+     ("min_error", "--min-error=1.0 must be in [0, 1)")],
 )
 def test_rescale_usage_errors_exit_2_before_measuring(
     case: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -180,8 +203,10 @@ def test_rescale_usage_errors_exit_2_before_measuring(
         extra = ["--space", str(tmp_path / "missing.toml")]
     elif case == "bad_out":
         out = str(tmp_path / "x.json")
-    else:
+    elif case == "rounds":
         extra = ["--rounds", "0"]
+    else:
+        extra = ["--min-error", "1"]
     assert main(["rescale", "--hw", hw, "--out", out, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err
