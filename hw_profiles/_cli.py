@@ -584,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "fit":
         return fit_main(argv[1:])
     if argv and argv[0] == "rescale":
-        from hw_profiles._rescale_cli import rescale_main
+        from hw_profiles._cli_rescale import rescale_main
 
         return rescale_main(argv[1:])
     args = _parser().parse_args(argv)
