@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hw_profiles._schema import ProfileError, _read_toml, load_fresh
+from hw_profiles._schema import HardwareProfile, ProfileError, _read_toml, load_fresh
 from hw_profiles._toml import profile_to_toml
 
 if TYPE_CHECKING:  # annotations only: costmodel sits above hw_profiles
@@ -28,6 +28,8 @@ _DEVICES = {"cpu": "cpu", "gpu": "cuda", "soc": "cuda"}  # device_type -> where 
 # Below this median error on the timed networks, how the machine moved is not told apart from
 # how differently its networks drift (measured on the development VM, see --min-error).
 MIN_ERROR = 0.25
+HEADER = ("Written by `python -m hw_profiles rescale` (costmodel/_rescale.py): a calibrated\n"
+          "profile scaled to the machine's speed when [rescale] timed it again.")
 PROBES = 12  # calibration networks timed again: 5 at batch 1, 5 at batch 32, 2 at batch 8
 
 
@@ -84,30 +86,44 @@ def _by_batch(times: Mapping[int, float]) -> dict[str, float]:
     return {f"b{b}": float(t) for b, t in sorted(times.items())}
 
 
-def rescale_main(argv: Sequence[str]) -> int:
-    """Time the probes, fit the speed change, write the scaled profile."""
-    args = _parser().parse_args(list(argv))
-    error = _usage_error(args)
-    if error:
-        print(f"rescale: {error}", file=sys.stderr)
-        return 2
-    import searchspace  # glue: the probe and reference networks
-    from costmodel import _rescale as R  # lazy: it imports torch
-    from costmodel._bench import CALIBRATION_SEED
-    from costmodel._calibrate import NETWORK_BATCHES
+class _UsageError(ValueError):
+    """Bad input, reported with exit code 2; the message names the flag."""
 
-    reference = searchspace.reference_architecture()
+
+def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, dict[str, Any], list[Any]]:
+    """The profile, its [calibration] table and the probe networks; _UsageError naming the
+    flag when one cannot be read."""
+    import searchspace  # glue: the probe networks
+    from costmodel._bench import CALIBRATION_SEED
+
     try:
         hw = load_fresh(args.hw)
         calibration = dict(_read_toml(Path(args.hw)).get("calibration", {}))
     except ProfileError as e:
-        print(f"rescale: --hw: {e}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"--hw: {e}") from None
     try:
         probes = searchspace.sample_architectures(args.space, PROBES, CALIBRATION_SEED)
     except searchspace.SpaceError as e:
-        print(f"rescale: --space: {e}", file=sys.stderr)
+        raise _UsageError(f"--space: {e}") from None
+    return hw, calibration, list(probes)
+
+
+def rescale_main(argv: Sequence[str]) -> int:
+    """Time the probes, fit the speed change, write the (scaled) profile."""
+    args = _parser().parse_args(list(argv))
+    try:
+        error = _usage_error(args)
+        if error:
+            raise _UsageError(error)
+        hw, calibration, probes = _inputs(args)
+    except _UsageError as e:
+        print(f"rescale: {e}", file=sys.stderr)
         return 2
+    import searchspace  # glue: the reference network
+    from costmodel import _rescale as R  # lazy: it imports torch
+    from costmodel._calibrate import CALIBRATION_SEED, NETWORK_BATCHES
+
+    reference = searchspace.reference_architecture()
     device = args.device or calibration.get("device") or _DEVICES[hw.device_type]
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     log(f"timing {PROBES} calibration networks and the reference network on {device} ...")
@@ -122,18 +138,16 @@ def rescale_main(argv: Sequence[str]) -> int:
     rows += [(tuple(reference.lower(b)), t) for b, t in sorted(reference_now.items())]
     change = R.fit_speed_change(hw, rows)
     applied = change.error_before > args.min_error
-    scaled = R.scale_profile(hw, change.overhead_factor, change.throughput_factor) if applied \
-        else hw
-    probed = f"{PROBES} from {args.space} (seed {CALIBRATION_SEED}) at batches " \
-        f"{list(NETWORK_BATCHES)} and the reference network at {sorted(reference_now)}"
-    table = _rescale_table(args.hw, device, probed, change, calibration, reference_now)
-    table["applied"] = applied
+    scaled = R.scale_profile(hw, change.overhead_factor, change.throughput_factor)
+    probed = (f"{PROBES} from {args.space} (seed {CALIBRATION_SEED}) at batches "
+              f"{list(NETWORK_BATCHES)} and the reference network at {sorted(reference_now)}")
+    table = {**_rescale_table(args.hw, device, probed, change, calibration, reference_now),
+             "applied": applied}  # fmt: skip
     if applied and calibration.get("reference_arch") == str(reference):
         calibration["reference_s"] = _by_batch(reference_now)  # validate compares with now
-    header = ("Written by `python -m hw_profiles rescale` (costmodel/_rescale.py): a calibrated\n"
-              "profile scaled to the machine's speed when [rescale] timed it again.")
     out = Path(args.out)
-    out.write_text(profile_to_toml(scaled, calibration, header, more_tables={"rescale": table}))
+    out.write_text(profile_to_toml(scaled if applied else hw, calibration, HEADER,
+                                   more_tables={"rescale": table}))  # fmt: skip
     load_fresh(out)  # the file must load with the schema it was written for
     if args.json:
         print(json.dumps({"out": str(out), "rescale": table}))
