@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [head, "|" + "---|" * (3 + 4 * len(profiles))]
     for name, listing in SETS:
         nets = read_networks(listing)
+        # Each profile at each session's speed while it measured this set (None: not measured).
+        moved = {(i, label): _rescaled(hw, ref, folder, name)
+                 for i, ((_, hw), ref) in enumerate(zip(profiles, refs, strict=True))
+                 for label, folder in args.session}  # fmt: skip
         for b in (1, 32):
             preds = [_predict(nets, b, hw) for _, hw in profiles]
             for label, folder in args.session:
@@ -98,17 +102,16 @@ def main(argv: list[str] | None = None) -> int:
                 m = np.array([measured[str(n)] for n in nets])
                 cells = [name, str(b), label]
                 now = doc["meta"]["reference_s"]
-                for pred, ref, (_, hw) in zip(preds, refs, profiles, strict=True):
+                for i, (pred, ref) in enumerate(zip(preds, refs, strict=True)):
                     speed = ref.get(f"b{b}", now) / now  # the machine then over now
                     cells += [f"{spearmanr(pred, m).statistic:.3f}",
                               f"{np.median(np.abs(pred / m - 1)):.1%}",
                               f"{np.median(np.abs(pred / (m * speed) - 1)):.1%} "
                               f"(x{speed:.2f})"]  # fmt: skip
-                    moved = _rescaled(hw, ref, folder, name)
-                    if moved is None:
+                    if moved[i, label] is None:
                         cells.append("-")
                         continue
-                    rp = _predict(nets, b, moved)
+                    rp = _predict(nets, b, moved[i, label])
                     cells.append(f"{np.median(np.abs(rp / m - 1)):.1%} "
                                  f"({spearmanr(rp, m).statistic:.3f})")  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")

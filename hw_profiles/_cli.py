@@ -572,7 +572,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(`fit --help` for its options)")
     sub.add_parser("rescale", add_help=False,
                    help="bring a calibrated profile to the machine's speed now by timing "
-                   "one network again (`rescale --help` for its options)")
+                   "a dozen calibration networks again (`rescale --help` for its options)")
     return parser
 
 

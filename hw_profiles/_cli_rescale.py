@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hw_profiles._schema import HardwareProfile, ProfileError, _read_toml, load_fresh
+from hw_profiles._schema import HardwareProfile, ProfileError, calibration_table, load_fresh
 from hw_profiles._toml import profile_to_toml
 
 if TYPE_CHECKING:  # annotations only: costmodel sits above hw_profiles
@@ -98,7 +98,7 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, dict[str, Any], 
 
     try:
         hw = load_fresh(args.hw)
-        calibration = dict(_read_toml(Path(args.hw)).get("calibration", {}))
+        calibration = calibration_table(args.hw)
     except ProfileError as e:
         raise _UsageError(f"--hw: {e}") from None
     try:
