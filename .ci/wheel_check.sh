@@ -2,8 +2,8 @@
 # Packaging check: what a user gets from `pip install roofnas`, away from this checkout.
 # Builds the wheel, installs it (after pinned torch) into a fresh venv in a temp directory,
 # and from a temp directory outside the checkout runs a short search by the shipped
-# experiment's name, reads its front, exports a trial and an architecture string, and
-# calls the console script. Any failure exits non-zero. Takes a few minutes (the venv).
+# experiment's name, reads its front, exports a trial and an architecture string, rescales
+# a calibrated profile and calls the console script. Any failure exits non-zero. Takes a few minutes (the venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -46,6 +46,12 @@ step "search export --trial $TRIAL and --arch"
 "$VPY" -m search export --arch "$ARCH" --out arch.py
 "$VPY" trial.py > /dev/null  # the exported file runs on its own
 "$VPY" -c "import json; assert json.load(open('trial.cost.json'))['feasible'] is True"
+step "hw_profiles rescale of a calibrated profile (2 timing rounds)"
+cp "$ROOT/experiments/results/epyc_op_chains/calibrated_cpu.toml" calibrated.toml
+"$VPY" -m hw_profiles rescale --hw calibrated.toml --out now.toml --rounds 2 --min-error 0 \
+    --json > rescale.json
+"$VPY" -c "import hw_profiles, json; hw_profiles.load('now.toml'); \
+assert json.load(open('rescale.json'))['rescale']['applied'] is True"
 step "roofnas --help"
 "$WORK/venv/bin/roofnas" --help > /dev/null
 step "ok"
