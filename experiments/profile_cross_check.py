@@ -19,6 +19,7 @@ validate`` wrote, for the development list, the held-out list and the unseen fam
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -70,6 +71,30 @@ def _rescaled(hw: HardwareProfile, then: dict[str, float], folder: Path,
 def _predict(nets: list, b: int, hw: HardwareProfile) -> np.ndarray:
     return np.array([analyze(list(n.lower(b)), hw, "fp32", "eager").total.latency_s
                      for n in nets])  # fmt: skip
+
+
+def _measured(folder: Path, name: str, b: int) -> dict[str, float] | None:
+    f = folder / f"validation_cpu_{name}_b{b}.json"
+    if not f.exists():
+        return None
+    return {pt["arch"]: pt["measured_s"] for pt in json.loads(f.read_text())["points"]}
+
+
+def _session_agreement(sessions: list[tuple[str, Path]]) -> list[str]:
+    """Spearman of one session's measured times against another's, per set and batch: how far
+    a model's ranking can be trusted to hold from one session to the next."""
+    lines = ["| set | batch | sessions | lowest pair | median pair | highest pair |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, _ in SETS:
+        for b in (1, 32):
+            got = [(label, m) for label, folder in sessions
+                   if (m := _measured(folder, name, b)) is not None]  # fmt: skip
+            rhos = [spearmanr([x[k] for k in sorted(x)], [y[k] for k in sorted(x)]).statistic
+                    for (_, x), (_, y) in itertools.combinations(got, 2)]  # fmt: skip
+            if rhos:
+                lines.append(f"| {name} | {b} | {len(got)} | {min(rhos):.3f} | "
+                             f"{np.median(rhos):.3f} | {max(rhos):.3f} |")  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             "the two factors `hw_profiles rescale` fits (fixed costs, throughput), here fitted "
             "to how the reference network's batch-1 and batch-32 times moved between "
             "calibration and that session (the reference alone as the speed probe), against "
-            "the raw times.", "", *lines]  # fmt: skip
+            "the raw times.", "", *lines, "",
+            "## Measured against measured", "",
+            "Spearman between two sessions' measured times of the same networks, every pair of "
+            "sessions: how far the measured ranking itself moves from one session to another.",
+            "", *_session_agreement(args.session)]  # fmt: skip
     args.out.write_text("\n".join(text) + "\n")
     return 0
 
