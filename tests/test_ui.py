@@ -139,3 +139,25 @@ def test_ui_sigterm_stops_the_mlflow_server_too(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)  # the wrapper's pid only, as `kill PID` does
         assert proc.wait(timeout=STOP_S) == 128 + signal.SIGTERM
         assert _wait_until(lambda: not _port_open(port), STOP_S), "the MLflow server still serves"
+
+
+@pytest.mark.slow
+def test_a_server_that_ignores_sigterm_is_killed_after_the_grace() -> None:
+    """Ctrl-C must not hang on a server slow to act on SIGTERM: after the grace its group is
+    killed, well inside the time the Ctrl-C test above allows (STOP_S)."""
+    from search._cli import _stop_group
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+        "print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        t0 = time.monotonic()
+        _stop_group(proc)
+        assert proc.returncode == -signal.SIGKILL
+        assert time.monotonic() - t0 < STOP_S / 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
