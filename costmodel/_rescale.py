@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -104,11 +104,15 @@ def fit_speed_change(
     *,
     precision: str = "fp32",
     runtime: str = "eager",
+    scale: Callable[[HardwareProfile, float, float], HardwareProfile] | None = None,
 ) -> SpeedChange:
     """The two factors that bring ``hw``'s predictions to the measured times, in log space.
 
     ``rows``: (a network's layers at its batch, its seconds per forward pass measured now).
+    ``scale``: how two factors change a profile (default ``scale_profile``); another split
+    of the machine's speed can be compared with it (experiments/rescale_split_ablation.py).
     """
+    scale = scale or scale_profile
     if not rows:
         raise ValueError("rows is empty: at least one timed network is needed")
     bad = [(k, t) for k, (_, t) in enumerate(rows) if not (math.isfinite(t) and t > 0)]
@@ -124,7 +128,7 @@ def fit_speed_change(
     before = predicted(hw)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        pred = predicted(scale_profile(hw, *np.exp(x)))
+        pred = predicted(scale(hw, *np.exp(x)))
         return np.append(np.log(pred / measured), PRIOR_WEIGHT * (x[0] - x[1]))
 
     lo, hi = np.log(FACTOR_BOUNDS)
@@ -135,7 +139,7 @@ def fit_speed_change(
         throughput_factor=c,
         measured_s=tuple(float(t) for t in measured),
         predicted_before_s=tuple(float(t) for t in before),
-        predicted_after_s=tuple(float(t) for t in predicted(scale_profile(hw, a, c))),
+        predicted_after_s=tuple(float(t) for t in predicted(scale(hw, a, c))),
     )
 
 

@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from costmodel._rescale import fit_speed_change, scale_profile  # noqa: E402
 from hw_profiles import HardwareProfile, calibration_table, load_fresh  # noqa: E402
 from searchspace import reference_architecture  # noqa: E402
 
+Scale = Callable[[HardwareProfile, float, float], HardwareProfile]
 SETS = (("devlist", DEV_LIST_FILE), ("heldout", HELDOUT_FILE),
         ("unseen_families", ROOT / "experiments" / "unseen_families.txt"))  # fmt: skip
 
@@ -47,9 +49,10 @@ def _pair(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
-def _rescaled(hw: HardwareProfile, then: dict[str, float], folder: Path,
-              name: str) -> HardwareProfile | None:
-    """``hw`` at the speed of the session in ``folder`` while it measured set ``name``."""
+def rescaled_to_session(hw: HardwareProfile, then: dict[str, float], folder: Path, name: str,
+                        scale: Scale = scale_profile) -> HardwareProfile | None:
+    """``hw`` at the speed of the session in ``folder`` while it measured set ``name``;
+    ``scale``: how the two fitted factors change a profile."""
     now = {}
     for b in (1, 32):
         f = folder / f"validation_cpu_{name}_b{b}.json"
@@ -64,16 +67,16 @@ def _rescaled(hw: HardwareProfile, then: dict[str, float], folder: Path,
         specs = list(ref.lower(b))
         rows.append((specs, analyze(specs, hw, "fp32", "eager").total.latency_s
                      * t / then[f"b{b}"]))  # fmt: skip
-    change = fit_speed_change(hw, rows)
-    return scale_profile(hw, change.overhead_factor, change.throughput_factor)
+    change = fit_speed_change(hw, rows, scale=scale)
+    return scale(hw, change.overhead_factor, change.throughput_factor)
 
 
-def _predict(nets: list, b: int, hw: HardwareProfile) -> np.ndarray:
+def predict(nets: list, b: int, hw: HardwareProfile) -> np.ndarray:
     return np.array([analyze(list(n.lower(b)), hw, "fp32", "eager").total.latency_s
                      for n in nets])  # fmt: skip
 
 
-def _measured(folder: Path, name: str, b: int) -> dict[str, float] | None:
+def measured_times(folder: Path, name: str, b: int) -> dict[str, float] | None:
     f = folder / f"validation_cpu_{name}_b{b}.json"
     if not f.exists():
         return None
@@ -88,7 +91,7 @@ def _session_agreement(sessions: list[tuple[str, Path]]) -> list[str]:
     for name, _ in SETS:
         for b in (1, 32):
             got = [(label, m) for label, folder in sessions
-                   if (m := _measured(folder, name, b)) is not None]  # fmt: skip
+                   if (m := measured_times(folder, name, b)) is not None]  # fmt: skip
             rhos = [spearmanr([x[k] for k in sorted(x)], [y[k] for k in sorted(x)]).statistic
                     for (_, x), (_, y) in itertools.combinations(got, 2)]  # fmt: skip
             if rhos:
@@ -113,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, listing in SETS:
         nets = read_networks(listing)
         # Each profile at each session's speed while it measured this set (None: not measured).
-        moved = {(i, label): _rescaled(hw, ref, folder, name)
+        moved = {(i, label): rescaled_to_session(hw, ref, folder, name)
                  for i, ((_, hw), ref) in enumerate(zip(profiles, refs, strict=True))
                  for label, folder in args.session}  # fmt: skip
         for b in (1, 32):
-            preds = [_predict(nets, b, hw) for _, hw in profiles]
+            preds = [predict(nets, b, hw) for _, hw in profiles]
             for label, folder in args.session:
                 f = folder / f"validation_cpu_{name}_b{b}.json"
                 if not f.exists():
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     if moved[i, label] is None:
                         cells.append("-")
                         continue
-                    rp = _predict(nets, b, moved[i, label])
+                    rp = predict(nets, b, moved[i, label])
                     cells.append(f"{np.median(np.abs(rp / m - 1)):.1%} "
                                  f"({spearmanr(rp, m).statistic:.3f})")  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
