@@ -49,6 +49,15 @@ def _pair(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def parse_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """--profile LABEL=TOML and --session LABEL=FOLDER (each repeated) and --out FILE."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--profile", type=_pair, action="append", required=True)
+    p.add_argument("--session", type=_pair, action="append", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
 def rescaled_to_session(hw: HardwareProfile, then: dict[str, float], folder: Path, name: str,
                         scale: Scale = scale_profile) -> HardwareProfile | None:
     """``hw`` at the speed of the session in ``folder`` while it measured set ``name``;
@@ -101,11 +110,7 @@ def _session_agreement(sessions: list[tuple[str, Path]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", type=_pair, action="append", required=True)
-    p.add_argument("--session", type=_pair, action="append", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    args = parse_arguments(__doc__, argv)
     profiles = [(label, load_fresh(path)) for label, path in args.profile]
     # Each profile's reference-network times per batch when it was calibrated.
     refs = [calibration_table(str(path)).get("reference_s", {}) for _, path in args.profile]

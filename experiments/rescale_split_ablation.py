@@ -25,7 +25,6 @@ Nothing is timed.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -37,6 +36,7 @@ from profile_cross_check import (  # the script beside this one; it puts the che
     ROOT,
     Scale,
     measured_times,
+    parse_arguments,
     predict,
     rescaled_to_session,
 )
@@ -74,19 +74,8 @@ SPLITS: dict[str, Scale] = {
 }
 
 
-def _pair(text: str) -> tuple[str, Path]:
-    label, sep, path = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r} must be LABEL=PATH")
-    return label, Path(path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", type=_pair, action="append", required=True)
-    p.add_argument("--session", type=_pair, action="append", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    args = parse_arguments(__doc__, argv)
     nets = read_networks(DEV_LIST_FILE)
     columns = [*SPLITS, "per batch, no profile"]
     lines = ["| profile | session | batch | " + " | ".join(columns) + " |",
