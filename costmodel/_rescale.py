@@ -27,6 +27,7 @@ import torch
 from scipy.optimize import least_squares
 
 from costmodel._calibrate import configure_torch, measure_networks
+from costmodel._fit import _mdape
 from costmodel._measure import DEFAULT_CLOCK, Runnable, steady_state_allocator
 from costmodel._report import analyze
 from costmodel._spec import LayerSpec
@@ -62,10 +63,6 @@ class SpeedChange:
     def error_after(self) -> float:
         """The same for the scaled profile."""
         return _mdape(self.predicted_after_s, self.measured_s)
-
-
-def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:
-    return float(np.median(np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)))
 
 
 def scale_profile(

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 from profile_cross_check import (  # the script beside this one; it puts the checkout on sys.path
@@ -45,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from costmodel._cli import DEV_LIST_FILE, read_networks
 from costmodel._rescale import scale_profile
-from hw_profiles import HardwareProfile, RuntimeParams, calibration_table, load_fresh
+from hw_profiles import HardwareProfile, calibration_table, load_fresh
 
 
 def _one_factor(hw: HardwareProfile, a: float, _c: float) -> HardwareProfile:
@@ -54,14 +53,8 @@ def _one_factor(hw: HardwareProfile, a: float, _c: float) -> HardwareProfile:
 
 def _dram_apart(hw: HardwareProfile, a: float, c: float) -> HardwareProfile:
     """Fixed costs, compute and cache traffic times ``a``; DRAM traffic and fresh pages ``c``."""
-    runtimes = {rt: RuntimeParams(p.kernel_overhead_s * a, p.host_overhead_s * a,
-                                  MappingProxyType({k: v * a for k, v in
-                                                    p.class_host_overhead_s.items()}))
-                for rt, p in hw.runtimes.items()}  # fmt: skip
     return dataclasses.replace(
-        hw, runtimes=MappingProxyType(runtimes),
-        peak_ops_per_s=MappingProxyType({p: v / a for p, v in hw.peak_ops_per_s.items()}),
-        cache_bandwidth_bytes_per_s=hw.cache_bandwidth_bytes_per_s / a,
+        scale_profile(hw, a, a),
         bandwidth_bytes_per_s=hw.bandwidth_bytes_per_s / c,
         page_fault_s_per_byte=hw.page_fault_s_per_byte * c,
     )
