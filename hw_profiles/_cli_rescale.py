@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # annotations only: costmodel sits above hw_profiles
     from costmodel._rescale import SpeedChange
 
 _DEVICES = {"cpu": "cpu", "gpu": "cuda", "soc": "cuda"}  # device_type -> where to time
-# Below this median error on the timed networks, how the machine moved is not told apart from
+# Below this median error on the timed probes, how the machine moved is not told apart from
 # how differently its networks drift (measured on the development VM, see --min-error).
 MIN_ERROR = 0.25
 HEADER = ("Written by `python -m hw_profiles rescale` (costmodel/_rescale.py): a calibrated\n"
@@ -36,11 +36,12 @@ PROBES = 12  # calibration networks timed again: 5 at batch 1, 5 at batch 32, 2 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hw_profiles rescale",
-        description="Time a dozen of the calibration networks and the reference network "
-        "again (under a minute on a CPU), fit how the machine's fixed costs and throughput "
-        "moved against the profile's predictions, and write the profile scaled by both. For "
-        "a machine whose speed drifts (a shared VM, a laptop on battery): cheaper than "
-        "calibrating again.",
+        description="Time a dozen of the calibration networks, the reference network and "
+        "the op chains calibration timed again (about two minutes on a CPU), fit how the "
+        "machine's fixed costs and throughput moved against the profile's predictions, for "
+        "convs and linear layers and apart from them for BatchNorms, activations, adds and "
+        "pools, and write the profile scaled by those factors. For a machine whose speed "
+        "drifts (a shared VM, a laptop on battery): cheaper than calibrating again.",
         epilog="Exit codes: 0 ok, 2 usage error (bad path, bad space), 1 failure while "
         "measuring.",
     )
@@ -58,10 +59,19 @@ def _parser() -> argparse.ArgumentParser:
                    "up to batch 8 and 20 above)")
     p.add_argument("--min-error", type=float, default=MIN_ERROR,
                    help="scale only when the profile is off by more than this on the timed "
-                   "networks (median absolute relative error; default %(default)s); below it "
-                   "the profile is written unscaled. On the development VM, with the profile "
-                   "off by 15-18 %% on these networks, scaling did not help other networks "
-                   "(median error 13.5 %% scaled, 9.8 %% unscaled); 0 always scales")
+                   "networks and op chains (median absolute relative error; default "
+                   "%(default)s); below it the profile is written unscaled. Set on the "
+                   "development VM for the two-factor fit (--no-chains): with the profile off "
+                   "by 15-18 %% on the networks, scaling did not help other networks (median "
+                   "error 13.5 %% scaled, 9.8 %% unscaled); 0 always scales")
+    p.add_argument("--no-chains", action="store_true",
+                   help="skip the op chains (about a minute on a CPU) and fit two factors "
+                   "for all kernels alike, not four (fixed costs and throughput, of convs and "
+                   "linear layers apart from BatchNorms, activations, adds and pools)")
+    p.add_argument("--raw", default=None,
+                   help="also write every probe's layers and measured seconds to this JSON "
+                   "file (written before the fit, so a timing is never lost; "
+                   "costmodel._calibrate.spec_from_dict reads the layers back)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -69,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 def _usage_error(args: argparse.Namespace) -> str | None:
     if Path(args.out).suffix != ".toml":
         return f"--out={args.out!r} must end in .toml"
+    if args.raw is not None and Path(args.raw).suffix != ".json":
+        return f"--raw={args.raw!r} must end in .json"
     if not Path(args.hw).is_file():
         return f"--hw={args.hw!r} is not a file (a profile written by calibrate)"
     if not 0 <= args.min_error < 1:
@@ -122,25 +134,29 @@ def rescale_main(argv: Sequence[str]) -> int:
     import searchspace  # glue: the reference network
     from costmodel import _rescale as R  # lazy: it imports torch
     from costmodel._calibrate import CALIBRATION_SEED, NETWORK_BATCHES
+    from costmodel._chains import CHAIN_BATCHES, op_chains
 
     reference = searchspace.reference_architecture()
     device = args.device or calibration.get("device") or _DEVICES[hw.device_type]
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    log(f"timing {PROBES} calibration networks and the reference network on {device} ...")
+    chains = [] if args.no_chains else op_chains()
+    log(f"timing {PROBES} calibration networks, the reference network"
+        + (f" and {len(chains)} op chains at batches {list(CHAIN_BATCHES)}" if chains else "")
+        + f" on {device} ...")
     try:
-        rows, reference_now = R.measure_probes(
-            probes, NETWORK_BATCHES, device, reference=reference, threads=hw.threads,
-            rounds=args.rounds,
-        )
+        rows, names, reference_now = _time_probes(probes, chains, reference, device, hw, args)
     except RuntimeError as e:
         print(f"rescale: {e}", file=sys.stderr)
         return 1
-    rows += [(tuple(reference.lower(b)), t) for b, t in sorted(reference_now.items())]
-    change = R.fit_speed_change(hw, rows)
+    if args.raw:
+        _write_raw(Path(args.raw), names, rows)
+    change = R.fit_speed_change(hw, rows, streaming=bool(chains))
     applied = change.error_before > args.min_error
-    scaled = R.scale_profile(hw, change.overhead_factor, change.throughput_factor)
+    scaled = change.scale(hw)
     probed = (f"{PROBES} from {args.space} (seed {CALIBRATION_SEED}) at batches "
-              f"{list(NETWORK_BATCHES)} and the reference network at {sorted(reference_now)}")
+              f"{list(NETWORK_BATCHES)} and the reference network at {sorted(reference_now)}"
+              + (f"; {len(chains)} op chains (costmodel._chains) at batches "
+                 f"{list(CHAIN_BATCHES)}" if chains else ""))  # fmt: skip
     table = {**_rescale_table(args.hw, device, probed, change, calibration, reference_now),
              "applied": applied}  # fmt: skip
     if applied and calibration.get("reference_arch") == str(reference):
@@ -152,8 +168,46 @@ def rescale_main(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps({"out": str(out), "rescale": table}))
     else:
-        _print_summary(change, len(rows), out, applied, args.min_error)
+        timed = len(rows) - len(chains) * len(CHAIN_BATCHES)
+        _print_summary(change, f"{timed} networks"
+                       + (f" and {len(rows) - timed} op chains" if chains else ""),
+                       out, applied, args.min_error)  # fmt: skip
     return 0
+
+
+def _time_probes(
+    probes: Sequence[Any], chains: Sequence[Any], reference: Any, device: str,
+    hw: HardwareProfile, args: argparse.Namespace,
+) -> tuple[list[tuple[Any, float]], list[str], dict[int, float]]:
+    """(layers, seconds) of every probe, its name, and the reference's seconds per batch:
+    the networks at calibration's batches, the chains at theirs, then the reference."""
+    from costmodel import _rescale as R
+    from costmodel._calibrate import NETWORK_BATCHES
+    from costmodel._chains import CHAIN_BATCHES
+
+    rows, reference_now = R.measure_probes(
+        probes, NETWORK_BATCHES, device, reference=reference, threads=hw.threads,
+        rounds=args.rounds,
+    )
+    at = [NETWORK_BATCHES[i % len(NETWORK_BATCHES)] for i in range(len(probes))]
+    names = [f"{n} b{b}" for b in sorted(set(at))  # measure_probes groups by batch
+             for n, nb in zip(probes, at, strict=True) if nb == b]  # fmt: skip
+    for b in CHAIN_BATCHES if chains else ():
+        rows += R.measure_probes(chains, (b,), device, threads=hw.threads,
+                                 rounds=args.rounds)[0]  # fmt: skip
+        names += [f"{c} b{b}" for c in chains]
+    rows += [(tuple(reference.lower(b)), t) for b, t in sorted(reference_now.items())]
+    names += [f"reference b{b}" for b in sorted(reference_now)]
+    return rows, names, reference_now
+
+
+def _write_raw(path: Path, names: Sequence[str], rows: Sequence[tuple[Any, float]]) -> None:
+    from costmodel._calibrate import spec_to_dict  # glue: the layers' JSON form
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"probes": [
+        {"probe": name, "time_s": t, "layers": [spec_to_dict(sp) for sp in specs]}
+        for name, (specs, t) in zip(names, rows, strict=True)]}, indent=0))  # fmt: skip
 
 
 def _rescale_table(
@@ -169,6 +223,10 @@ def _rescale_table(
         "networks": probed,
         "overhead_factor": round(change.overhead_factor, 4),
         "throughput_factor": round(change.throughput_factor, 4),
+        **({"streaming_overhead_factor": round(change.streaming_overhead_factor, 4),
+            "streaming_throughput_factor": round(change.streaming_throughput_factor, 4)}
+           if change.streaming_overhead_factor is not None
+           and change.streaming_throughput_factor is not None else {}),
         "median_abs_error_before": round(change.error_before, 4),
         "median_abs_error_after": round(change.error_after, 4),
     }
@@ -178,12 +236,17 @@ def _rescale_table(
     return table
 
 
-def _print_summary(change: SpeedChange, n: int, out: Path, applied: bool,
+def _print_summary(change: SpeedChange, timed: str, out: Path, applied: bool,
                    min_error: float) -> None:
-    print(f"{n} networks timed: the profile was off by {change.error_before:.1%} (median), "
+    print(f"{timed} timed: the profile was off by {change.error_before:.1%} (median), "
           f"scaled by {change.error_after:.1%}")  # fmt: skip
-    print(f"fixed costs x{change.overhead_factor:.3f}, seconds per op and byte "
+    kinds = "" if change.streaming_overhead_factor is None else "convs and linear: "
+    print(f"{kinds}fixed costs x{change.overhead_factor:.3f}, seconds per op and byte "
           f"x{change.throughput_factor:.3f} (above 1: slower now)")  # fmt: skip
+    if change.streaming_overhead_factor is not None:
+        print(f"BatchNorms, activations, adds and pools: fixed costs "
+              f"x{change.streaming_overhead_factor:.3f}, seconds per op and byte "
+              f"x{change.streaming_throughput_factor:.3f}")  # fmt: skip
     if applied:
         print(f"wrote {out}")
     else:

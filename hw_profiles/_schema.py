@@ -330,10 +330,12 @@ _FIT_KEYS = {
 }
 
 # What ``python -m hw_profiles rescale`` records: the profile it scaled, the networks it
-# timed, the two factors fitted to them and the errors before and after.
+# timed, the factors fitted to them and the errors before and after. The streaming factors
+# are there when BatchNorms, activations, adds and pools were given factors of their own.
 _RESCALE_KEYS = {
     "base", "sha256", "date", "device", "host", "networks", "overhead_factor",
-    "throughput_factor", "median_abs_error_before", "median_abs_error_after",
+    "throughput_factor", "streaming_overhead_factor", "streaming_throughput_factor",
+    "median_abs_error_before", "median_abs_error_after",
     "reference_then_s", "reference_now_s", "applied",
     # Written by the first rescale, which fitted the reference network alone (a method tried
     # and recorded under experiments/results/, replaced by several networks).

@@ -298,3 +298,31 @@ def test_search_truth_trains_each_front_once_and_resumes_from_its_cache(tmp_path
     second = json.loads(out.with_suffix(".json").read_text())
     assert second["truth_training_s"] == 0.0
     assert [f["truth"] for f in second["runs"][0]["front"]] == [f["truth"] for f in front]
+
+
+@pytest.mark.slow
+def test_chain_drift_times_the_chains_against_the_calibration_raw(tmp_path: Path) -> None:
+    out = tmp_path / "drift.md"
+    run_script("chain_drift.py", "--raw", str(RESULTS / "epyc_op_chains" /
+               "calibration_cpu_raw.json"), "--hw", str(RESULTS / "epyc_op_chains" /
+               "calibrated_cpu.toml"), "--batch", "1", "--out", str(out))  # fmt: skip
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert len(doc["chains"]) == 25 and doc["reference_ratio"] > 0
+    assert all(r["ratio"] > 0 for r in doc["chains"])
+    assert provenance_problems(out.read_text()) == []
+
+
+@pytest.mark.slow
+def test_rescale_chains_check_regenerates_its_committed_table(tmp_path: Path) -> None:
+    """Nothing is timed: the fits to the committed probe timings give the committed table."""
+    committed = (RESULTS / "epyc_rescale" / "chains_check.md").read_text()
+    command = re.search(r"Command: `python experiments/rescale_chains_check.py (.*?)`",
+                        committed)  # fmt: skip
+    assert command is not None
+    args = command.group(1).split()
+    args[args.index("--out") + 1] = str(tmp_path / "check.md")
+    run_script("rescale_chains_check.py", *args)
+    table = [ln for ln in committed.splitlines() if ln.startswith("| s")]
+    again = [ln for ln in (tmp_path / "check.md").read_text().splitlines()
+             if ln.startswith("| s")]  # fmt: skip
+    assert again == table and len(table) == 13
