@@ -27,18 +27,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from profile_cross_check import SETS, parse_arguments  # the script beside; it sets sys.path
+from profile_cross_check import (  # the script beside this one; it puts the checkout on sys.path
+    SETS,
+    measured_times,
+    parse_arguments,
+    predict,
+)
 from scipy.stats import spearmanr
 
 from costmodel._calibrate import spec_from_dict
 from costmodel._cli import read_networks
-from costmodel._report import analyze
 from costmodel._rescale import fit_speed_change
 from hw_profiles import HardwareProfile, load_fresh
-
-
-def _latency(hw: HardwareProfile, layers: list) -> float:
-    return analyze(layers, hw, "fp32", "eager").total.latency_s
 
 
 def _fits(hw: HardwareProfile, folder: Path) -> dict[str, HardwareProfile]:
@@ -63,14 +63,13 @@ def _rows(label: str, folder: Path, profiles: dict[str, HardwareProfile]) -> lis
     for name, networks_file in SETS:
         nets = read_networks(networks_file)
         for b in (1, 32):
-            path = folder / f"validation_cpu_{name}_b{b}.json"
-            if not path.is_file():
+            measured = measured_times(folder, name, b)
+            if measured is None:
                 continue
-            measured = {p["arch"]: p["measured_s"] for p in json.loads(path.read_text())["points"]}
             m = np.array([measured[str(n)] for n in nets])
             cells = []
             for hw in profiles.values():
-                pred = np.array([_latency(hw, list(n.lower(b))) for n in nets])
+                pred = predict(nets, b, hw)
                 rho = spearmanr(pred, m).statistic
                 cells.append(f"{rho:.3f} / {np.median(np.abs(pred / m - 1)):.1%}")
             out.append(f"| {label} | {name} | {b} | " + " | ".join(cells) + " |")
