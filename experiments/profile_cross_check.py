@@ -64,9 +64,9 @@ def rescaled_to_session(hw: HardwareProfile, then: dict[str, float], folder: Pat
     ``scale``: how the two fitted factors change a profile."""
     now = {}
     for b in (1, 32):
-        f = folder / f"validation_cpu_{name}_b{b}.json"
-        if f.exists() and f"b{b}" in then:
-            now[b] = json.loads(f.read_text())["meta"]["reference_s"]
+        doc = validation_doc(folder, name, b)
+        if doc is not None and f"b{b}" in then:
+            now[b] = doc["meta"]["reference_s"]
     if not now:
         return None
     # The reference alone as the speed probe: its predicted time moved by its measured ratio.
@@ -85,11 +85,19 @@ def predict(nets: list, b: int, hw: HardwareProfile) -> np.ndarray:
                      for n in nets])  # fmt: skip
 
 
-def measured_times(folder: Path, name: str, b: int) -> dict[str, float] | None:
+def validation_doc(folder: Path, name: str, b: int) -> dict | None:
+    """What ``costmodel validate`` wrote in ``folder`` for set ``name`` at batch ``b``."""
     f = folder / f"validation_cpu_{name}_b{b}.json"
-    if not f.exists():
-        return None
-    return {pt["arch"]: pt["measured_s"] for pt in json.loads(f.read_text())["points"]}
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _times(doc: dict) -> dict[str, float]:
+    return {pt["arch"]: pt["measured_s"] for pt in doc["points"]}
+
+
+def measured_times(folder: Path, name: str, b: int) -> dict[str, float] | None:
+    doc = validation_doc(folder, name, b)
+    return None if doc is None else _times(doc)
 
 
 def _session_agreement(sessions: list[tuple[str, Path]]) -> list[str]:
@@ -127,11 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         for b in (1, 32):
             preds = [predict(nets, b, hw) for _, hw in profiles]
             for label, folder in args.session:
-                f = folder / f"validation_cpu_{name}_b{b}.json"
-                if not f.exists():
+                doc = validation_doc(folder, name, b)
+                if doc is None:
                     continue
-                doc = json.loads(f.read_text())
-                measured = {pt["arch"]: pt["measured_s"] for pt in doc["points"]}
+                measured = _times(doc)
                 m = np.array([measured[str(n)] for n in nets])
                 cells = [name, str(b), label]
                 now = doc["meta"]["reference_s"]

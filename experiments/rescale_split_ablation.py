@@ -26,7 +26,6 @@ Nothing is timed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from profile_cross_check import (  # the script beside this one; it puts the che
     parse_arguments,
     predict,
     rescaled_to_session,
+    validation_doc,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reference_now(folder: Path, b: int) -> float:
-    doc = json.loads((folder / f"validation_cpu_devlist_b{b}.json").read_text())
+    doc = validation_doc(folder, "devlist", b)
+    assert doc is not None  # called only where measured_times found the file
     return float(doc["meta"]["reference_s"])
 
 
