@@ -380,9 +380,29 @@ def _efficiency_prior(
     return effs[0], 1.0 / max(effs)
 
 
+def _class_extra_s(rt: RuntimeParams, cls: str) -> float:
+    """The host cost a call of ``cls`` pays beyond ``host_overhead_s`` (0 when unset)."""
+    return rt.host_s(cls) - rt.host_overhead_s
+
+
+def _heavy_ratios(base: HardwareProfile, runtime: str) -> dict[str, float]:
+    """Each conv / linear class's host extra as a share of the fitted ``host_conv_extra_s``.
+
+    One factor moves them all, so classes keep the base profile's ratios (a
+    calibrated CPU's native conv costs a fifth of its oneDNN one). A base that
+    sets none gets one shared extra, starting at ``host_overhead_s``.
+    """
+    rt = base.runtime(runtime)
+    extras = {c: _class_extra_s(rt, c) for c in sorted(HEAVY_HOST_CLASSES)}
+    top = max(extras.values())
+    if top <= 0:
+        return dict.fromkeys(extras, 1.0)
+    return {c: e / top for c, e in extras.items()}
+
+
 def _host_prior(base: HardwareProfile, runtime: str) -> dict[str, float]:
     rt = base.runtime(runtime)
-    extras = [rt.class_host_overhead_s.get(c, 0.0) for c in HEAVY_HOST_CLASSES]
+    extras = [_class_extra_s(rt, c) for c in HEAVY_HOST_CLASSES]
     extra = max(extras) or rt.host_overhead_s  # none set: a conv call costs the host 2x
     return {
         "host_other_s": rt.host_overhead_s,
@@ -398,7 +418,9 @@ class _Layers:
     compute_s: np.ndarray
     memory_s: np.ndarray
     group: np.ndarray  # index into the fit's group list
-    heavy: np.ndarray  # 1.0 where the host call is a conv / linear
+    heavy: np.ndarray  # share of host_conv_extra_s the call pays (0 unless conv / linear)
+    host_fixed_s: np.ndarray  # host cost no parameter moves: a streaming class's own extra
+    device_fixed_s: np.ndarray  # device cost no parameter moves: page faults
 
 
 def _base_layers(
@@ -406,8 +428,10 @@ def _base_layers(
     base: HardwareProfile,
     groups: list[str],
     scale: dict[str, tuple[float, float]],
+    heavy_ratio: dict[str, float],
 ) -> _Layers:
-    c_s, m_s, g_i, heavy = [], [], [], []
+    rt = base.runtime(row.runtime)
+    c_s, m_s, g_i, heavy, host_fixed, dev_fixed = [], [], [], [], [], []
     for i, spec in enumerate(row.specs):
         c = count(spec)
         t = roofline_time(
@@ -427,13 +451,20 @@ def _base_layers(
         c_s.append(t.compute_s * scale[g][0])
         m_s.append(t.memory_s * scale[g][1])
         g_i.append(groups.index(g))
-        heavy.append(1.0 if cls in HEAVY_HOST_CLASSES else 0.0)
+        heavy.append(heavy_ratio.get(cls, 0.0))
+        host_fixed.append(0.0 if cls in HEAVY_HOST_CLASSES else _class_extra_s(rt, cls))
+        # What roofline_time adds beyond the per-kernel and per-call costs (page faults).
+        on_device = rt.kernel_overhead_s + (rt.host_s(cls) if base.device_type == "cpu" else 0.0)
+        dev_fixed.append(max(t.overhead_s - on_device, 0.0))
     for _ in range(row.extra_kernels):
         c_s.append(0.0)
         m_s.append(0.0)
         g_i.append(groups.index("streaming") if "streaming" in groups else 0)
         heavy.append(0.0)
-    return _Layers(*(np.asarray(a, dtype=float) for a in (c_s, m_s, g_i, heavy)))
+        host_fixed.append(_class_extra_s(rt, "elementwise"))
+        dev_fixed.append(0.0)
+    arrays = (c_s, m_s, g_i, heavy, host_fixed, dev_fixed)
+    return _Layers(*(np.asarray(a, dtype=float) for a in arrays))
 
 
 def _pipeline_s(host: np.ndarray, device: np.ndarray) -> float:
@@ -496,7 +527,10 @@ class _Model:
             if not count(s).alias
         )
         scale = {g: (self._compute_prior(g), self.prior[f"efficiency_{g}"]) for g in self.groups}
-        self.layers = [_base_layers(r, base, self.groups, scale) for r in rows]
+        self.heavy_ratio = _heavy_ratios(base, self.runtime)
+        self.layers = [
+            _base_layers(r, base, self.groups, scale, self.heavy_ratio) for r in rows
+        ]
         self.overlap = base.memory_compute_overlap
         self.cpu = base.device_type == "cpu"
 
@@ -527,8 +561,8 @@ class _Model:
             g = lay.group.astype(int)
             c, m = lay.compute_s / eff_c[g], lay.memory_s / eff_m[g]
             roof = np.maximum(c, m) + (1.0 - self.overlap) * np.minimum(c, m)
-            host = v["host_other_s"] + v["host_conv_extra_s"] * lay.heavy
-            dev = roof + v["kernel_overhead_s"]
+            host = v["host_other_s"] + v["host_conv_extra_s"] * lay.heavy + lay.host_fixed_s
+            dev = roof + v["kernel_overhead_s"] + lay.device_fixed_s
             out.append(float(np.sum(dev + host)) if self.cpu else _pipeline_s(host, dev))
         return np.asarray(out)
 
@@ -539,7 +573,7 @@ class _Model:
         rt = base.runtime(self.runtime)
         extra = dict(rt.class_host_overhead_s)
         if self.heavy_host:
-            extra.update({c: v["host_conv_extra_s"] for c in sorted(HEAVY_HOST_CLASSES)})
+            extra.update({c: v["host_conv_extra_s"] * r for c, r in self.heavy_ratio.items()})
         runtimes = dict(base.runtimes)
         runtimes[self.runtime] = RuntimeParams(
             v["kernel_overhead_s"], v["host_other_s"], MappingProxyType(extra)

@@ -14,7 +14,13 @@ import tomllib
 
 import costmodel
 import hw_profiles
-from costmodel._fit import HEAVY_HOST_CLASSES, SPLIT_GROUPS, MeasuredNetwork, fit_networks
+from costmodel._fit import (
+    HEAVY_HOST_CLASSES,
+    SPLIT_GROUPS,
+    MeasuredNetwork,
+    fit_networks,
+    predict_networks,
+)
 from hw_profiles import HardwareProfile, ProfileError, RuntimeParams
 from hw_profiles._schema import DATA_DIR
 from searchspace import NB201Net, OFANet
@@ -101,6 +107,47 @@ def test_parameters_the_rows_cannot_see_stay_at_the_prior() -> None:
             assert fit.parameters[g] == pytest.approx(prior, rel=0.02), g
     # The host costs carry the fit (batch 1 is host-bound), so the rows are still matched.
     assert fit.fit_mdape < 0.01
+
+
+def _cpu_with_class_costs() -> HardwareProfile:
+    """A CPU whose calls cost the host per class (as calibrate writes) and that page-faults."""
+    eager = RuntimeParams(
+        kernel_overhead_s=0.0,
+        host_overhead_s=9e-6,
+        class_host_overhead_s=MappingProxyType({
+            "dense_conv": 70e-6, "pointwise_conv": 80e-6, "native_conv": 16e-6,
+            "linear": 15e-6, "batchnorm": 5.5e-6, "activation": 5.6e-6, "max_pooling": 24e-6,
+        }),
+    )
+    return dataclasses.replace(
+        hw_profiles.load("rtx2080ti"),
+        device_type="cpu",
+        conv_dispatch="pytorch_cpu",
+        runtimes=MappingProxyType({"eager": eager}),
+        peak_ops_per_s=MappingProxyType({"fp32": 2e11}),
+        bandwidth_bytes_per_s=1.3e10,
+        mmap_threshold_bytes=64e3,
+        page_fault_s_per_byte=6e-13,
+    )
+
+
+def test_fit_on_a_cpu_with_class_host_costs_is_the_cost_model() -> None:
+    # Streaming classes' own host costs and page faults are fixed in the fit, and conv /
+    # linear classes keep their ratios: the prior predicts what analyze() does, and the
+    # written profile predicts what the fit reported.
+    base = _cpu_with_class_costs()
+    rows = [MeasuredNetwork(r.specs, r.latency_s * 1.3) for r in _rows(base, (1, 32))]
+    at_prior = predict_networks(base, rows)
+    for row, p in zip(_rows(base, (1, 32)), at_prior, strict=True):
+        assert p == pytest.approx(row.latency_s, rel=1e-9)
+    fit = fit_networks(base, rows, folds=2)
+    for row, p in zip(_rows(fit.profile, (1, 32)), fit.predicted_s, strict=True):
+        assert row.latency_s == pytest.approx(p, rel=1e-9)
+    extra = fit.profile.runtime("eager").class_host_overhead_s
+    # 16 us / 80 us: the native conv's share of the fitted extra is the base's.
+    assert extra["native_conv"] / extra["pointwise_conv"] == pytest.approx(0.2, rel=1e-9)
+    assert extra["pointwise_conv"] == pytest.approx(fit.parameters["host_conv_extra_s"])
+    assert extra["batchnorm"] == 5.5e-6  # not a parameter: kept
 
 
 # OFA subnets at resolution 128, batch 64: depthwise and wide 1x1 convs on the device chain.
