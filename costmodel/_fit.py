@@ -380,30 +380,36 @@ def _efficiency_prior(
     return effs[0], 1.0 / max(effs)
 
 
-def _class_extra_s(rt: RuntimeParams, cls: str) -> float:
-    """The host cost a call of ``cls`` pays beyond ``host_overhead_s`` (0 when unset)."""
-    return rt.host_s(cls) - rt.host_overhead_s
+def _moved_extras(base: HardwareProfile, runtime: str, seen: Collection[str]) -> dict[str, float]:
+    """The base's host extra of each conv / linear class ``host_conv_extra_s`` moves.
 
-
-def _heavy_ratios(base: HardwareProfile, runtime: str) -> dict[str, float]:
-    """Each conv / linear class's host extra as a share of the fitted ``host_conv_extra_s``.
-
-    One factor moves them all, so classes keep the base profile's ratios (a
-    calibrated CPU's native conv costs a fifth of its oneDNN one). A base that
-    sets none gets one shared extra, starting at ``host_overhead_s``.
+    A base that gives every such class one extra (a GPU's, where each is a
+    cuDNN / cuBLAS call) or none (a datasheet) holds one parameter: the fit
+    moves it for all of them. A base that tells them apart (a calibrated CPU,
+    where native and oneDNN convs take different paths) moves only the classes
+    the rows call (``seen``); the others keep the base's values, as every
+    parameter the rows cannot see does.
     """
     rt = base.runtime(runtime)
-    extras = {c: _class_extra_s(rt, c) for c in sorted(HEAVY_HOST_CLASSES)}
-    top = max(extras.values())
-    if top <= 0:
-        return dict.fromkeys(extras, 1.0)
-    return {c: e / top for c, e in extras.items()}
+    extras = {c: rt.class_extra_s(c) for c in sorted(HEAVY_HOST_CLASSES)}
+    if len(set(extras.values())) == 1:
+        return extras
+    return {c: e for c, e in extras.items() if c in seen}
 
 
-def _host_prior(base: HardwareProfile, runtime: str) -> dict[str, float]:
+def _heavy_ratios(extras: dict[str, float]) -> dict[str, float]:
+    """Each moved class's share of the fitted ``host_conv_extra_s``.
+
+    One factor moves them all, so classes keep the base profile's ratios (a
+    calibrated CPU's native conv call costs a fifth of its oneDNN one).
+    """
+    top = max(extras.values(), default=0.0)
+    return {c: e / top if top > 0 else 1.0 for c, e in extras.items()}
+
+
+def _host_prior(base: HardwareProfile, runtime: str, extras: dict[str, float]) -> dict[str, float]:
     rt = base.runtime(runtime)
-    extras = [_class_extra_s(rt, c) for c in HEAVY_HOST_CLASSES]
-    extra = max(extras) or rt.host_overhead_s  # none set: a conv call costs the host 2x
+    extra = max(extras.values(), default=0.0) or rt.host_overhead_s  # none: a call costs 2x
     return {
         "host_other_s": rt.host_overhead_s,
         "host_conv_extra_s": extra,
@@ -452,7 +458,7 @@ def _base_layers(
         m_s.append(t.memory_s * scale[g][1])
         g_i.append(groups.index(g))
         heavy.append(heavy_ratio.get(cls, 0.0))
-        host_fixed.append(0.0 if cls in HEAVY_HOST_CLASSES else _class_extra_s(rt, cls))
+        host_fixed.append(0.0 if cls in HEAVY_HOST_CLASSES else rt.class_extra_s(cls))
         # What roofline_time adds beyond the per-kernel and per-call costs (page faults).
         on_device = rt.kernel_overhead_s + (rt.host_s(cls) if base.device_type == "cpu" else 0.0)
         dev_fixed.append(max(t.overhead_s - on_device, 0.0))
@@ -461,7 +467,7 @@ def _base_layers(
         m_s.append(0.0)
         g_i.append(groups.index("streaming") if "streaming" in groups else 0)
         heavy.append(0.0)
-        host_fixed.append(_class_extra_s(rt, "elementwise"))
+        host_fixed.append(rt.class_extra_s("elementwise"))
         dev_fixed.append(0.0)
     arrays = (c_s, m_s, g_i, heavy, host_fixed, dev_fixed)
     return _Layers(*(np.asarray(a, dtype=float) for a in arrays))
@@ -516,7 +522,9 @@ class _Model:
             f"compute_efficiency_{g}": _efficiency_prior(base, g, self.precision, "compute")
             for g in self.split
         }
-        self.prior = {**_host_prior(base, self.runtime), **{k: v[0] for k, v in eff.items()}}
+        extras = _moved_extras(base, self.runtime, classes)
+        self.prior = {**_host_prior(base, self.runtime, extras),
+                      **{k: v[0] for k, v in eff.items()}}
         self.names = list(self.prior)
         hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(v[1]) for v in eff.values()]
         self.bounds = (np.full(len(self.names), -_LOG_RANGE), np.asarray(hi) + 1e-12)
@@ -527,7 +535,7 @@ class _Model:
             if not count(s).alias
         )
         scale = {g: (self._compute_prior(g), self.prior[f"efficiency_{g}"]) for g in self.groups}
-        self.heavy_ratio = _heavy_ratios(base, self.runtime)
+        self.heavy_ratio = _heavy_ratios(extras)
         self.layers = [
             _base_layers(r, base, self.groups, scale, self.heavy_ratio) for r in rows
         ]
@@ -675,7 +683,9 @@ def fit_networks(
     of every row plus ``prior_weight`` x log(value / prior value) of every free
     parameter, so that a parameter the rows cannot identify stays at the base
     profile's value and ten rows suffice. Free: the eager host cost per call of
-    a streaming op and the extra of a conv / linear call, the device cost per
+    a streaming op and the extra of a conv / linear call (``_moved_extras``
+    says which classes it moves; a class's own host cost that is not a
+    parameter, and page faults, stay fixed), the device cost per
     kernel, and one efficiency per group in ``EFFICIENCY_GROUPS`` present in
     the rows, bounded so no efficiency exceeds 1. Ceilings (peak, bandwidth)
     stay as in ``base``. Cross-validation: ``min(folds, n)`` folds by row

@@ -89,6 +89,16 @@ NB201_GPUS = {
     "titanxp": "titan-xp",
 }
 OFA_GPUS = {"2080ti": "rtx2080ti", "titan_rtx": "titan-rtx", "titan_xp": "titan-xp", "v100": "v100"}
+# HELP's CPUs timed NAS-Bench-201 only, one column each without a batch (taken as 1).
+NB201_CPUS = {
+    "gold_6226": "xeon-gold-6226",
+    "gold_6240": "xeon-gold-6240",
+    "silver_4114": "xeon-silver-4114",
+    "silver_4210r": "xeon-silver-4210r",
+}
+# A CPU fit starts from what calibration measured on an Intel Xeon (AVX-512) with PyTorch
+# on one thread: its eager costs per class and fp32 efficiencies, on the part's datasheet.
+CPU_PRIOR = _ROOT / "experiments" / "results" / "calibrated_cpu.toml"
 HOST_KEYS = ("host_other_s", "host_conv_extra_s", "kernel_overhead_s")
 
 
@@ -97,8 +107,9 @@ class Net:
     net: NB201Net | OFANet
     row: dict[str, str]
 
-    def measured(self, gpu: str, batch: int) -> float:
-        return float(self.row[f"{gpu}_{batch}"]) * MS
+    def measured(self, device: str, batch: int) -> float:
+        column = device if device in NB201_CPUS and batch == 1 else f"{device}_{batch}"
+        return float(self.row[column]) * MS
 
 
 _LOWERED: dict[tuple[NB201Net | OFANet, int], MeasuredNetwork] = {}
@@ -162,6 +173,60 @@ def datasheet_prior(hw: HardwareProfile) -> HardwareProfile:
     )
 
 
+def cpu_prior(hw: HardwareProfile) -> HardwareProfile:
+    """``hw`` with what --write-profiles fits (eager costs, fp32 efficiencies) at CPU_PRIOR's."""
+    cal = hw_profiles.load_fresh(CPU_PRIOR)
+    return dataclasses.replace(
+        hw,
+        runtimes=MappingProxyType({**hw.runtimes, "eager": cal.runtime("eager")}),
+        compute_efficiency=cal.compute_efficiency,
+        memory_efficiency=cal.memory_efficiency,
+    )
+
+
+def fit_cpu_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
+    """Per HELP CPU: a fit on the same PRIOR_NETS even-arch_idx networks, batch 1."""
+    even = [n for n in nb201 if is_dev(n)]
+    picked = random.Random(PRIOR_SEED).sample(even, PRIOR_NETS)
+    priors: dict[str, HardwareProfile] = {}
+    record: dict[str, Any] = {}
+    for cpu, name in NB201_CPUS.items():
+        rows = [measured_network(n, cpu, 1) for n in picked]
+        fit = fit_networks(cpu_prior(hw_profiles.load(name)), rows, folds=2)
+        priors[name] = fit.profile
+        record[name] = {
+            "gpu": cpu,
+            "parameters": fit.parameters,
+            "fit_mdape": fit.fit_mdape,
+            "arch_idx": sorted(int(n.row["arch_idx"]) for n in picked),
+        }
+    return priors, record
+
+
+def others_median(hw: HardwareProfile, fitted: list[HardwareProfile]) -> HardwareProfile:
+    """``hw``'s ceilings with the median eager costs and fp32 efficiencies of ``fitted``.
+
+    What a CPU no fit has seen gets from the others: the fitted values are per
+    call and per fraction of the roofline, so they carry over; the peak and the
+    bandwidth stay this part's datasheet values.
+    """
+    def med(tables: list[Any]) -> MappingProxyType[str, float]:
+        return MappingProxyType({k: statistics.median(t[k] for t in tables) for k in tables[0]})
+
+    rts = [f.runtime("eager") for f in fitted]
+    eager = hw_profiles.RuntimeParams(
+        statistics.median(r.kernel_overhead_s for r in rts),
+        statistics.median(r.host_overhead_s for r in rts),
+        med([r.class_host_overhead_s for r in rts]),
+    )
+    return dataclasses.replace(
+        hw,
+        runtimes=MappingProxyType({**hw.runtimes, "eager": eager}),
+        compute_efficiency=med([f.compute_efficiency for f in fitted]),
+        memory_efficiency=med([f.memory_efficiency for f in fitted]),
+    )
+
+
 def fit_priors(
     nb201: list[Net], ofa: list[Net] | None = None
 ) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
@@ -220,15 +285,18 @@ PROFILE_DIR = _ROOT / "hw_profiles" / "data"
 OTHER_GPUS = ("a100", "h100", "h200", "l4", "rtx3090", "rtx4090", "t4", "v100")
 
 
-def _eager_block(host: dict[str, float], why: str) -> str:
+def _eager_block(eager: hw_profiles.RuntimeParams, why: str) -> str:
+    extra = eager.class_host_overhead_s
+    what = ("a conv / linear call" if set(extra) <= HEAVY_HOST_CLASSES
+            else "a call, per kernel class")
     lines = [f"# {line}" for line in why.splitlines()]
     lines += [
         "[runtime.eager]",
-        f"kernel_overhead_s = {host['kernel_overhead_s']:.3g}",
-        f"host_overhead_s = {host['host_other_s']:.3g}",
-        "[runtime.eager.class_host_overhead_s]   # extra host cost of a conv / linear call",
+        f"kernel_overhead_s = {eager.kernel_overhead_s:.3g}",
+        f"host_overhead_s = {eager.host_overhead_s:.3g}",
+        f"[runtime.eager.class_host_overhead_s]   # extra host cost of {what}",
     ]
-    lines += [f"{c} = {host['host_conv_extra_s']:.3g}" for c in sorted(HEAVY_HOST_CLASSES)]
+    lines += [f"{c} = {extra[c]:.3g}" for c in sorted(extra)]
     return "\n".join(lines) + "\n"
 
 
@@ -259,7 +327,7 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
                "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
-        block = _eager_block(r["parameters"], why)
+        block = _eager_block(priors[name].runtime("eager"), why)
         text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
         hw = priors[name]
         text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
@@ -283,12 +351,43 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
                "--write-profiles): host dispatch is a property of host and framework.")
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
-        block = _eager_block(host, why)
+        block = _eager_block(with_host(hw_profiles.load(name), host).runtime("eager"), why)
         text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
         if name in ofa_fit:
             hw = priors[name]
             text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
             text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
+        path.write_text(text)
+        hw_profiles.load_fresh(path)
+
+
+def write_cpu_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], sha: str,
+                       profile_dir: Path = PROFILE_DIR) -> None:
+    """The CPU priors into their TOMLs: eager costs per class, fp32 efficiencies, [fit]."""
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    for name, r in record.items():
+        path = profile_dir / f"{name}.toml"
+        why = (f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
+               f"--write-profiles) to HELP's eager PyTorch\nlatencies on this CPU ({r['gpu']}; "
+               f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
+               "arch_idx at batch 1,\ncostmodel._fit.fit_networks from the calibrated Xeon's "
+               "values (experiments/results/calibrated_cpu.toml); see [fit].\nOne factor moves "
+               "the extra of the conv / linear classes the networks call (native convs, linear),"
+               "\none each efficiency group; the rest keep the calibrated values. HELP's PyTorch, "
+               "not today's, set these costs.")
+        block = _eager_block(priors[name].runtime("eager"), why)
+        text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
+        hw = priors[name]
+        text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
+        text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
+        text = text.split("\n[fit]\n")[0]
+        text = text.rstrip("\n") + (
+            f'\n\n[fit]\nbase = "{name} (datasheet, calibrated Xeon prior)"\n'
+            f'measurements = "help_nb201_latency.csv"\nsha256 = "{sha}"\nrows = {PRIOR_NETS}\n'
+            f'date = "{date}"\nprecision = "fp32"\nruntime = "eager"\n'
+            f"parameters = {{ {params} }}\nfit_mdape = {r['fit_mdape']:.4g}\n"
+        )
         path.write_text(text)
         hw_profiles.load_fresh(path)
 
@@ -375,6 +474,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{space} {gpu} b{b}: zero-shot rho {z['spearman']:.3f} MdAPE "
                       f"{z['mdape']:.1%} | 10 fitted rho {f['spearman']:.3f} "
                       f"MdAPE {f['mdape']:.1%}", flush=True)
+    cpu_fresh, record["cpus"] = fit_cpu_priors(nb201)
+    cpus = {name: hw_profiles.load(name) for name in NB201_CPUS.values()}
+    record.setdefault("stale", []).extend(stale_values(cpu_fresh, cpus))
+    for cpu, name in NB201_CPUS.items():
+        res = evaluate(nb_eval, cpu, 1, cpus[name], args.draws, args.seed + 1)
+        others = others_median(cpus[name], [hw for n, hw in cpus.items() if n != name])
+        res["unseen_cpu"] = agreement(
+            predict_networks(others, [measured_network(n, cpu, 1) for n in nb_eval]),
+            [n.measured(cpu, 1) for n in nb_eval])
+        results.append({"space": "nb201", "gpu": cpu, "profile": name, "batch": 1,
+                        "device_type": "cpu", **res})
+        z, u = res["zero_shot"], res["unseen_cpu"]
+        print(f"nb201 {cpu} b1: zero-shot rho {z['spearman']:.3f} MdAPE {z['mdape']:.1%} | "
+              f"others' median rho {u['spearman']:.3f} MdAPE {u['mdape']:.1%}", flush=True)
     cross = []
     for gpu_nb, gpu_ofa, name in (("2080ti", "2080ti", "rtx2080ti"),
                                   ("titan_rtx", "titan_rtx", "titan-rtx"),
@@ -387,14 +500,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fitted_values(hw: HardwareProfile) -> dict[str, float]:
+    """What --write-profiles writes, as the cost model reads it: eager costs, each kernel
+    class's host extra and fp32 efficiencies (a class a file omits takes its parent's)."""
     eager = hw.runtime("eager")
     values = {"kernel_overhead_s": eager.kernel_overhead_s,
-              "host_overhead_s": eager.host_overhead_s,
-              "host_conv_extra_s": max(eager.class_host_overhead_s.values(), default=0.0)}
-    for cls in DATASHEET_CONV_LINEAR:
-        values[f"compute_efficiency.{cls}"] = hw.compute_efficiency[cls]
-    for cls in (*DATASHEET_CONV_LINEAR, *DATASHEET_STREAMING):
-        values[f"memory_efficiency.{cls}"] = hw.memory_efficiency[cls]
+              "host_overhead_s": eager.host_overhead_s}
+    for cls in hw_profiles.KERNEL_CLASSES:
+        compute, memory = hw.efficiency(cls, "fp32")
+        values[f"class_host_overhead_s.{cls}"] = eager.class_extra_s(cls)
+        values[f"compute_efficiency.{cls}"] = compute
+        values[f"memory_efficiency.{cls}"] = memory
     return values
 
 
@@ -445,7 +560,7 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         "| fitted rho | MdAPE | +-10% | +-25% | target | FLOPs rho | MAC bytes rho |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in res["results"]:
+    for r in _gpu_cells(res):
         z, f, b = r["zero_shot"], r["fitted_10"], r["baseline_spearman"]
         lines.append(
             f"| {r['space']} | {r['gpu']} | {r['batch']} | {r['n']} | {z['spearman']:.3f} | "
@@ -454,6 +569,7 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
             f"{f['within_10']:.0%} | {f['within_25']:.0%} | {_met('fitted_10', f)} | "
             f"{b['flops']:.3f} | {b['mac_bytes']:.3f} |"
         )
+    lines += cpu_table(res)
     lines += ["", "Cross-space: fitted on 10 NAS-Bench-201 networks, OFA subnets predicted "
               "(same GPU and batch; median over draws).", "",
               "| GPU | batch | Spearman | MdAPE | +-10% | +-25% | median ratio |",
@@ -464,7 +580,8 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
     lines += ["", "Priors fitted (seconds; efficiencies as fractions):", ""]
     nb201_priors = {n: r for n, r in res["priors"].items() if n in NB201_GPUS.values()}
     ofa_priors = res["priors"].get("ofa_convs", {})
-    for name, r in [*nb201_priors.items(), *ofa_priors.items()]:
+    cpu_priors = res["priors"].get("cpus", {})
+    for name, r in [*nb201_priors.items(), *ofa_priors.items(), *cpu_priors.items()]:
         p = ", ".join(f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.3f}"
                       for k, v in r["parameters"].items())
         what = f"OFA dev half, batch {r['batch']}" if "batch" in r else "NAS-Bench-201"
@@ -473,6 +590,40 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         lines += ["", "Shipped values a fresh fit does not reproduce:", ""]
         lines += [f"- {x}" for x in res["priors"]["stale"]]
     return "\n".join(lines + summary_lines(res)) + "\n"
+
+
+def _gpu_cells(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in res["results"] if r.get("device_type", "gpu") == "gpu"]
+
+
+def cpu_table(res: dict[str, Any]) -> list[str]:
+    cells = [r for r in res["results"] if r.get("device_type") == "cpu"]
+    if not cells:
+        return []
+    lines = [
+        "", "## HELP's CPUs (NAS-Bench-201, batch 1)", "",
+        f"Each CPU's prior: its datasheet ceilings, with eager costs and fp32 efficiencies fitted "
+        f"on the same {PRIOR_NETS} development-half networks from the calibrated Xeon's values "
+        "(experiments/results/calibrated_cpu.toml). 'Unseen CPU': this CPU's datasheet with the "
+        "median eager costs and efficiencies of the other three fitted CPUs, a CPU no fit has "
+        "seen. Held-out half as above. The CPUs' `host_conv_extra_s` below is the host extra "
+        "of a native conv call, the costliest conv / linear class these networks call; the "
+        "oneDNN conv classes they never call at batch 1 keep the calibrated values.", "",
+        "| CPU | n | zero-shot rho | MdAPE | +-10% | +-25% | target | unseen-CPU rho | MdAPE "
+        "| ratio | target | fitted rho | MdAPE | +-10% | target | FLOPs rho | MAC bytes rho |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in cells:
+        z, u, f, b = r["zero_shot"], r["unseen_cpu"], r["fitted_10"], r["baseline_spearman"]
+        lines.append(
+            f"| {r['gpu']} | {r['n']} | {z['spearman']:.3f} | {z['mdape']:.1%} | "
+            f"{z['within_10']:.0%} | {z['within_25']:.0%} | {_met('zero_shot', z)} | "
+            f"{u['spearman']:.3f} | {u['mdape']:.1%} | {u['median_ratio']:.2f} | "
+            f"{_met('zero_shot', u)} | {f['spearman']:.3f} | {f['mdape']:.1%} | "
+            f"{f['within_10']:.0%} | {_met('fitted_10', f)} | {b['flops']:.3f} | "
+            f"{b['mac_bytes']:.3f} |"
+        )
+    return lines
 
 
 def _span(values: Sequence[float], fmt: str) -> str:
@@ -485,7 +636,7 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     for kind, label in (("zero_shot", "Zero-shot"), ("fitted_10", "10 fitted networks")):
         rho, mdape = TARGETS[kind]
         for space in ("nb201", "ofa"):
-            cells = [r for r in res["results"] if r["space"] == space]
+            cells = [r for r in _gpu_cells(res) if r["space"] == space]
             stats_ = [r[kind] for r in cells]
             met = sum(_met(kind, s) == "met" for s in stats_)
             rhos = _span([s["spearman"] for s in stats_], ".3f")
@@ -494,6 +645,17 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
                 f"{met} of {len(cells)} cells; Spearman {rhos}, "
                 f"MdAPE {_span([s['mdape'] for s in stats_], '.1%')}."
             )
+    cpus = [r for r in res["results"] if r.get("device_type") == "cpu"]
+    for kind, label in (("zero_shot", "zero-shot"), ("unseen_cpu", "unseen-CPU"),
+                        ("fitted_10", "10 fitted networks")):
+        if not cpus:
+            break
+        target = "fitted_10" if kind == "fitted_10" else "zero_shot"
+        stats_ = [r[kind] for r in cpus]
+        met = sum(_met(target, x) == "met" for x in stats_)
+        lines.append(f"- HELP's CPUs, {label}: target met on {met} of {len(cpus)}; Spearman "
+                     f"{_span([x['spearman'] for x in stats_], '.3f')}, MdAPE "
+                     f"{_span([x['mdape'] for x in stats_], '.1%')}.")
     b1 = [r["baseline_spearman"]["flops"] for r in res["results"]
           if r["space"] == "ofa" and r["batch"] == 1]  # fmt: skip
     if b1:
@@ -540,9 +702,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_profiles:
         csv_path = Path(args.data) / "help_nb201_latency.csv"
         ofa = read(Path(args.data) / "help_ofa_latency.csv", OFANet.from_help_row)
-        priors, record = fit_priors(read(csv_path, NB201Net.from_help_row), ofa)
-        write_profiles(record, priors, hashlib.sha256(csv_path.read_bytes()).hexdigest(),
-                       Path(args.profile_dir))
+        nb201 = read(csv_path, NB201Net.from_help_row)
+        priors, record = fit_priors(nb201, ofa)
+        sha = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+        write_profiles(record, priors, sha, Path(args.profile_dir))
+        write_cpu_profiles(*reversed(fit_cpu_priors(nb201)), sha, Path(args.profile_dir))
         print(json.dumps(record["median_host"]))
         return 0
     res = run(args)

@@ -36,7 +36,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class Space:
     batches: tuple[int, ...]
     devices: dict[str, str]  # HELP's column prefix -> built-in profile
     unmapped: tuple[str, ...]  # columns without a profile (reported as missing)
+    # Columns timed at one batch, named without it (HELP's CPUs: batch 1) -> profile.
+    batch1_columns: dict[str, str] = field(default_factory=dict)
 
 
 SPACES: dict[str, Space] = {
@@ -78,7 +80,13 @@ SPACES: dict[str, Space] = {
             "titanx": "titan-x-pascal",
             "titanxp": "titan-xp",
         },
-        ("gold_6226", "gold_6240", "silver_4114", "silver_4210r"),
+        (),
+        {
+            "gold_6226": "xeon-gold-6226",
+            "gold_6240": "xeon-gold-6240",
+            "silver_4114": "xeon-silver-4114",
+            "silver_4210r": "xeon-silver-4210r",
+        },
     ),
     "ofa": Space(
         "help_ofa_latency.csv",
@@ -152,13 +160,16 @@ def run_space(name: str, space: Space, args: argparse.Namespace) -> dict[str, An
             if net not in lowered:
                 lowered[net] = net.lower(batch)
         work: dict[NB201Net | OFANet, tuple[int, int]] = {}
-        for column, hw in space.devices.items():
+        columns = {f"{c}_{batch}": (c, hw) for c, hw in space.devices.items()}
+        if batch == 1:
+            columns |= {c: (c, hw) for c, hw in space.batch1_columns.items()}
+        for key, (column, hw) in columns.items():
             pred, meas = [], []
             for net, row in zip(nets, picked, strict=True):
                 rep = costmodel.analyze(lowered[net], hw, args.precision, args.runtime)
                 work[net] = (rep.total.flops, rep.total.mac_bytes)
                 pred.append(rep.total.latency_s)
-                meas.append(float(row[f"{column}_{batch}"]) * MS)
+                meas.append(float(row[key]) * MS)
             flops = [work[n][0] for n in nets]
             mac_bytes = [work[n][1] for n in nets]
             results.append({
@@ -252,7 +263,7 @@ def _row(cells: Sequence[str]) -> str:
 
 def to_markdown(res: dict[str, Any]) -> str:
     lines = [
-        "# Latency model against HELP's and DeepBench's GPU measurements (zero-shot)",
+        "# Latency model against HELP's and DeepBench's GPU and CPU measurements (zero-shot)",
         "",
         "```",
         res["command"],
@@ -267,7 +278,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         "FLOPs (2 x MACs), MAC bytes and the number of kernels the reference code "
         "launches eagerly (`eager_kernels`) with the measured latency.",
         "",
-        "Not a held-out figure: the GPU profiles' eager costs and efficiencies were fitted "
+        "Not a held-out figure: the GPU and CPU profiles' eager costs and efficiencies were fitted "
         "to HELP networks with even `arch_idx` (experiments/help_fit.py), and this sample "
         "draws from both halves. Networks are costed as lowered, without the kernels the "
         "reference code adds (NAS-Bench-201's scalar adds, OFA's 4-kernel h_swish), so "

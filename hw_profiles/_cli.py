@@ -156,7 +156,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     out += [
         f"  memory:       {p.memory_bytes / _GIB:g} GiB ({p.memory_bytes:,} bytes)",
         f"  bandwidth:    {p.bandwidth_bytes_per_s / 1e9:g} GB/s",
-        f"  cache (L2):   {p.cache_bytes / 2**20:g} MiB ({p.cache_bytes:,} bytes)",
+        # GPUs' last shared level is L2, server CPUs' is L3.
+        f"  cache ({'L3' if p.device_type == 'cpu' else 'L2'}):   "
+        f"{p.cache_bytes / 2**20:g} MiB ({p.cache_bytes:,} bytes)",
         "",
     ]
     peak_rows = [

@@ -96,8 +96,12 @@ class RuntimeParams:
     # (e.g. a CPU conv sets up its algorithm, an element-wise op does not).
     class_host_overhead_s: Mapping[str, float] = field(default_factory=dict)
 
-    def host_s(self, kernel_class: str) -> float:
-        extra = next(
+    def class_extra_s(self, kernel_class: str) -> float:
+        """What a call of ``kernel_class`` costs the host beyond ``host_overhead_s``.
+
+        Looked up for the class, then its parent (``PARENT_CLASS``); 0 when unset.
+        """
+        return next(
             (
                 self.class_host_overhead_s[c]
                 for c in _lookup_chain(kernel_class)
@@ -105,7 +109,9 @@ class RuntimeParams:
             ),
             0.0,
         )
-        return self.host_overhead_s + extra
+
+    def host_s(self, kernel_class: str) -> float:
+        return self.host_overhead_s + self.class_extra_s(kernel_class)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -229,8 +229,9 @@ def test_help_latency(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_shipped_gpu_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
-    """The fitted values in hw_profiles/data/*.toml come from the datasheet values and HELP's
+def test_shipped_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
+    """The fitted values in hw_profiles/data/*.toml (GPUs and HELP's CPUs) come from the
+    datasheet values, the calibrated Xeon's CPU prior and HELP's
     data alone: a fresh --write-profiles into a copy reproduces every file but its dates."""
     data = _help_data()
     if data is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,7 @@ def _cpu_with_class_costs() -> HardwareProfile:
         host_overhead_s=9e-6,
         class_host_overhead_s=MappingProxyType({
             "dense_conv": 70e-6, "pointwise_conv": 80e-6, "native_conv": 16e-6,
+            "depthwise_conv": 61e-6,
             "linear": 15e-6, "batchnorm": 5.5e-6, "activation": 5.6e-6, "max_pooling": 24e-6,
         }),
     )
@@ -132,9 +134,9 @@ def _cpu_with_class_costs() -> HardwareProfile:
 
 
 def test_fit_on_a_cpu_with_class_host_costs_is_the_cost_model() -> None:
-    # Streaming classes' own host costs and page faults are fixed in the fit, and conv /
-    # linear classes keep their ratios: the prior predicts what analyze() does, and the
-    # written profile predicts what the fit reported.
+    # Streaming classes' own host costs and page faults are fixed in the fit, and the conv /
+    # linear classes the rows call keep their ratios: the prior predicts what analyze()
+    # does, and the written profile predicts what the fit reported.
     base = _cpu_with_class_costs()
     rows = [MeasuredNetwork(r.specs, r.latency_s * 1.3) for r in _rows(base, (1, 32))]
     at_prior = predict_networks(base, rows)
@@ -148,6 +150,7 @@ def test_fit_on_a_cpu_with_class_host_costs_is_the_cost_model() -> None:
     assert extra["native_conv"] / extra["pointwise_conv"] == pytest.approx(0.2, rel=1e-9)
     assert extra["pointwise_conv"] == pytest.approx(fit.parameters["host_conv_extra_s"])
     assert extra["batchnorm"] == 5.5e-6  # not a parameter: kept
+    assert extra["depthwise_conv"] == 61e-6  # no row calls a depthwise conv: kept
 
 
 # OFA subnets at resolution 128, batch 64: depthwise and wide 1x1 convs on the device chain.
@@ -278,7 +281,9 @@ NOT_CALLABLE = 3
 HEADER = ["model", "input_shape", "batch", "precision", "runtime", "latency_s"]
 
 
-def _fit(tmp_path: Path, rows: list[list[object]]) -> subprocess.CompletedProcess[str]:
+def _fit(
+    tmp_path: Path, rows: list[list[object]], base: str = "rtx2080ti"
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "nets.py").write_text(MODEL_PY)
     with (tmp_path / "m.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -290,7 +295,7 @@ def _fit(tmp_path: Path, rows: list[list[object]]) -> subprocess.CompletedProces
         "hw_profiles",
         "fit",
         "--base",
-        "rtx2080ti",
+        base,
         "--measurements",
         str(tmp_path / "m.csv"),
         "--out",
@@ -329,6 +334,36 @@ def test_contract_end_to_end_with_factory_rows(tmp_path: Path) -> None:
     rep = costmodel.profile(nets.wide(), input_shape=(64, 3, 32, 32), hw=str(out), runtime="eager")
     assert rep.total.latency_s == pytest.approx(rows[-1][5], rel=0.01)
     assert hw.runtime("eager").host_s("dense_conv") > hw.runtime("eager").host_s("activation")
+
+
+def test_contract_on_a_cpu_base_writes_what_it_fitted(tmp_path: Path) -> None:
+    # A built-in Xeon with per-class host costs; its "measured" twin pays 1.4x per call.
+    base = hw_profiles.load("xeon-silver-4210r")
+    rt = base.runtime("eager")
+    slower = dataclasses.replace(rt, host_overhead_s=rt.host_overhead_s * 1.4)
+    true = dataclasses.replace(base, runtimes=MappingProxyType({**base.runtimes, "eager": slower}))
+    (tmp_path / "nets.py").write_text(MODEL_PY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import nets
+    finally:
+        sys.path.remove(str(tmp_path))
+    cases = [(name, b) for name in ("small", "wide") for b in (1, 2, 4, 8, 16)]
+    rows: list[list[object]] = []
+    for name, b in cases:
+        t = costmodel.profile(getattr(nets, name)(), (b, 3, 32, 32), true).total.latency_s
+        rows.append([f"nets.py:{name}", "3x32x32", b, "fp32", "eager", t])
+    done = _fit(tmp_path, rows, base="xeon-silver-4210r")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out.toml"
+    recorded = tomllib.loads(out.read_text())["fit"]
+    errors = []
+    for (name, b), row in zip(cases, rows, strict=True):
+        p = costmodel.profile(getattr(nets, name)(), (b, 3, 32, 32), str(out)).total.latency_s
+        errors.append(abs(p / float(row[5]) - 1))
+    # The written file predicts what the fit reported (its TOML keeps 6 digits).
+    assert statistics.median(errors) == pytest.approx(recorded["fit_mdape"], abs=1e-5)
+    assert hw_profiles.load(out).runtime("eager").class_extra_s("batchnorm") == 5.51e-6
 
 
 def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) -> None:

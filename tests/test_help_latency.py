@@ -52,14 +52,18 @@ def write(path: Path, header: list[str], rows: list[list[object]]) -> None:
 
 
 def tables(tmp_path: Path, mod: ModuleType) -> None:
-    """Every latency column counts up with the row, except 1080ti_1 / 2080ti_64 / V100,
-    which hold the model's own prediction: there the agreement must be perfect."""
+    """Every latency column counts up with the row, except 1080ti_1 / gold_6226 /
+    2080ti_64 / V100, which hold the model's own prediction: there the agreement must
+    be perfect."""
     nb = mod.SPACES["nb201"]
     cols = [f"{d}_{b}" for d in (*nb.devices, *nb.unmapped) for b in nb.batches]
+    cols += list(nb.batch1_columns)
     rows = []
     for i, s in enumerate(NB201):
-        own = costmodel.analyze(NB201Net.from_string(s).lower(1), "gtx1080ti").total.latency_s
-        rows.append([i, s, *[own * 1e3 if c == "1080ti_1" else 1.0 + i for c in cols]])
+        specs = NB201Net.from_string(s).lower(1)
+        own = {"1080ti_1": costmodel.analyze(specs, "gtx1080ti").total.latency_s,
+               "gold_6226": costmodel.analyze(specs, "xeon-gold-6226").total.latency_s}
+        rows.append([i, s, *[own[c] * 1e3 if c in own else 1.0 + i for c in cols]])
     write(tmp_path / nb.csv, ["arch_idx", "arch_str", *cols], rows)
     ofa = mod.SPACES["ofa"]
     cols = [f"{d}_{b}" for d in ofa.devices for b in ofa.batches]
@@ -89,10 +93,11 @@ def test_help_latency_script_on_small_tables(tmp_path: Path) -> None:
     res = json.loads(out.with_suffix(".json").read_text())
     nb = res["spaces"]["nb201"]
     assert (nb["rows"], nb["sampled"]) == (4, 3)
-    assert len(nb["results"]) == 5 * 3 and nb["missing"] == list(mod.SPACES["nb201"].unmapped)
+    # Five GPUs at three batches, four CPUs at batch 1.
+    assert len(nb["results"]) == 5 * 3 + 4 and nb["missing"] == list(mod.SPACES["nb201"].unmapped)
     by = {(r["space"], r["device"], r["batch"]): r for s in res["spaces"].values()
           for r in s["results"]}  # fmt: skip
-    for key in (("nb201", "1080ti", 1), ("ofa", "2080ti", 64)):
+    for key in (("nb201", "1080ti", 1), ("nb201", "gold_6226", 1), ("ofa", "2080ti", 64)):
         assert by[key]["median_ratio"] == pytest.approx(1.0)
         assert by[key]["mdape"] == pytest.approx(0.0, abs=1e-12)
         assert by[key]["within_10"] == 1.0 and by[key]["spearman"] == pytest.approx(1.0)

@@ -106,6 +106,33 @@ def test_datasheet_choices_for_other_cards() -> None:
     assert load("jetson-orin").device_type == "soc"
 
 
+# HELP's CPUs: (cores, base GHz, AVX-512 FMA units per core, DDR4 MT/s), Intel ARK.
+XEONS = {
+    "xeon-gold-6226": (12, 2.7, 2, 2933),
+    "xeon-gold-6240": (18, 2.6, 2, 2933),
+    "xeon-silver-4114": (10, 2.2, 1, 2400),
+    "xeon-silver-4210r": (10, 2.4, 1, 2400),
+}
+
+
+@pytest.mark.parametrize("name", XEONS)
+def test_xeon_datasheet_arithmetic(name: str) -> None:
+    cores, ghz, fma, mts = XEONS[name]
+    p = load(name)
+    assert p.device_type == "cpu" and "Intel ARK" in p.source and p.threads == cores
+    # fp32 peak: cores x base clock x FMA units x 16 AVX-512 lanes x 2 FLOPs per FMA,
+    # e.g. Gold 6226: 12 x 2.7e9 x 2 x 16 x 2 = 2.074e12.
+    assert p.peak("fp32") == pytest.approx(cores * ghz * 1e9 * fma * 16 * 2, rel=1e-3)
+    # Six DDR4 channels of 8 bytes: 6 x 2933e6 x 8 = 140.8 GB/s.
+    assert p.bandwidth_bytes_per_s == pytest.approx(6 * mts * 1e6 * 8, rel=1e-3)
+    assert p.conv_dispatch == "pytorch_cpu" and p.simd_lanes == 16
+    for kc in hw_profiles.KERNEL_CLASSES:
+        c, m = p.efficiency(kc, "fp32")
+        assert 0 < c <= 1 and 0 < m <= 1
+    with pytest.raises(hw_profiles.ProfileError, match="precision='fp16'"):
+        p.peak("fp16")
+
+
 def test_load_caches_and_passes_profiles_through() -> None:
     p = load("t4")
     assert load("t4") is p
