@@ -184,23 +184,33 @@ def cpu_prior(hw: HardwareProfile) -> HardwareProfile:
     )
 
 
-def fit_cpu_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
-    """Per HELP CPU: a fit on the same PRIOR_NETS even-arch_idx networks, batch 1."""
-    even = [n for n in nb201 if is_dev(n)]
-    picked = random.Random(PRIOR_SEED).sample(even, PRIOR_NETS)
+def fit_devices(
+    nb201: list[Net],
+    devices: dict[str, str],
+    batches: tuple[int, ...],
+    start: Callable[[HardwareProfile], HardwareProfile],
+) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
+    """Per device (HELP column -> profile): ``fit_networks`` from ``start(profile)`` on
+    PRIOR_NETS development-half NAS-Bench-201 networks at ``batches``."""
+    picked = random.Random(PRIOR_SEED).sample([n for n in nb201 if is_dev(n)], PRIOR_NETS)
     priors: dict[str, HardwareProfile] = {}
     record: dict[str, Any] = {}
-    for cpu, name in NB201_CPUS.items():
-        rows = [measured_network(n, cpu, 1) for n in picked]
-        fit = fit_networks(cpu_prior(hw_profiles.load(name)), rows, folds=2)
+    for column, name in devices.items():
+        rows = [measured_network(n, column, b) for n in picked for b in batches]
+        fit = fit_networks(start(hw_profiles.load(name)), rows, folds=2)
         priors[name] = fit.profile
         record[name] = {
-            "gpu": cpu,
+            "gpu": column,
             "parameters": fit.parameters,
             "fit_mdape": fit.fit_mdape,
             "arch_idx": sorted(int(n.row["arch_idx"]) for n in picked),
         }
     return priors, record
+
+
+def fit_cpu_priors(nb201: list[Net]) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
+    """Per HELP CPU: a fit on the same PRIOR_NETS even-arch_idx networks, batch 1."""
+    return fit_devices(nb201, NB201_CPUS, (1,), cpu_prior)
 
 
 def others_median(hw: HardwareProfile, fitted: list[HardwareProfile]) -> HardwareProfile:
@@ -236,20 +246,7 @@ def fit_priors(
     GPU's conv efficiencies NB201 cannot identify are then fitted on
     OFA_PRIOR_NETS development-half OFA networks (``fit_ofa_convs``).
     """
-    even = [n for n in nb201 if int(n.row["arch_idx"]) % 2 == 0]
-    picked = random.Random(PRIOR_SEED).sample(even, PRIOR_NETS)
-    priors: dict[str, HardwareProfile] = {}
-    record: dict[str, Any] = {}
-    for gpu, name in NB201_GPUS.items():
-        rows = [measured_network(n, gpu, b) for n in picked for b in (1, 256)]
-        fit = fit_networks(datasheet_prior(hw_profiles.load(name)), rows, folds=2)
-        priors[name] = fit.profile
-        record[name] = {
-            "gpu": gpu,
-            "parameters": fit.parameters,
-            "fit_mdape": fit.fit_mdape,
-            "arch_idx": sorted(int(n.row["arch_idx"]) for n in picked),
-        }
+    priors, record = fit_devices(nb201, NB201_GPUS, (1, 256), datasheet_prior)
     host = {k: statistics.median(r["parameters"][k] for r in record.values()) for k in HOST_KEYS}
     record["median_host"] = host
     priors["v100"] = with_host(datasheet_prior(hw_profiles.load("v100")), host)
@@ -327,21 +324,8 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
                "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
-        block = _eager_block(priors[name].runtime("eager"), why)
-        text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
-        hw = priors[name]
-        text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
-        text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
-        params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
-        text = text.split("\n[fit]\n")[0]  # [fit] is the last table: replaced, not repeated
-        text = text.rstrip("\n") + (
-            f'\n\n[fit]\nbase = "{name} (datasheet)"\nmeasurements = "help_nb201_latency.csv"\n'
-            f'sha256 = "{sha}"\nrows = {2 * PRIOR_NETS}\ndate = "{date}"\n'
-            f'precision = "fp32"\nruntime = "eager"\nparameters = {{ {params} }}\n'
-            f"fit_mdape = {r['fit_mdape']:.4g}\n"
-        )
-        path.write_text(text)
-        hw_profiles.load_fresh(path)
+        fit = {"base": f"{name} (datasheet)", "rows": 2 * PRIOR_NETS, "sha": sha, "date": date}
+        _write_fitted(path, priors[name], why, r, fit)
     host = record["median_host"]
     gpus = ", ".join(n for n in record if n in NB201_GPUS.values())
     for name in OTHER_GPUS:
@@ -375,21 +359,28 @@ def write_cpu_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile
                "the extra of the conv / linear classes the networks call (native convs, linear),"
                "\none each efficiency group; the rest keep the calibrated values. HELP's PyTorch, "
                "not today's, set these costs.")
-        block = _eager_block(priors[name].runtime("eager"), why)
-        text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
-        hw = priors[name]
-        text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
-        text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
-        params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
-        text = text.split("\n[fit]\n")[0]
-        text = text.rstrip("\n") + (
-            f'\n\n[fit]\nbase = "{name} (datasheet, calibrated Xeon prior)"\n'
-            f'measurements = "help_nb201_latency.csv"\nsha256 = "{sha}"\nrows = {PRIOR_NETS}\n'
-            f'date = "{date}"\nprecision = "fp32"\nruntime = "eager"\n'
-            f"parameters = {{ {params} }}\nfit_mdape = {r['fit_mdape']:.4g}\n"
-        )
-        path.write_text(text)
-        hw_profiles.load_fresh(path)
+        fit = {"base": f"{name} (datasheet, calibrated Xeon prior)", "rows": PRIOR_NETS,
+               "sha": sha, "date": date}
+        _write_fitted(path, priors[name], why, r, fit)
+
+
+def _write_fitted(path: Path, hw: HardwareProfile, why: str, r: dict[str, Any],
+                  fit: dict[str, Any]) -> None:
+    """Rewrite ``path``'s eager block and fp32 efficiencies with ``hw``'s, and its [fit]."""
+    block = _eager_block(hw.runtime("eager"), why)
+    text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
+    text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
+    text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
+    params = ", ".join(f"{k} = {v:.4g}" for k, v in r["parameters"].items())
+    text = text.split("\n[fit]\n")[0]  # [fit] is the last table: replaced, not repeated
+    text = text.rstrip("\n") + (
+        f'\n\n[fit]\nbase = "{fit["base"]}"\nmeasurements = "help_nb201_latency.csv"\n'
+        f'sha256 = "{fit["sha"]}"\nrows = {fit["rows"]}\ndate = "{fit["date"]}"\n'
+        f'precision = "fp32"\nruntime = "eager"\nparameters = {{ {params} }}\n'
+        f"fit_mdape = {r['fit_mdape']:.4g}\n"
+    )
+    path.write_text(text)
+    hw_profiles.load_fresh(path)
 
 
 def _ofa_note(r: dict[str, Any]) -> str:
