@@ -1,4 +1,4 @@
-"""Fitted profiles against HELP's GPU measurements: zero-shot priors and 10-network fits.
+"""Fitted profiles against HELP's GPU and CPU measurements: zero-shot priors and 10-network fits.
 
 Reads HELP's tables (Lee et al., NeurIPS 2021: NAS-Bench-201 cells at 3x32x32
 and once-for-all MobileNetV3 subnets, eager PyTorch, ms per forward pass of
@@ -18,6 +18,10 @@ of predictions within +-10% / +-25%, for
 3. baselines: Spearman of FLOPs (2 x MACs) and of MAC bytes (fp32) alone.
 4. cross-space: 10 NAS-Bench-201 networks fitted, OFA subnets predicted, on
    the same GPU and batch.
+5. HELP's four Xeons (NAS-Bench-201, batch 1): each one's prior fitted like a
+   GPU's, from the calibrated Xeon's values (``CPU_PRIOR``) on its datasheet;
+   the same statistics, plus an unseen CPU (the other three's median costs and
+   efficiencies on its datasheet), alone and fitted on 10 networks.
 
     python experiments/help_fit.py                    # the recorded run
     python experiments/help_fit.py --sample 40 --draws 2 --out /tmp/hf   # smoke run
