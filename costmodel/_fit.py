@@ -355,6 +355,8 @@ class NetworkFit:
     cv_mdape: float
     cv_spearman: float
     cv_folds: int
+    # The conv / linear classes whose host extra host_conv_extra_s moved (``_moved_extras``).
+    host_extra_classes: tuple[str, ...] = ()
 
 
 def _group_of(cls: str) -> str:
@@ -738,6 +740,7 @@ def fit_networks(
         cv_mdape=_mdape(cv, meas),
         cv_spearman=_spearman(cv, meas),
         cv_folds=k,
+        host_extra_classes=tuple(model.heavy_ratio) if model.heavy_host else (),
     )
 
 

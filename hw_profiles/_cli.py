@@ -535,6 +535,8 @@ def fit_main(argv: Sequence[str]) -> int:
     for k, v in fit.parameters.items():
         unit = f"{v * 1e6:.2f} us" if k.endswith("_s") else f"{v:.3f}"
         print(f"  {k:22s} {unit}  (prior {fit.prior[k] * (1e6 if k.endswith('_s') else 1):.3g})")
+        if k == "host_conv_extra_s" and fit.host_extra_classes:
+            print(f"  {'':22s} moves {', '.join(fit.host_extra_classes)} (their base ratios kept)")
     print(f"fit:  MdAPE {fit.fit_mdape:.1%}  Spearman {fit.fit_spearman:.3f}")
     print(
         f"{fit.cv_folds}-fold cross-validation (leave-one-out when folds = rows): "

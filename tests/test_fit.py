@@ -355,6 +355,8 @@ def test_contract_on_a_cpu_base_writes_what_it_fitted(tmp_path: Path) -> None:
         rows.append([f"nets.py:{name}", "3x32x32", b, "fp32", "eager", t])
     done = _fit(tmp_path, rows, base="xeon-silver-4210r")
     assert done.returncode == 0, done.stderr
+    # Native convs at batch 1, oneDNN ones above it (threads > 1); no grouped conv is called.
+    assert "moves dense_conv, linear, native_conv, pointwise_conv (" in done.stdout
     out = tmp_path / "out.toml"
     recorded = tomllib.loads(out.read_text())["fit"]
     errors = []
