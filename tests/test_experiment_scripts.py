@@ -326,4 +326,4 @@ def test_rescale_chains_check_regenerates_its_committed_table(tmp_path: Path) ->
     table = [ln for ln in committed.splitlines() if ln.startswith("| s")]
     again = [ln for ln in (tmp_path / "check.md").read_text().splitlines()
              if ln.startswith("| s")]  # fmt: skip
-    assert again == table and len(table) == 13
+    assert again == table and len(table) == 18
