@@ -530,12 +530,7 @@ class _Model:
         self.names = list(self.prior)
         hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(v[1]) for v in eff.values()]
         self.bounds = (np.full(len(self.names), -_LOG_RANGE), np.asarray(hi) + 1e-12)
-        self.heavy_host = any(
-            latency_class(s, base.conv_dispatch, base.threads) in HEAVY_HOST_CLASSES
-            for r in rows
-            for s in r.specs
-            if not count(s).alias
-        )
+        self.heavy_host = bool(classes & HEAVY_HOST_CLASSES)
         scale = {g: (self._compute_prior(g), self.prior[f"efficiency_{g}"]) for g in self.groups}
         self.heavy_ratio = _heavy_ratios(extras)
         self.layers = [
