@@ -127,8 +127,11 @@ _parameter_free(nn.Identity, S.IDENTITY)
 
 @register_bench(S.ADD)
 def _add(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
-    """``x + y`` in a block's forward: a functional op, no module call."""
-    ys = [torch.randn(spec.in_shape, device=x.device) for _ in range(spec.num_inputs - 1)]
+    """``x + y`` (or ``x + 3.0``, ``x + bias``) in a block's forward: a functional op."""
+    if spec.num_inputs == 1:
+        return lambda: x + 3.0
+    ys = [torch.randn(spec.other_shape or spec.in_shape, device=x.device)
+          for _ in range(spec.num_inputs - 1)]
 
     def add() -> Any:
         out = x

@@ -250,30 +250,13 @@ def global_avgpool2d(spec: LayerSpec) -> Counts:
     )
 
 
-@register(S.ADD)
-def add(spec: LayerSpec) -> Counts:
-    """Element-wise sum of ``num_inputs`` equal tensors (ShuffleNet V2 G4: not free)."""
-    elems = math.prod(spec.in_shape)
-    return Counts(
-        out_shape=spec.in_shape,
-        params=0,
-        bias_params=0,
-        macs=0,
-        other_ops=(spec.num_inputs - 1) * elems,
-        input_elements=spec.num_inputs * elems,
-        output_elements=elems,
-        weight_elements=0,
-    )
+def _elementwise(spec: LayerSpec) -> Counts:
+    """One op per output element over operands read once, written to a tensor of ``in_shape``.
 
-
-@register(S.MUL)
-def mul(spec: LayerSpec) -> Counts:
-    """Element-wise product: one multiply per output element, never part of MACs.
-
-    Three cases, all writing a tensor of ``in_shape``:
-    - ``num_inputs=1``: times a Python scalar (NAS-Bench-201's zero op runs ``x.mul(0.)``);
-      reads x once;
-    - ``num_inputs>=2`` of equal shape: (num_inputs - 1) multiplies per element;
+    Three cases:
+    - ``num_inputs=1``: with a Python scalar (``x + 3``, ``x / 6``, NAS-Bench-201's zero op
+      ``x.mul(0.)``); reads x once;
+    - ``num_inputs>=2`` of equal shape: (num_inputs - 1) ops per element;
     - ``num_inputs=2`` with ``other_shape``: the second operand broadcasts, as the
       squeeze-and-excitation gate does (Hu et al., CVPR 2018, Eq. 4: x~_c = s_c * u_c,
       s of shape (N, C, 1, 1)); it is read once, not once per element (ShuffleNet V2's
@@ -306,6 +289,21 @@ def mul(spec: LayerSpec) -> Counts:
         output_elements=elems,
         weight_elements=0,
     )
+
+
+@register(S.ADD)
+def add(spec: LayerSpec) -> Counts:
+    """Element-wise sum or difference (ShuffleNet V2 G4: element-wise ops are not free).
+
+    A difference costs as a sum: one op per element over the same tensors.
+    """
+    return _elementwise(spec)
+
+
+@register(S.MUL)
+def mul(spec: LayerSpec) -> Counts:
+    """Element-wise product or quotient, never part of MACs (a quotient costs as a product)."""
+    return _elementwise(spec)
 
 
 @register(S.CHANNEL_SHUFFLE)

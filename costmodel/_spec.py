@@ -63,10 +63,10 @@ class LayerSpec:
     groups: int = 1  # conv2d groups; channel_shuffle groups
     bias: bool = False
     affine: bool = True  # batchnorm2d
-    # add / mul / concat: tensor operands (mul: 1 = times a Python scalar)
+    # add / mul / concat: tensor operands (add, mul: 1 = with a Python scalar)
     num_inputs: int = 1
-    # mul: shape of the second operand when it broadcasts over in_shape (a squeeze-and-
-    # excitation gate (N, C, 1, 1)); () when both operands have in_shape.
+    # add / mul: shape of the second operand when it broadcasts over in_shape (a squeeze-
+    # and-excitation gate (N, C, 1, 1)); () when both operands have in_shape.
     other_shape: tuple[int, ...] = ()
     name: str = field(default="", compare=False)
     inputs: tuple[str, ...] = field(default=(), compare=False)

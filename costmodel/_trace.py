@@ -80,8 +80,13 @@ _ACTIVATION_METHODS = {
 }
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
+_SUB_FUNCTIONS = (operator.sub, operator.isub, torch.sub, torch.subtract, torch.rsub)
+_SUB_METHODS = ("sub", "sub_", "subtract", "subtract_", "rsub")
 _MUL_FUNCTIONS = (operator.mul, operator.imul, torch.mul)
 _MUL_METHODS = ("mul", "mul_")
+_DIV_NEG_FUNCTIONS = (operator.truediv, operator.itruediv, torch.div, torch.true_divide,
+                      operator.neg, torch.neg)
+_DIV_NEG_METHODS = ("div", "div_", "true_divide", "true_divide_", "neg", "neg_")
 _FLATTEN_FUNCTIONS = (torch.flatten,)
 _FLATTEN_METHODS = ("flatten", "view", "reshape")
 _CONCAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
@@ -102,6 +107,7 @@ class _Layer:
 
     op: str
     kw: dict[str, Any]
+    label: str = ""  # what the default name says when it is not ``op`` (sub, truediv)
 
 
 def _bind(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str],
@@ -234,12 +240,17 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         return _Layer(_ACTIVATION_FUNCTIONS[target], {})
     if isinstance(target, str) and target in _ACTIVATION_METHODS:
         return _Layer(_ACTIVATION_METHODS[target], {})
-    if target in _ADD_FUNCTIONS or (isinstance(target, str) and target in _ADD_METHODS):
+    # Operands of sums and products are sorted out in _elementwise_operands. A difference
+    # costs as a sum and a quotient or negation as a product: one op per element over
+    # the same tensors (OFA's and MobileNetV3 ports' h_swish, x * relu6(x + 3) / 6).
+    if _is(target, _ADD_FUNCTIONS, _ADD_METHODS) or _is(target, _SUB_FUNCTIONS, _SUB_METHODS):
         if kwargs.get("alpha", 1) != 1:
             raise _Unsupported(f"alpha={kwargs['alpha']!r}")
-        return _Layer(S.ADD, dict(num_inputs=2))
-    if target in _MUL_FUNCTIONS or (isinstance(target, str) and target in _MUL_METHODS):
-        return _Layer(S.MUL, {})  # operands are sorted out in _mul_operands
+        return _Layer(S.ADD, {}, "" if _is(target, _ADD_FUNCTIONS, _ADD_METHODS) else "sub")
+    if _is(target, _MUL_FUNCTIONS, _MUL_METHODS):
+        return _Layer(S.MUL, {})
+    if _is(target, _DIV_NEG_FUNCTIONS, _DIV_NEG_METHODS):
+        return _Layer(S.MUL, {}, _target_name(target).rstrip("_"))
     if target in _FLATTEN_FUNCTIONS or (isinstance(target, str) and target in _FLATTEN_METHODS):
         return _Layer(S.FLATTEN, {})
     if target in _CONCAT_FUNCTIONS:
@@ -285,6 +296,11 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             return _Layer(S.GLOBAL_AVGPOOL2D, {})
         raise _Unsupported(f"mean over dim={a['dim']!r} (only (2, 3) of (N, C, H, W) is costed)")
     raise _Unsupported("")
+
+
+def _is(target: Any, functions: tuple[Any, ...], methods: tuple[str, ...]) -> bool:
+    """Whether ``target`` (a function or, for call_method, a method name) is one of these."""
+    return target in methods if isinstance(target, str) else target in functions
 
 
 def _is_channel_slice(index: Any) -> bool:
@@ -514,7 +530,7 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
                 layer, reason = None, str(e)
             if layer is not None and layer.op == S.SPLIT:
                 out_shape = in_shape  # the views, together
-            kind = layer.op if layer else what
+            kind = (layer.label or layer.op) if layer else what
             owner = _owner(node)
             name = f"{owner}.{kind}" if owner else kind
         key = f"node:{node.name}"
@@ -584,13 +600,10 @@ def _check_layer(site: _Site) -> str:
     layer = site.layer
     if layer is None:
         return site.reason
-    if layer.op == S.ADD and (len(site.other_shapes) != 1 or site.other_shapes[0] != site.in_shape):
+    if layer.op in (S.ADD, S.MUL) and _elementwise_operands(site) is None:
         shapes = [site.in_shape, *site.other_shapes]
-        return f"broadcasting or scalar add: operands of shapes {shapes}"
-    if layer.op == S.MUL and _mul_operands(site) is None:
-        shapes = [site.in_shape, *site.other_shapes]
-        return (f"broadcasting product: operands of shapes {shapes} (costed: equal shapes, "
-                "a scalar, or one operand of the same rank with 1 in some dims)")
+        return (f"broadcasting {layer.label or layer.op}: operands of shapes {shapes} (costed: "
+                "equal shapes, a scalar, or one operand of the same rank with 1 in some dims)")
     if layer.op == S.CONCAT and _concat_operands(site) is None:
         shapes = [site.in_shape, *site.other_shapes]
         return f"concat of operands of shapes {shapes} (costed: (N, C_i, H, W) along dim 1)"
@@ -599,15 +612,15 @@ def _check_layer(site: _Site) -> str:
     return ""
 
 
-def _mul_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]] | None:
-    """(in_shape, keywords) of a traced product; None when the formula cannot cost it.
+def _elementwise_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]] | None:
+    """(in_shape, keywords) of a traced sum or product; None when the formula cannot cost it.
 
     The operand of the output's shape becomes ``in_shape``, whichever side it was
     written on, and a broadcast one (an SE gate) ``other_shape``.
     """
     shapes = [site.in_shape, *site.other_shapes]
     if len(shapes) == 1:
-        return site.in_shape, {"num_inputs": 1}  # times a Python scalar
+        return site.in_shape, {"num_inputs": 1}  # with a Python scalar
     out = site.out_shape
     small = [s for s in shapes if s != out]
     if not small:
@@ -648,8 +661,8 @@ def _to_specs(sites: list[_Site]) -> tuple[tuple[LayerSpec, ...], tuple[str, ...
             continue
         layer = site.layer
         in_shape, kw = site.in_shape, layer.kw
-        if layer.op == S.MUL:
-            in_shape, kw = _mul_operands(site)  # type: ignore[misc]  # checked above
+        if layer.op in (S.ADD, S.MUL):
+            in_shape, kw = _elementwise_operands(site)  # type: ignore[misc]  # checked above
         elif layer.op == S.CONCAT:
             kw = _concat_operands(site)  # type: ignore[assignment]  # checked above
         spec = LayerSpec(op=layer.op, in_shape=in_shape, name=name, inputs=inputs, **kw)

@@ -169,6 +169,19 @@ def test_mul_counts() -> None:
     assert (sc.other_ops, sc.mac_elements) == (1_024, 2_048)
 
 
+def test_add_counts() -> None:
+    # two equal operands of 16*8*8 = 1,024: 1,024 adds, 2,048 read, 1,024 written
+    eq = count(LayerSpec("add", (1, 16, 8, 8), num_inputs=2))
+    assert (eq.other_ops, eq.input_elements, eq.output_elements) == (1_024, 2_048, 1_024)
+    # three operands: 2 adds per element; plus a Python scalar (x + 3): 1 add, x read once
+    assert count(LayerSpec("add", (1, 16, 8, 8), num_inputs=3)).other_ops == 2_048
+    sc = count(LayerSpec("add", (1, 16, 8, 8)))
+    assert (sc.other_ops, sc.input_elements, sc.output_elements) == (1_024, 1_024, 1_024)
+    # a per-channel bias (1, 16, 1, 1): read once, 16 values
+    b = count(LayerSpec("add", (1, 16, 8, 8), num_inputs=2, other_shape=(1, 16, 1, 1)))
+    assert (b.other_ops, b.input_elements) == (1_024, 1_040)
+
+
 def test_mul_rejects_what_does_not_broadcast() -> None:
     with pytest.raises(ValueError, match=r"other_shape=\(1, 8, 1, 1\) does not broadcast"):
         count(LayerSpec("mul", (1, 16, 8, 8), num_inputs=2, other_shape=(1, 8, 1, 1)))
