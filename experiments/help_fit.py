@@ -10,8 +10,10 @@ of predictions within +-10% / +-25%, for
    from the datasheet profile; a GPU without NAS-Bench-201 rows (V100) gets
    the median host costs of the others. Then, per OFA GPU, the three conv
    efficiencies NAS-Bench-201 cannot identify (``OFA_PRIOR_FREE``) on 40 OFA
-   subnets with even ``arch_idx`` at batch 64 (``--nb201-priors-only`` skips
-   this). Reported ONLY on the held-out half, odd ``arch_idx``, of both spaces.
+   subnets with even ``arch_idx`` at batch 64, costed as OFA's code runs them
+   (``eager_layers``); GPUs on the same die take those values (``SAME_DIE``).
+   ``--nb201-priors-only`` skips this. Reported ONLY on the held-out half, odd
+   ``arch_idx``, of both spaces.
 2. fitted: ``fit_networks`` on 10 random networks of that GPU and batch from
    the prior, predicting the rest of the sample; repeated over ``--draws``
    draws, the median of each statistic reported.
@@ -85,6 +87,11 @@ OFA_PRIOR_FREE = (
     "compute_efficiency_depthwise_conv",
     "efficiency_depthwise_conv",
 )
+# GPUs on the die of an OFA GPU run the same depthwise and wide-1x1 kernels, so they take
+# its OFA-fitted values instead of the published Hopper ones. Chosen on the development
+# half: the Turing pair's (2080 Ti, Titan RTX: TU102) values predict the other card's
+# OFA networks at batch 32 / 64 within 2.7-6.3% against 5.0-8.4% with the published ones.
+SAME_DIE = {"gtx1080ti": "titan-xp", "titan-x-pascal": "titan-xp"}  # GP102
 NB201_GPUS = {
     "1080ti": "gtx1080ti",
     "2080ti": "rtx2080ti",
@@ -122,8 +129,8 @@ _LOWERED: dict[tuple[NB201Net | OFANet, int], MeasuredNetwork] = {}
 def measured_network(net: Net, gpu: str, batch: int) -> MeasuredNetwork:
     key = (net.net, batch)
     if key not in _LOWERED:
-        specs = tuple(net.net.lower(batch))
-        launched = sum(1 for s in net.net.lower(1) if not costmodel.count(s).alias)
+        specs = net.net.eager_layers(batch)
+        launched = sum(1 for s in net.net.eager_layers(1) if not costmodel.count(s).alias)
         extra = net.net.eager_kernels() - launched
         _LOWERED[key] = MeasuredNetwork(specs, 1.0, extra_kernels=extra)
     m = _LOWERED[key]
@@ -256,7 +263,24 @@ def fit_priors(
     priors["v100"] = with_host(datasheet_prior(hw_profiles.load("v100")), host)
     if ofa is not None:
         record["ofa_convs"] = fit_ofa_convs(priors, ofa)
+        for name, source in SAME_DIE.items():
+            priors[name] = with_ofa_convs(priors[name], priors[source])
     return priors, record
+
+
+def with_ofa_convs(hw: HardwareProfile, source: HardwareProfile) -> HardwareProfile:
+    """``hw`` with ``source``'s fp32 efficiencies of OFA_PRIOR_FREE (see SAME_DIE)."""
+    return dataclasses.replace(
+        hw,
+        compute_efficiency=MappingProxyType({
+            **hw.compute_efficiency,
+            "pointwise_conv": source.compute_efficiency["pointwise_conv"],
+            "depthwise_conv": source.compute_efficiency["depthwise_conv"],
+        }),
+        memory_efficiency=MappingProxyType({
+            **hw.memory_efficiency, "depthwise_conv": source.memory_efficiency["depthwise_conv"],
+        }),
+    )
 
 
 def fit_ofa_convs(priors: dict[str, HardwareProfile], ofa: list[Net]) -> dict[str, Any]:
@@ -328,6 +352,10 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
                "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
+        elif name in SAME_DIE and SAME_DIE[name] in ofa_fit:
+            why += (f"\nfp32 depthwise (compute, memory) and pointwise (compute) efficiencies: "
+                    f"{SAME_DIE[name]}'s, fitted on its\nonce-for-all subnets (same die, same "
+                    "kernels; HELP timed no OFA on this GPU).")
         fit = {"base": f"{name} (datasheet)", "rows": 2 * PRIOR_NETS, "sha": sha, "date": date}
         _write_fitted(path, priors[name], why, r, fit)
     host = record["median_host"]
@@ -390,8 +418,10 @@ def _write_fitted(path: Path, hw: HardwareProfile, why: str, r: dict[str, Any],
 def _ofa_note(r: dict[str, Any]) -> str:
     return (f"\nfp32 depthwise (compute, memory) and pointwise (compute) efficiencies then "
             f"refitted alone on {OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
-            f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}): NAS-Bench-201 has no "
-            "depthwise conv\nand only small 1x1 convs.")
+            f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}), costed as OFA's code runs "
+            "them\n"
+            "(h_swish as four element-wise kernels): NAS-Bench-201 has no depthwise conv and only "
+            "small 1x1 convs.")
 
 
 def with_host(hw: HardwareProfile, host: dict[str, float]) -> HardwareProfile:
@@ -494,6 +524,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         z, u = res["zero_shot"], res["unseen_cpu"]
         print(f"nb201 {cpu} b1: zero-shot rho {z['spearman']:.3f} MdAPE {z['mdape']:.1%} | "
               f"others' median rho {u['spearman']:.3f} MdAPE {u['mdape']:.1%}", flush=True)
+    same_die = same_die_check(ofa_eval, priors) if not args.nb201_priors_only else []
     cross = []
     for gpu_nb, gpu_ofa, name in (("2080ti", "2080ti", "rtx2080ti"),
                                   ("titan_rtx", "titan_rtx", "titan-rtx"),
@@ -502,7 +533,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res = cross_space(nb201, ofa_eval, gpu_nb, gpu_ofa, b, priors[name], args.draws,
                               args.seed)
             cross.append({"gpu": gpu_ofa, "batch": b, **res})
-    return {"priors": record, "results": results, "cross_space": cross}
+    return {"priors": record, "results": results, "cross_space": cross, "same_die": same_die}
+
+
+# The one pair of OFA GPUs on one die (TU102): how SAME_DIE's rule does on held-out networks.
+TURING_PAIR = (("2080ti", "rtx2080ti", "titan-rtx"), ("titan_rtx", "titan-rtx", "rtx2080ti"))
+
+
+def same_die_check(
+    ofa: list[Net], priors: dict[str, HardwareProfile]
+) -> list[dict[str, Any]]:
+    """Each Turing card's OFA networks predicted zero-shot with its own fitted values, the
+    other card's (SAME_DIE's rule) and the published Hopper ones (every other GPU's)."""
+    published = {"compute_efficiency": DATASHEET_CONV_LINEAR,
+                 "memory_efficiency": DATASHEET_CONV_LINEAR}
+    out = []
+    for gpu, name, other in TURING_PAIR:
+        hw = priors[name]
+        variants = {
+            "own": hw,
+            "same_die": with_ofa_convs(hw, priors[other]),
+            "published": with_ofa_convs(hw, dataclasses.replace(hw, **published)),
+        }
+        for b in (32, OFA_PRIOR_BATCH):
+            rows = [measured_network(n, gpu, b) for n in ofa]
+            meas = [r.latency_s for r in rows]
+            out.append({"gpu": gpu, "batch": b, "from": other, **{
+                k: agreement(predict_networks(v, rows), meas) for k, v in variants.items()}})
+    return out
 
 
 def _fitted_values(hw: HardwareProfile) -> dict[str, float]:
@@ -583,6 +641,16 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
     for c in res["cross_space"]:
         lines.append(f"| {c['gpu']} | {c['batch']} | {c['spearman']:.3f} | {c['mdape']:.1%} | "
                      f"{c['within_10']:.0%} | {c['within_25']:.0%} | {c['median_ratio']:.2f} |")
+    if res.get("same_die"):
+        lines += ["", "Same die (SAME_DIE's rule, for GPUs HELP timed no OFA on): each TU102 "
+                  "card's held-out OFA networks predicted with its own fitted depthwise / "
+                  "pointwise efficiencies, with the other card's, and with the published "
+                  "Hopper values the GPUs without OFA rows otherwise keep (Spearman / MdAPE).",
+                  "", "| GPU | batch | own | other card's | published |", "|---|---|---|---|---|"]
+        for c in res["same_die"]:
+            cells = " | ".join(f"{c[k]['spearman']:.3f} / {c[k]['mdape']:.1%}"
+                               for k in ("own", "same_die", "published"))
+            lines.append(f"| {c['gpu']} | {c['batch']} | {cells} |")
     lines += ["", "Priors fitted (seconds; efficiencies as fractions):", ""]
     nb201_priors = {n: r for n, r in res["priors"].items() if n in NB201_GPUS.values()}
     ofa_priors = res["priors"].get("ofa_convs", {})

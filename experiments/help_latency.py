@@ -158,7 +158,7 @@ def run_space(name: str, space: Space, args: argparse.Namespace) -> dict[str, An
         lowered: dict[NB201Net | OFANet, tuple[LayerSpec, ...]] = {}
         for net in nets:
             if net not in lowered:
-                lowered[net] = net.lower(batch)
+                lowered[net] = net.eager_layers(batch)
         work: dict[NB201Net | OFANet, tuple[int, int]] = {}
         columns = {f"{c}_{batch}": (c, hw) for c, hw in space.devices.items()}
         if batch == 1:
@@ -280,9 +280,10 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         "Not a held-out figure: the GPU and CPU profiles' eager costs and efficiencies were fitted "
         "to HELP networks with even `arch_idx` (experiments/help_fit.py), and this sample "
-        "draws from both halves. Networks are costed as lowered, without the kernels the "
-        "reference code adds (NAS-Bench-201's scalar adds, OFA's 4-kernel h_swish), so "
-        "batch-1 times read low here. experiments/results/help_fit.md reports the odd, "
+        "draws from both halves. Networks are costed as their reference code runs them "
+        "(`eager_layers`: NAS-Bench-201's node sums from `0 + x`, OFA's h_swish as its four "
+        "element-wise kernels) but without the second mean of OFA's global pools, a kernel "
+        "no layer stands for. experiments/results/help_fit.md reports the odd, "
         "held-out half with those kernels counted.",
         "",
     ]

@@ -28,9 +28,10 @@ node, each edge one of:
 One difference from NB201's code is deliberate: ``InferCell`` sums a node with
 Python's ``sum()``, which starts from the integer 0, so eager PyTorch runs one
 extra ``0 + x`` scalar-add kernel per node (3 per cell, 45 per network, the
-same count for every cell string). The cost model has no scalar-add kind and
-adding zero is no arithmetic, so the node sum here starts from its first edge;
-``EAGER_SCALAR_ADDS`` counts the kernels this leaves out of an eager run.
+same count for every cell string), each reading and writing the node's tensor.
+Adding zero is no arithmetic, so ``lower`` (and ``build``) start the node sum
+from its first edge; ``eager_layers``, NB201's code as it runs, starts from 0
+(``EAGER_SCALAR_ADDS`` more layers).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class NB201Net:
     # -- derived ----------------------------------------------------------------
     def lower(self, batch: int = 1) -> tuple[LayerSpec, ...]:
         """The layers in execution order, named as ``profile(self.build())`` names them."""
+        return self._lower(batch, zero_start=False)
+
+    def _lower(self, batch: int, zero_start: bool) -> tuple[LayerSpec, ...]:
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch={batch!r} must be an int >= 1")
         net = Layers()
@@ -158,7 +162,7 @@ class NB201Net:
             x = (
                 _lower_resblock(net, f"cells.{i}", x, c)
                 if reduction
-                else _lower_cell(net, f"cells.{i}", x, self.ops)
+                else _lower_cell(net, f"cells.{i}", x, self.ops, zero_start)
             )
         x = net.emit("lastact.0", "batchnorm2d", x)
         x = net.emit("lastact.1", "relu", x)
@@ -171,9 +175,13 @@ class NB201Net:
         """The network as NB201 defines it (PyTorch default init, training mode)."""
         return TinyNetwork(self.ops, self.num_classes)
 
+    def eager_layers(self, batch: int = 1) -> tuple[LayerSpec, ...]:
+        """The layers NB201's own eager code runs: ``lower``'s plus each node sum's ``0 + x``."""
+        return self._lower(batch, zero_start=True)
+
     def eager_kernels(self) -> int:
         """Kernels NB201's own eager code launches for one forward pass (see the module doc)."""
-        return EAGER_SCALAR_ADDS + sum(1 for s in self.lower(1) if s.op != "flatten")
+        return sum(1 for s in self.eager_layers(1) if s.op != "flatten")
 
 
 def _parse_cell(cell: str, s: str) -> tuple[str, ...]:
@@ -215,7 +223,10 @@ def _lower_edge(net: Layers, p: str, op: str, x: Tensor) -> Tensor:
     return net.emit(f"{p}.op.2", "batchnorm2d", x)
 
 
-def _lower_cell(net: Layers, p: str, x: Tensor, ops: tuple[str, ...]) -> Tensor:
+def _lower_cell(
+    net: Layers, p: str, x: Tensor, ops: tuple[str, ...], zero_start: bool = False
+) -> Tensor:
+    """A cell; ``zero_start``: each node sum starts from 0, as NB201's ``sum()`` does."""
     nodes = [x]
     adds = 0
     for j in (1, 2, 3):
@@ -224,13 +235,14 @@ def _lower_cell(net: Layers, p: str, x: Tensor, ops: tuple[str, ...]) -> Tensor:
             if node != j:
                 continue
             y = _lower_edge(net, f"{p}.layers.{e}", op, nodes[src])
-            if acc is None:
+            name = f"{p}.add" + (f"_{adds}" if adds else "")  # as profile names repeats
+            if acc is None and not zero_start:
                 acc = y
-            else:  # profile names repeated calls add, add_1, add_2...
-                acc = net.emit(
-                    f"{p}.add" + (f"_{adds}" if adds else ""), "add", acc, y, num_inputs=2
-                )
-                adds += 1
+                continue
+            acc = net.emit(name, "add", y) if acc is None else net.emit(
+                name, "add", acc, y, num_inputs=2
+            )
+            adds += 1
         assert acc is not None  # every node has at least one edge
         nodes.append(acc)
     return nodes[-1]

@@ -24,16 +24,17 @@ Deliberate differences from OFA's code, none of which changes a parameter or a
 count of MACs: OFA's ``Hswish`` computes ``x * relu6(x + 3) / 6`` and
 ``Hsigmoid`` ``relu6(x + 3) / 6`` as separate eager kernels (4 and 3), and its
 global pools run ``x.mean(3).mean(2)`` (2 kernels); here they are
-``nn.Hardswish``, ``nn.Hardsigmoid`` and one ``mean((2, 3))``, the single
-layer kinds the cost model knows. ``eager_kernels`` counts what OFA's eager
-PyTorch launches.
+``nn.Hardswish``, ``nn.Hardsigmoid`` and one ``mean((2, 3))``, the fused
+forms PyTorch provides. ``lower`` costs this module; ``eager_layers`` costs OFA's
+own code (each h_swish four element-wise kernels over the whole tensor, so
+about 4.5x the memory traffic), and ``eager_kernels`` counts what it launches.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -206,15 +207,49 @@ class OFANet:
                 cin = width
         return MobileNetV3(blocks, cin, self.num_classes)
 
+    def eager_layers(self, batch: int = 1) -> tuple[LayerSpec, ...]:
+        """The layers OFA's own eager code runs, named as ``profile`` names them there.
+
+        OFA's ``Hswish`` is ``x * relu6(x + 3) / 6`` and its ``Hsigmoid``
+        ``relu6(x + 3) / 6``: one element-wise layer per operator. The global
+        pool's second mean, over a (N, C, H) tensor, is left to ``eager_kernels``.
+        """
+        renamed: dict[str, str] = {}
+        out: list[LayerSpec] = []
+        for spec in self.lower(batch):
+            inputs = tuple(renamed.get(i, i) for i in spec.inputs)
+            if spec.op not in _OFA_HARD_ACTIVATIONS:
+                out.append(replace(spec, inputs=inputs))
+                continue
+            renamed[spec.name] = _lower_hard_activation(out, spec, inputs)
+        return tuple(out)
+
     def eager_kernels(self) -> int:
         """Kernels OFA's own eager code launches for one forward pass (see the module doc).
 
-        Each lowered layer is one kernel except views; OFA's h_swish runs 4
-        (add, relu6, mul, div), its h_sigmoid 3 and each global pool 2.
+        Each of ``eager_layers`` is one kernel except views, and each global pool
+        (``x.mean(3).mean(2)``) launches a second one.
         """
-        extra = {"hardswish": 3, "hardsigmoid": 2, "global_avgpool2d": 1}
-        specs = self.lower(1)
-        return sum(1 + extra.get(s.op, 0) for s in specs if s.op not in ("flatten", "identity"))
+        specs = self.eager_layers(1)
+        return sum(1 + (s.op == "global_avgpool2d") for s in specs
+                   if s.op not in ("flatten", "identity"))
+
+
+_OFA_HARD_ACTIVATIONS = ("hardswish", "hardsigmoid")
+
+
+def _lower_hard_activation(out: list[LayerSpec], spec: LayerSpec, inputs: tuple[str, ...]) -> str:
+    """Append OFA's h_swish / h_sigmoid as its element-wise kernels; return the last name."""
+    n, shape = spec.name, spec.in_shape
+    out.append(LayerSpec("add", shape, name=f"{n}.add", inputs=inputs))  # x + 3
+    out.append(LayerSpec("relu6", shape, name=f"{n}.relu6", inputs=(f"{n}.add",)))
+    last = f"{n}.relu6"
+    if spec.op == "hardswish":  # x * relu6(x + 3)
+        out.append(LayerSpec("mul", shape, name=f"{n}.mul", inputs=(inputs[0], last),
+                             num_inputs=2))
+        last = f"{n}.mul"
+    out.append(LayerSpec("mul", shape, name=f"{n}.truediv", inputs=(last,)))  # / 6
+    return f"{n}.truediv"
 
 
 def _ints(text: str) -> tuple[int, ...]:

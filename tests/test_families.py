@@ -9,6 +9,8 @@ OFA's ``count_net_flops`` counts conv and linear multiply-accumulates.
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,6 +177,80 @@ def test_ofa_eager_kernel_count_golden() -> None:
     # at 2 extra; 7 global pools (6 SE + head) at 1 extra: 137 + 45 + 12 + 7 = 201
     assert len(specs) == 139
     assert OFA_MIN.eager_kernels() == 201
+
+
+class _OFAHswish(torch.nn.Module):
+    """OFA's Hswish (ofa/utils/layers.py): four eager kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * F.relu6(x + 3.0, inplace=True) / 6.0
+
+
+class _OFAHsigmoid(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x + 3.0, inplace=True) / 6.0
+
+
+def _as_ofa_code(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with PyTorch's fused hard activations swapped for OFA's own."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Hardswish):
+            setattr(module, name, _OFAHswish())
+        elif isinstance(child, torch.nn.Hardsigmoid):
+            setattr(module, name, _OFAHsigmoid())
+        else:
+            _as_ofa_code(child)
+    return module
+
+
+@pytest.mark.parametrize("row", OFA_ROWS[:1])
+def test_ofa_eager_layers_are_what_profile_reads_in_ofas_code(row: tuple[str, ...]) -> None:
+    net = ofa_row(*row)
+    rep = costmodel.profile(_as_ofa_code(net.build().eval()), (2, *net.input_shape))
+    assert rep.unsupported == ()
+    mine = net.eager_layers(2)
+    assert [(x.name, x.op, x.in_shape) for x in rep.layers] == [
+        (s.name, s.op, s.in_shape) for s in mine
+    ]
+    assert rep.total.mac_elements == costmodel.analyze(mine).total.mac_elements
+    # each h_swish is add, relu6, mul, truediv over its whole tensor: 2 + 2 + 3 + 2 = 9
+    # tensor passes where nn.Hardswish makes 2; parameters and MACs do not change
+    fused = costmodel.analyze(net.lower(2))
+    assert fused.total.mac_elements < rep.total.mac_elements
+    assert (fused.total.params, fused.total.macs) == (rep.total.params, rep.total.macs)
+    # every launched layer is a kernel; each global pool's second mean is one more
+    launched = sum(1 for s in mine if not costmodel.count(s).alias)
+    pools = sum(1 for s in mine if s.op == "global_avgpool2d")
+    assert net.eager_kernels() == launched + pools
+
+
+def _nb201_code_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """NB201's InferCell.forward: each node is Python's ``sum()``, which starts from 0."""
+    nodes = [x]
+    for j in (1, 2, 3):
+        nodes.append(sum(self.layers[e](nodes[src]) for e, (node, src) in enumerate(EDGES)
+                         if node == j))
+    return nodes[-1]
+
+
+@pytest.mark.parametrize("cell", NB201_STRINGS[2:4])
+def test_nb201_eager_layers_are_what_profile_reads_in_nb201s_code(
+    cell: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = NB201Net.from_string(cell)
+    model = net.build().eval()
+    cell_type = type(model.cells[0])
+    monkeypatch.setattr(cell_type, "forward", _nb201_code_forward)
+    rep = costmodel.profile(model, (2, *net.input_shape))
+    mine = net.eager_layers(2)
+    assert rep.unsupported == ()
+    assert [(x.name, x.op, x.in_shape) for x in rep.layers] == [
+        (s.name, s.op, s.in_shape) for s in mine
+    ]
+    # one 0 + x per node, 3 per cell, 15 cells: each reads and writes the node's tensor
+    scalar_adds = [s for s in mine if s.op == "add" and s.num_inputs == 1]
+    assert len(scalar_adds) == len(mine) - len(net.lower(2)) == 45
+    assert net.eager_kernels() == len(mine) - 1  # every layer but the flatten view
 
 
 def test_ofa_help_row_picks_the_active_slots() -> None:

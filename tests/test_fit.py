@@ -396,3 +396,21 @@ def test_unusable_rows_are_refused_by_line_and_too_few_exit_2(tmp_path: Path) ->
     assert "m.csv:2:" not in err
     assert "1 usable row(s), need at least 3" in err
     assert not (tmp_path / "out.toml").exists()
+
+
+def test_fit_cli_costs_family_strings_as_their_own_code_runs(tmp_path: Path) -> None:
+    from hw_profiles._cli import ModelResolver
+
+    resolver = ModelResolver(tmp_path)
+    ofa = OFANet(128, (3,) * 10, (3,) * 10, (2,) * 5)
+    low = resolver.lower(ofa.to_string(), (3, 128, 128), 4)
+    # OFA's h_swish is four element-wise layers (x + 3, relu6, x * ., / 6), not one
+    assert low.specs == ofa.eager_layers(4) and len(low.specs) > len(ofa.lower(4))
+    assert any(s.name.endswith(".act.truediv") for s in low.specs)
+    # what no layer stands for: the second mean of each global pool (6 SE blocks + head)
+    assert low.extra_kernels == 7
+    nb = NB201Net.from_string(CELLS[0])
+    low = resolver.lower(nb.to_string(), (3, 32, 32), 2)
+    # NAS-Bench-201's node sums start from 0 (Python's sum()): 45 `0 + x` layers more
+    assert low.specs == nb.eager_layers(2) and low.extra_kernels == 0
+    assert len(low.specs) == len(nb.lower(2)) + 45

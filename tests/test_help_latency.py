@@ -60,7 +60,7 @@ def tables(tmp_path: Path, mod: ModuleType) -> None:
     cols += list(nb.batch1_columns)
     rows = []
     for i, s in enumerate(NB201):
-        specs = NB201Net.from_string(s).lower(1)
+        specs = NB201Net.from_string(s).eager_layers(1)
         own = {"1080ti_1": costmodel.analyze(specs, "gtx1080ti").total.latency_s,
                "gold_6226": costmodel.analyze(specs, "xeon-gold-6226").total.latency_s}
         rows.append([i, s, *[own[c] * 1e3 if c in own else 1.0 + i for c in cols]])
@@ -70,7 +70,7 @@ def tables(tmp_path: Path, mod: ModuleType) -> None:
     rows = []
     for i, r in enumerate(OFA):
         net = OFANet.from_help_row(dict(zip(("r", "ks20", "e20", "d5"), r, strict=True)))
-        own = costmodel.analyze(net.lower(64), "rtx2080ti").total.latency_s
+        own = costmodel.analyze(net.eager_layers(64), "rtx2080ti").total.latency_s
         rows.append([i, *r, *[own * 1e3 if c == "2080ti_64" else 2.0 + i for c in cols]])
     write(tmp_path / ofa.csv, ["arch_idx", "r", "ks20", "e20", "d5", *cols], rows)
     rows = []
