@@ -129,10 +129,8 @@ _LOWERED: dict[tuple[NB201Net | OFANet, int], MeasuredNetwork] = {}
 def measured_network(net: Net, gpu: str, batch: int) -> MeasuredNetwork:
     key = (net.net, batch)
     if key not in _LOWERED:
-        specs = net.net.eager_layers(batch)
-        launched = sum(1 for s in net.net.eager_layers(1) if not costmodel.count(s).alias)
-        extra = net.net.eager_kernels() - launched
-        _LOWERED[key] = MeasuredNetwork(specs, 1.0, extra_kernels=extra)
+        _LOWERED[key] = MeasuredNetwork(net.net.eager_layers(batch), 1.0,
+                                        extra_kernels=net.net.eager_extra_kernels())
     m = _LOWERED[key]
     return MeasuredNetwork(m.specs, net.measured(gpu, batch), extra_kernels=m.extra_kernels)
 

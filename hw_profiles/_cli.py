@@ -361,9 +361,7 @@ class ModelResolver:
                 raise RowError(f"model={text!r}: {e}") from None
             _same_shape(net.input_shape, shape)
             # HELP and most users time these networks with the family's own code
-            specs = net.eager_layers(batch)
-            launched = sum(1 for s in net.eager_layers(1) if not _is_view(s))
-            return _Lowered(specs, max(net.eager_kernels() - launched, 0))
+            return _Lowered(net.eager_layers(batch), net.eager_extra_kernels())
         if ".py:" in text:
             return _Lowered(self._trace(text, shape, batch), 0)
         try:
@@ -382,12 +380,6 @@ class ModelResolver:
             return ModuleNetwork(text, shape, self.csv_dir).lower(batch)
         except ValueError as e:  # names the model and what went wrong with it
             raise RowError(str(e)) from None
-
-
-def _is_view(spec: LayerSpec) -> bool:
-    from costmodel import count
-
-    return count(spec).alias
 
 
 def _same_shape(own: Sequence[int], shape: tuple[int, int, int]) -> None:

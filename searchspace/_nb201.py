@@ -179,6 +179,10 @@ class NB201Net:
         """The layers NB201's own eager code runs: ``lower``'s plus each node sum's ``0 + x``."""
         return self._lower(batch, zero_start=True)
 
+    def eager_extra_kernels(self) -> int:
+        """Kernels NB201's eager code launches that no layer of ``eager_layers`` stands for."""
+        return 0
+
     def eager_kernels(self) -> int:
         """Kernels NB201's own eager code launches for one forward pass (see the module doc)."""
         return sum(1 for s in self.eager_layers(1) if s.op != "flatten")

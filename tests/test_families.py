@@ -221,6 +221,7 @@ def test_ofa_eager_layers_are_what_profile_reads_in_ofas_code(row: tuple[str, ..
     # every launched layer is a kernel; each global pool's second mean is one more
     launched = sum(1 for s in mine if not costmodel.count(s).alias)
     pools = sum(1 for s in mine if s.op == "global_avgpool2d")
+    assert net.eager_extra_kernels() == pools
     assert net.eager_kernels() == launched + pools
 
 
@@ -251,6 +252,7 @@ def test_nb201_eager_layers_are_what_profile_reads_in_nb201s_code(
     scalar_adds = [s for s in mine if s.op == "add" and s.num_inputs == 1]
     assert len(scalar_adds) == len(mine) - len(net.lower(2)) == 45
     assert net.eager_kernels() == len(mine) - 1  # every layer but the flatten view
+    assert net.eager_extra_kernels() == 0
 
 
 def test_ofa_help_row_picks_the_active_slots() -> None:
