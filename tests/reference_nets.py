@@ -4,7 +4,8 @@ torchvision is not a dependency (and must not be installed here), so the two
 ImageNet models follow torchvision's module structure and names exactly; their
 parameter counts match torchvision's published metadata (MobileNetV2 3,504,872;
 ResNet-18 11,689,512). Only modules that the cost model knows are used, plus
-``x + y`` for residual adds. ShuffleNet V2 and FBNet, written with the functional
+``x + y`` for residual adds; OFA's h_swish and h_sigmoid are written as OFA writes
+them, with scalar arithmetic. ShuffleNet V2 and FBNet, written with the functional
 code of their public implementations, are in experiments/families/published_cnns.py.
 """
 
@@ -13,6 +14,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class OFAHswish(nn.Module):
+    """OFA's Hswish (ofa/utils/layers.py), as many MobileNetV3 ports write it: 4 kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * F.relu6(x + 3.0, inplace=True) / 6.0
+
+
+class OFAHsigmoid(nn.Module):
+    """OFA's Hsigmoid: 3 kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x + 3.0, inplace=True) / 6.0
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:

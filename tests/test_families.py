@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ import costmodel
 from costmodel._trace import trace_layers
 from searchspace import NB201Net, OFANet
 from searchspace._nb201 import EDGES, OPS
+from tests.reference_nets import OFAHsigmoid, OFAHswish
 
 # Cell strings from HELP's NAS-Bench-201 table, plus NB201's extremes.
 ALL_3X3 = "+".join("|" + "|".join(f"nor_conv_3x3~{i}" for i in range(j)) + "|" for j in (1, 2, 3))
@@ -179,25 +179,13 @@ def test_ofa_eager_kernel_count_golden() -> None:
     assert OFA_MIN.eager_kernels() == 201
 
 
-class _OFAHswish(torch.nn.Module):
-    """OFA's Hswish (ofa/utils/layers.py): four eager kernels."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * F.relu6(x + 3.0, inplace=True) / 6.0
-
-
-class _OFAHsigmoid(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(x + 3.0, inplace=True) / 6.0
-
-
 def _as_ofa_code(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` with PyTorch's fused hard activations swapped for OFA's own."""
     for name, child in module.named_children():
         if isinstance(child, torch.nn.Hardswish):
-            setattr(module, name, _OFAHswish())
+            setattr(module, name, OFAHswish())
         elif isinstance(child, torch.nn.Hardsigmoid):
-            setattr(module, name, _OFAHsigmoid())
+            setattr(module, name, OFAHsigmoid())
         else:
             _as_ofa_code(child)
     return module

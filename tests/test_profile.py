@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import CostReport, UnsupportedLayerError, load_factory, profile
 from costmodel._trace import TraceInternalError, _Layer, _Site, _to_specs, trace_layers
-from tests.reference_nets import CifarNet, MobileNetV2, ResNet18, ShuffleNetV1Like
+from tests.reference_nets import CifarNet, MobileNetV2, OFAHswish, ResNet18, ShuffleNetV1Like
 
 # Published networks as their public code writes them (FBNet, ShuffleNet V2).
 FAMILIES = Path(__file__).resolve().parents[1] / "experiments" / "families" / "published_cnns.py"
@@ -328,21 +328,14 @@ def test_product_that_broadcasts_both_ways_is_unsupported() -> None:
     assert any("mul" in u and "broadcasting mul" in u for u in unsupported), unsupported
 
 
-class Hswish(nn.Module):
-    """OFA's h_swish (ofa/utils/layers.py), as many MobileNetV3 ports write it."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * F.relu6(x + 3.0, inplace=True) / 6.0
-
-
 def test_scalar_arithmetic_is_one_kernel_per_operator() -> None:
-    specs, unsupported = trace_layers(Hswish(), (2, 4, 8, 8))
+    specs, unsupported = trace_layers(OFAHswish(), (2, 4, 8, 8))
     assert unsupported == ()
     assert [(s.name, s.op, s.num_inputs) for s in specs] == [
         ("add", "add", 1), ("relu6", "relu6", 1), ("mul", "mul", 2), ("truediv", "mul", 1),
     ]
     assert specs[2].inputs == ("input", "relu6") and specs[3].inputs == ("mul",)
-    rep = profile(Hswish(), (2, 4, 8, 8))
+    rep = profile(OFAHswish(), (2, 4, 8, 8))
     # 2*4*8*8 = 512 elements: each operator one op per element; the scalar ones read and
     # write 512 each, the product reads x and relu6's output (1,024) and writes 512.
     assert [lc.other_ops for lc in rep.layers] == [512, 1_024, 512, 512]  # relu6: 2 per elem
