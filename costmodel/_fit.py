@@ -10,6 +10,7 @@ model means.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Collection, Sequence
@@ -625,10 +626,50 @@ def _precision_tables(base: HardwareProfile, precision: str) -> tuple[_Tables, _
     return out[0], out[1]
 
 
+def _compute_bound_start(model: _Model, group: str) -> float:
+    """Log-factor of ``group``'s compute efficiency at which its median layer binds on
+    compute by a factor 2; 0 where it already does at the prior.
+
+    A roofline max has no gradient on the side that does not bind, so a fit started
+    memory-bound never finds a compute roof that fits better (OFA's depthwise convs:
+    time grows with the kernel's k^2 taps, which only the compute side can carry).
+    """
+    gi = model.groups.index(group)
+    c = np.concatenate([lay.compute_s[lay.group == gi] for lay in model.layers])
+    m = np.concatenate([lay.memory_s[lay.group == gi] for lay in model.layers])
+    ratios = c[m > 0] / m[m > 0]
+    if ratios.size == 0:
+        return 0.0
+    eff_c, eff_m = model._efficiencies(model.prior)
+    # Compute binds where eff_c < eff_m * compute_s / memory_s (both at efficiency 1).
+    return min(0.0, math.log(eff_m[gi] * float(np.median(ratios)) / (2.0 * eff_c[gi])))
+
+
+def _starts(model: _Model, free: np.ndarray) -> list[np.ndarray]:
+    """Start points of the free parameters: the prior, and each combination of free
+    split groups started on their compute side (``_compute_bound_start``)."""
+    names = [n for n, f in zip(model.names, free, strict=True) if f]
+    sides = []
+    for g in model.split:
+        name = f"compute_efficiency_{g}"
+        if name in names and (t := _compute_bound_start(model, g)) < 0:
+            sides.append((names.index(name), t))
+    starts = []
+    for mask in itertools.product((False, True), repeat=len(sides)):
+        x = np.zeros(len(names))
+        for on, (i, t) in zip(mask, sides, strict=True):
+            x[i] = t if on else 0.0
+        starts.append(x)
+    return starts
+
+
 def _solve(
     model: _Model, idx: Sequence[int], prior_weight: float, free: np.ndarray
 ) -> np.ndarray:
-    """Log-factors of every parameter; those not ``free`` (a mask) stay 0, at the prior."""
+    """Log-factors of every parameter; those not ``free`` (a mask) stay 0, at the prior.
+
+    The least-cost solution over ``_starts``: the first one wins a tie.
+    """
     y = np.log([model.rows[i].latency_s for i in idx])
 
     def full(sub: np.ndarray) -> np.ndarray:
@@ -641,18 +682,22 @@ def _solve(
         return np.concatenate([r, prior_weight * sub])
 
     lo, hi = model.bounds[0][free], model.bounds[1][free]
-    start = np.clip(np.zeros(len(lo)), lo, hi)
-    sol = least_squares(
-        resid,
-        start,
-        bounds=(lo, hi),
-        x_scale=1.0,
-        xtol=1e-12,
-        ftol=1e-12,
-        gtol=1e-12,
-        max_nfev=2000,
-    )
-    return full(sol.x)
+    best = None
+    for start in _starts(model, free):
+        sol = least_squares(
+            resid,
+            np.clip(start, lo, hi),
+            bounds=(lo, hi),
+            x_scale=1.0,
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=2000,
+        )
+        if best is None or sol.cost < best.cost:
+            best = sol
+    assert best is not None  # _starts always holds the prior
+    return full(best.x)
 
 
 def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:

@@ -8,7 +8,7 @@ of predictions within +-10% / +-25%, for
 1. zero-shot: the priors. Per NAS-Bench-201 GPU, ``fit_networks`` on a fixed
    half of the networks (even ``arch_idx``; 40 of them at batch 1 and 256)
    from the datasheet profile; a GPU without NAS-Bench-201 rows (V100) gets
-   the median host costs of the others. Then, per OFA GPU, the three conv
+   the median host costs of the others. Then, per OFA GPU, the depthwise conv
    efficiencies NAS-Bench-201 cannot identify (``OFA_PRIOR_FREE``) on 40 OFA
    subnets with even ``arch_idx`` at batch 64, costed as OFA's code runs them
    (``eager_layers``); GPUs on the same die take those values (``SAME_DIE``).
@@ -76,19 +76,20 @@ MS = 1e-3
 PRIOR_NETS = 40  # per GPU, from the even half, at batch 1 and at 256
 PRIOR_SEED = 201
 FIT_NETS = 10
-# NAS-Bench-201 has no depthwise conv and only small 1x1 convs, so its rows cannot
-# identify how fast a depthwise or a wide 1x1 conv computes. Those three efficiencies
-# are then fitted, everything else held, on OFA networks of the development half (even
-# arch_idx) at batch 64, where the device chain dominates.
+# NAS-Bench-201's 1x1 convs (16-64 channels) are memory-bound: its rows identify their
+# memory efficiency, not their compute side, so the two are separate parameters and the
+# compute side stays near the published value where no row binds on it.
+NB201_SPLIT = ("pointwise_conv",)
+# NAS-Bench-201 has no depthwise conv: its compute and memory efficiencies are fitted,
+# everything else held, on OFA networks of the development half (even arch_idx) at batch
+# 64, where the device chain dominates. OFA cannot tell a 1x1 conv's compute from a
+# depthwise conv's memory time (the expand ratio scales both alike; only the kernel size
+# tells depthwise compute apart), so the 1x1 compute side stays as NAS-Bench-201 left it.
 OFA_PRIOR_NETS = 40
 OFA_PRIOR_BATCH = 64
-OFA_PRIOR_FREE = (
-    "compute_efficiency_pointwise_conv",
-    "compute_efficiency_depthwise_conv",
-    "efficiency_depthwise_conv",
-)
-# GPUs on the die of an OFA GPU run the same depthwise and wide-1x1 kernels, so they take
-# its OFA-fitted values instead of the published Hopper ones. Chosen on the development
+OFA_PRIOR_FREE = ("compute_efficiency_depthwise_conv", "efficiency_depthwise_conv")
+# GPUs on the die of an OFA GPU run the same depthwise kernels, so they take its
+# OFA-fitted values instead of the published Hopper ones. Chosen on the development
 # half: the Turing pair's (2080 Ti, Titan RTX: TU102) values predict the other card's
 # OFA networks at batch 32 / 64 within 2.7-6.3% against 5.0-8.4% with the published ones.
 SAME_DIE = {"gtx1080ti": "titan-xp", "titan-x-pascal": "titan-xp"}  # GP102
@@ -198,6 +199,7 @@ def fit_devices(
     devices: dict[str, str],
     batches: tuple[int, ...],
     start: Callable[[HardwareProfile], HardwareProfile],
+    split: tuple[str, ...] = (),
 ) -> tuple[dict[str, HardwareProfile], dict[str, Any]]:
     """Per device (HELP column -> profile): ``fit_networks`` from ``start(profile)`` on
     PRIOR_NETS development-half NAS-Bench-201 networks at ``batches``."""
@@ -206,7 +208,7 @@ def fit_devices(
     record: dict[str, Any] = {}
     for column, name in devices.items():
         rows = [measured_network(n, column, b) for n in picked for b in batches]
-        fit = fit_networks(start(hw_profiles.load(name)), rows, folds=2)
+        fit = fit_networks(start(hw_profiles.load(name)), rows, folds=2, split=split)
         priors[name] = fit.profile
         record[name] = {
             "gpu": column,
@@ -255,7 +257,7 @@ def fit_priors(
     GPU's conv efficiencies NB201 cannot identify are then fitted on
     OFA_PRIOR_NETS development-half OFA networks (``fit_ofa_convs``).
     """
-    priors, record = fit_devices(nb201, NB201_GPUS, (1, 256), datasheet_prior)
+    priors, record = fit_devices(nb201, NB201_GPUS, (1, 256), datasheet_prior, NB201_SPLIT)
     host = {k: statistics.median(r["parameters"][k] for r in record.values()) for k in HOST_KEYS}
     record["median_host"] = host
     priors["v100"] = with_host(datasheet_prior(hw_profiles.load("v100")), host)
@@ -271,9 +273,7 @@ def with_ofa_convs(hw: HardwareProfile, source: HardwareProfile) -> HardwareProf
     return dataclasses.replace(
         hw,
         compute_efficiency=MappingProxyType({
-            **hw.compute_efficiency,
-            "pointwise_conv": source.compute_efficiency["pointwise_conv"],
-            "depthwise_conv": source.compute_efficiency["depthwise_conv"],
+            **hw.compute_efficiency, "depthwise_conv": source.compute_efficiency["depthwise_conv"],
         }),
         memory_efficiency=MappingProxyType({
             **hw.memory_efficiency, "depthwise_conv": source.memory_efficiency["depthwise_conv"],
@@ -351,7 +351,7 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
         elif name in SAME_DIE and SAME_DIE[name] in ofa_fit:
-            why += (f"\nfp32 depthwise (compute, memory) and pointwise (compute) efficiencies: "
+            why += (f"\nfp32 depthwise efficiencies (compute, memory): "
                     f"{SAME_DIE[name]}'s, fitted on its\nonce-for-all subnets (same die, same "
                     "kernels; HELP timed no OFA on this GPU).")
         fit = {"base": f"{name} (datasheet)", "rows": 2 * PRIOR_NETS, "sha": sha, "date": date}
@@ -414,12 +414,11 @@ def _write_fitted(path: Path, hw: HardwareProfile, why: str, r: dict[str, Any],
 
 
 def _ofa_note(r: dict[str, Any]) -> str:
-    return (f"\nfp32 depthwise (compute, memory) and pointwise (compute) efficiencies then "
-            f"refitted alone on {OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
+    return (f"\nfp32 depthwise efficiencies (compute, memory) then fitted alone on "
+            f"{OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
             f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}), costed as OFA's code runs "
             "them\n"
-            "(h_swish as four element-wise kernels): NAS-Bench-201 has no depthwise conv and only "
-            "small 1x1 convs.")
+            "(h_swish as four element-wise kernels): NAS-Bench-201 has no depthwise conv.")
 
 
 def with_host(hw: HardwareProfile, host: dict[str, float]) -> HardwareProfile:
@@ -603,10 +602,11 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         f"Date: {meta['date']}; machine: {meta['machine']}; load average {meta['load']}.",
         "",
         "Honesty: the zero-shot priors were fitted on HELP rows of the development half only "
-        "(even `arch_idx`): 40 NAS-Bench-201 networks per GPU at batch 1 and 256 (the V100 has "
+        "(even `arch_idx`): 40 NAS-Bench-201 networks per GPU at batch 1 and 256, the 1x1 "
+        "convs' compute and memory efficiencies apart (the V100 has "
         "no NAS-Bench-201 rows: it takes the median host costs of the other GPUs)"
         + ("" if "ofa_convs" not in res["priors"] else
-           ", then per OFA GPU the depthwise compute / memory and pointwise compute "
+           ", then per OFA GPU the depthwise compute and memory "
            f"efficiencies alone on {OFA_PRIOR_NETS} OFA subnets at batch {OFA_PRIOR_BATCH}")
         + ". The zero-shot columns are the shipped profiles (hw_profiles/data), "
         + ("which that fit, started from the datasheet values, reproduces"
@@ -641,8 +641,8 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
                      f"{c['within_10']:.0%} | {c['within_25']:.0%} | {c['median_ratio']:.2f} |")
     if res.get("same_die"):
         lines += ["", "Same die (SAME_DIE's rule, for GPUs HELP timed no OFA on): each TU102 "
-                  "card's held-out OFA networks predicted with its own fitted depthwise / "
-                  "pointwise efficiencies, with the other card's, and with the published "
+                  "card's held-out OFA networks predicted with its own fitted depthwise "
+                  "efficiencies, with the other card's, and with the published "
                   "Hopper values the GPUs without OFA rows otherwise keep (Spearman / MdAPE).",
                   "", "| GPU | batch | own | other card's | published |", "|---|---|---|---|---|"]
         for c in res["same_die"]:

@@ -183,8 +183,8 @@ def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
     # The base: its own values, so the truth below differs from it.
     v100 = hw_profiles.load("v100")
     ce, me = dict(v100.compute_efficiency), dict(v100.memory_efficiency)
-    # Depthwise starts compute-bound (compute 0.1): a roofline max has no gradient on
-    # the side that does not bind, so a fit cannot find a compute side it never sees.
+    # Depthwise starts compute-bound (compute 0.1) and stays so; the test below starts
+    # it memory-bound.
     ce["pointwise_conv"] = me["pointwise_conv"] = me["depthwise_conv"] = 0.5
     ce["depthwise_conv"] = 0.1
     base = dataclasses.replace(
@@ -217,6 +217,32 @@ def test_split_fit_recovers_compute_and_memory_efficiencies_apart() -> None:
         == base.memory_efficiency["pointwise_conv"]
     )
     for a, b in zip(_ofa_rows(fit.profile), _ofa_rows(true), strict=True):
+        assert a.latency_s == pytest.approx(b.latency_s, rel=0.01)
+
+
+def test_split_fit_finds_a_compute_roof_that_does_not_bind_at_the_prior() -> None:
+    # Depthwise at the prior: 0.5 / 0.5, memory-bound (a 3x3-7x7 depthwise conv does
+    # k^2 / 4 flop per fp32 byte, far below the V100's ridge of 15.7e12 / 900e9 = 17).
+    # The truth computes at 0.02, so every depthwise layer binds on compute
+    # (ridge 15.7e12 * 0.02 / (900e9 * 0.5) = 0.7). A roofline max has no gradient on
+    # the side that does not bind: only a start on the compute side finds it.
+    v100 = hw_profiles.load("v100")
+    ce, me = dict(v100.compute_efficiency), dict(v100.memory_efficiency)
+    ce["pointwise_conv"] = me["pointwise_conv"] = 0.5
+    ce["depthwise_conv"] = me["depthwise_conv"] = 0.5
+    base = dataclasses.replace(
+        v100,
+        compute_efficiency=MappingProxyType(dict(ce)),
+        memory_efficiency=MappingProxyType(dict(me)),
+    )
+    ce["depthwise_conv"] = 0.02
+    true = dataclasses.replace(base, compute_efficiency=MappingProxyType(ce))
+    rows = _ofa_rows(true)
+    assert [r.latency_s for r in rows] != [r.latency_s for r in _ofa_rows(base)]
+    fit = fit_networks(base, rows, prior_weight=1e-6, folds=2, free=OFA_FREE, split=SPLIT_GROUPS)
+    assert fit.parameters["compute_efficiency_depthwise_conv"] == pytest.approx(0.02, rel=0.02)
+    assert fit.fit_mdape < 1e-3
+    for a, b in zip(_ofa_rows(fit.profile), rows, strict=True):
         assert a.latency_s == pytest.approx(b.latency_s, rel=0.01)
 
 
