@@ -626,39 +626,43 @@ def _precision_tables(base: HardwareProfile, precision: str) -> tuple[_Tables, _
     return out[0], out[1]
 
 
-def _compute_bound_start(model: _Model, group: str) -> float:
-    """Log-factor of ``group``'s compute efficiency at which its median layer binds on
-    compute by a factor 2; 0 where it already does at the prior.
+def _compute_ladder(model: _Model, group: str) -> list[float]:
+    """Log-factors of ``group``'s compute efficiency to start from: 1, 1/2, 1/4, ...
+    down to where its median layer binds on compute by a factor 4 (only 1 where it
+    already does at the prior).
 
     A roofline max has no gradient on the side that does not bind, so a fit started
     memory-bound never finds a compute roof that fits better (OFA's depthwise convs:
-    time grows with the kernel's k^2 taps, which only the compute side can carry).
+    time grows with the kernel's k^2 taps, which only the compute side carries); and
+    as layers cross the ridge one by one the cost has several local minima.
     """
     gi = model.groups.index(group)
     c = np.concatenate([lay.compute_s[lay.group == gi] for lay in model.layers])
     m = np.concatenate([lay.memory_s[lay.group == gi] for lay in model.layers])
     ratios = c[m > 0] / m[m > 0]
     if ratios.size == 0:
-        return 0.0
+        return [0.0]
     eff_c, eff_m = model._efficiencies(model.prior)
     # Compute binds where eff_c < eff_m * compute_s / memory_s (both at efficiency 1).
-    return min(0.0, math.log(eff_m[gi] * float(np.median(ratios)) / (2.0 * eff_c[gi])))
+    lowest = math.log(eff_m[gi] * float(np.median(ratios)) / (4.0 * eff_c[gi]))
+    steps = max(0, math.ceil(-lowest / math.log(2.0)))
+    return [-j * math.log(2.0) for j in range(steps + 1)]
 
 
 def _starts(model: _Model, free: np.ndarray) -> list[np.ndarray]:
-    """Start points of the free parameters: the prior, and each combination of free
-    split groups started on their compute side (``_compute_bound_start``)."""
+    """Start points of the free parameters: every combination of the free split groups'
+    compute-efficiency ladders (``_compute_ladder``), the prior first."""
     names = [n for n, f in zip(model.names, free, strict=True) if f]
-    sides = []
-    for g in model.split:
-        name = f"compute_efficiency_{g}"
-        if name in names and (t := _compute_bound_start(model, g)) < 0:
-            sides.append((names.index(name), t))
+    ladders = [
+        (names.index(f"compute_efficiency_{g}"), _compute_ladder(model, g))
+        for g in model.split
+        if f"compute_efficiency_{g}" in names
+    ]
     starts = []
-    for mask in itertools.product((False, True), repeat=len(sides)):
+    for combo in itertools.product(*(ladder for _, ladder in ladders)):
         x = np.zeros(len(names))
-        for on, (i, t) in zip(mask, sides, strict=True):
-            x[i] = t if on else 0.0
+        for (i, _), t in zip(ladders, combo, strict=True):
+            x[i] = t
         starts.append(x)
     return starts
 
@@ -736,7 +740,9 @@ def fit_networks(
     the others stay at the base profile's values; None fits all of them.
     ``split``: groups (keys of ``EFFICIENCY_GROUPS``) whose compute efficiency
     is a parameter of its own, ``compute_efficiency_<group>``, apart from the
-    memory efficiency ``efficiency_<group>`` (see ``SPLIT_GROUPS``).
+    memory efficiency ``efficiency_<group>`` (see ``SPLIT_GROUPS``); the fit
+    starts it from a ladder down past the roofline's ridge (``_starts``) and keeps
+    the least-cost solution.
     """
     if len(rows) < 2:
         raise ValueError(f"fit needs at least 2 measured networks, got {len(rows)}")
