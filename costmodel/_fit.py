@@ -644,7 +644,8 @@ def _compute_ladder(model: _Model, group: str) -> list[float]:
         return [0.0]
     eff_c, eff_m = model._efficiencies(model.prior)
     # Compute binds where eff_c < eff_m * compute_s / memory_s (both at efficiency 1).
-    lowest = math.log(eff_m[gi] * float(np.median(ratios)) / (4.0 * eff_c[gi]))
+    lowest = max(math.log(eff_m[gi] * float(np.median(ratios)) / (4.0 * eff_c[gi])),
+                 -_LOG_RANGE)  # no start below the parameter's bound
     steps = max(0, math.ceil(-lowest / math.log(2.0)))
     return [-j * math.log(2.0) for j in range(steps + 1)]
 
