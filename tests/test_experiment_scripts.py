@@ -229,6 +229,25 @@ def test_help_latency(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ofa_depthwise_dev(tmp_path: Path) -> None:
+    data = _help_data()
+    if data is None:
+        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
+    out = tmp_path / "od"
+    run_script("ofa_depthwise_dev.py", "--before", "HEAD", "--data", str(data), "--sample", "5",
+               "--out", str(out))  # fmt: skip
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert [(c["gpu"], c["batch"]) for c in doc["cells"]] == [
+        (g, b) for g in ("2080ti", "titan_rtx", "titan_xp", "v100") for b in (1, 32, 64)
+    ]
+    for c in doc["cells"]:
+        # Residuals against kernel-size shares only where the device chain matters.
+        assert ("residual_spearman" in c["now"]) == (c["batch"] != 1)
+        assert c["n"] == 5
+    assert provenance_problems(out.with_suffix(".md").read_text()) == []
+
+
+@pytest.mark.slow
 def test_shipped_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
     """The fitted values in hw_profiles/data/*.toml (GPUs and HELP's CPUs) come from the
     datasheet values, the calibrated Xeon's CPU prior and HELP's
