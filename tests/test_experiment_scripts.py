@@ -248,6 +248,23 @@ def test_ofa_depthwise_dev(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_depthwise_transfer(tmp_path: Path) -> None:
+    data = _help_data()
+    if data is None:
+        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
+    out = tmp_path / "dt"
+    run_script("depthwise_transfer.py", "--half", "heldout", "--data", str(data), "--sample",
+               "5", "--out", str(out))  # fmt: skip
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert len(doc["cells"]) == 4 * 3 and {c["n"] for c in doc["cells"]} == {5}
+    for c in doc["cells"]:
+        # A card is never its own donor: what it gets from elsewhere differs from its own.
+        assert all(v != c["values"]["own"] for k, v in c["values"].items() if k != "own")
+        assert set(c["scores"]) == set(c["values"])
+    assert provenance_problems(out.with_suffix(".md").read_text()) == []
+
+
+@pytest.mark.slow
 def test_shipped_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
     """The fitted values in hw_profiles/data/*.toml (GPUs and HELP's CPUs) come from the
     datasheet values, the calibrated Xeon's CPU prior and HELP's
