@@ -17,13 +17,15 @@ the p10-p90 spread and the lower decile, as a user's repeated runs see them.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from costmodel._ceilings import device_name
@@ -111,6 +113,19 @@ def header_lines(prov: Provenance | dict[str, Any]) -> list[str]:
         f"{_load_text(p.loadavg_before)} before, {_load_text(p.loadavg_after)} after "
         "(a shared machine: other processes' load slows wall-clock timings).",
     ]
+
+
+def write_record(
+    out: Path,
+    prov: Provenance,
+    res: dict[str, Any],
+    to_markdown: Callable[[dict[str, Any], list[str]], str],
+) -> Path:
+    """``out``.json (``res`` with its provenance) and ``out``.md; returns the .md path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"provenance": prov.to_dict(), **res}, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(res, header_lines(prov)))
+    return out.with_suffix(".md")
 
 
 def wall_stats(samples_s: Sequence[float]) -> dict[str, float]:

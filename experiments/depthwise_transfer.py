@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import statistics
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import help_fit as H
-from _provenance import header_lines, provenance_finish, provenance_start
+from _provenance import provenance_finish, provenance_start, write_record
 from ofa_depthwise_dev import dev_networks
 
 import hw_profiles
@@ -196,11 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = run(args)
     prov = provenance_finish(prov)
     out = Path(args.out or f"{DEFAULT_OUT}_{args.half}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"provenance": prov.to_dict(), **res},
-                                                   indent=1))  # fmt: skip
-    out.with_suffix(".md").write_text(to_markdown(res, header_lines(prov)))
-    print(f"wrote {out.with_suffix('.md')}")
+    print(f"wrote {write_record(out, prov, res, to_markdown)}")
     return 0
 
 

@@ -450,10 +450,10 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
             why += _ofa_note(ofa_fit[name])
         block = _eager_block(with_host(hw_profiles.load(name), host).runtime("eager"), why)
         text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
-        if name in ofa_fit:
-            hw = priors[name]
-            text = _set_fp32_efficiencies(text, "compute_efficiency", dict(hw.compute_efficiency))
-            text = _set_fp32_efficiencies(text, "memory_efficiency", dict(hw.memory_efficiency))
+        if name in ofa_fit:  # OFA_PRIOR_FREE: only the depthwise values moved
+            note = "fitted to this GPU's OFA timings (help_fit.py)"
+            text = _set_depthwise(text, priors[name].efficiency("depthwise_conv", "fp32"),
+                                  (note, note))  # fmt: skip
         path.write_text(text)
         hw_profiles.load_fresh(path)
     fitted = {name: priors[name] for name in ofa_fit}

@@ -20,7 +20,6 @@ Nothing here touches the held-out half (odd ``arch_idx``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import subprocess
@@ -34,7 +33,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import help_fit as H
-from _provenance import header_lines, provenance_finish, provenance_start
+from _provenance import provenance_finish, provenance_start, write_record
 
 import costmodel
 import hw_profiles
@@ -154,12 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prov = provenance_start("experiments/ofa_depthwise_dev.py", argv)
     res = run(args)
     prov = provenance_finish(prov)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"provenance": prov.to_dict(), **res},
-                                                   indent=1))  # fmt: skip
-    out.with_suffix(".md").write_text(to_markdown(res, header_lines(prov)))
-    print(f"wrote {out.with_suffix('.md')}")
+    print(f"wrote {write_record(Path(args.out), prov, res, to_markdown)}")
     return 0
 
 

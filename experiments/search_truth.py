@@ -36,7 +36,11 @@ for _p in (str(_ROOT), str(_ROOT / "experiments")):
         sys.path.insert(0, _p)
 
 import optuna  # noqa: E402
-from _provenance import header_lines, provenance_finish, provenance_start  # noqa: E402
+from _provenance import (  # noqa: E402
+    provenance_finish,
+    provenance_start,
+    write_record,
+)
 
 DEFAULT_CONFIG = _ROOT / "experiments" / "truth_search.toml"
 DEFAULT_TRUTH = _ROOT / "experiments" / "results" / "ranking_truth.json"
@@ -235,12 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance_start("experiments/search_truth.py", argv)
     res = run(args)
     prov = provenance_finish(prov)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"provenance": prov.to_dict(), **res},
-                                                   indent=1))  # fmt: skip
-    out.with_suffix(".md").write_text(to_markdown(res, header_lines(prov)))
-    print(out.with_suffix(".md").read_text())
+    print(write_record(Path(args.out), prov, res, to_markdown).read_text())
     return 0
 
 

@@ -211,18 +211,17 @@ def test_provenance_header_passes_the_check() -> None:
     assert prov.header_lines(done.to_dict()) == prov.header_lines(done)
 
 
-def _help_data() -> Path | None:
+def _help_data() -> Path:
+    """HELP's latency tables, or a skip that says where they were looked for."""
     for d in (os.environ.get("ROOFNAS_LATENCY_DATA"), ROOT.parent / "shared" / "data" / "latency"):
         if d and Path(d).is_dir():
             return Path(d)
-    return None
+    pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
 
 
 @pytest.mark.slow
 def test_help_latency(tmp_path: Path) -> None:
     data = _help_data()
-    if data is None:
-        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
     out = tmp_path / "help"
     run_script("help_latency.py", "--data", str(data), "--sample", "5", "--out", str(out))
     assert {"command", "date", "sample", "spaces"} <= keys(out.with_suffix(".json"))
@@ -231,8 +230,6 @@ def test_help_latency(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ofa_depthwise_dev(tmp_path: Path) -> None:
     data = _help_data()
-    if data is None:
-        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
     out = tmp_path / "od"
     run_script("ofa_depthwise_dev.py", "--before", "HEAD", "--data", str(data), "--sample", "5",
                "--out", str(out))  # fmt: skip
@@ -250,8 +247,6 @@ def test_ofa_depthwise_dev(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_depthwise_transfer(tmp_path: Path) -> None:
     data = _help_data()
-    if data is None:
-        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
     out = tmp_path / "dt"
     run_script("depthwise_transfer.py", "--half", "heldout", "--data", str(data), "--sample",
                "5", "--out", str(out))  # fmt: skip
@@ -270,8 +265,6 @@ def test_shipped_profiles_are_what_help_fit_writes(tmp_path: Path) -> None:
     datasheet values, the calibrated Xeon's CPU prior and HELP's
     data alone: a fresh --write-profiles into a copy reproduces every file but its dates."""
     data = _help_data()
-    if data is None:
-        pytest.skip("HELP latency data not found (../shared/data/latency or ROOFNAS_LATENCY_DATA)")
     shipped = ROOT / "hw_profiles" / "data"
     copy = tmp_path / "profiles"
     shutil.copytree(shipped, copy)
