@@ -31,6 +31,7 @@ RESULTS = EXP / "results"
 REGENERATED = (
     "compare_counters.md",
     "shufflenet_guidelines.md",
+    "shufflenet_guidelines_gpu.md",
     "validation_cpu_protocol.md",
     "bench_workers.md",
     "validation_cpu_b1.md",
@@ -184,6 +185,18 @@ def test_shufflenet_guidelines(tmp_path: Path) -> None:
     row = doc["rows"][0]
     assert row["measured_p10_ms"] <= row["measured_ms"] <= row["measured_p90_ms"]
     assert provenance_problems((tmp_path / "shufflenet_guidelines.md").read_text()) == []
+
+
+def test_shufflenet_guidelines_gpu_only_times_nothing(tmp_path: Path) -> None:
+    run_script("shufflenet_guidelines.py", "--gpu-only", "--out", str(tmp_path))
+    assert not (tmp_path / "shufflenet_guidelines.json").exists()
+    doc = json.loads((tmp_path / "shufflenet_guidelines_gpu.json").read_text())
+    g2 = [r for r in doc["rows"] if r["guideline"] == "G2"]
+    # Equal MACs, more groups, more bytes: the predicted rate falls with g, as the paper's.
+    rates = [r["predicted_batches_per_s"] for r in g2]
+    assert rates == sorted(rates, reverse=True) and len(rates) == 4
+    assert [r["paper_batches_per_s"] for r in g2] == [2451, 1725, 1026, 634]
+    assert provenance_problems((tmp_path / "shufflenet_guidelines_gpu.md").read_text()) == []
 
 
 @pytest.mark.parametrize("name", REGENERATED)
