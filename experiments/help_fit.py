@@ -337,11 +337,16 @@ def _eager_block(eager: hw_profiles.RuntimeParams, why: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _set_fp32_efficiencies(text: str, table: str, values: dict[str, float]) -> str:
-    """Rewrite ``cls = value`` lines of the [table] section (not its precision subtables)."""
+def _section(text: str, table: str) -> tuple[int, int]:
+    """Where the body of the [table] section is (its precision subtables not included)."""
     head = f"\n[{table}]\n"
     start = text.index(head) + len(head)
-    end = text.find("\n[", start)
+    return start, text.find("\n[", start)
+
+
+def _set_fp32_efficiencies(text: str, table: str, values: dict[str, float]) -> str:
+    """Rewrite ``cls = value`` lines of the [table] section (not its precision subtables)."""
+    start, end = _section(text, table)
     section = text[start:end]
     for cls, v in values.items():
         section = re.sub(rf"(?m)^{cls} = [0-9.e+-]+", f"{cls} = {v:.3g}", section)
@@ -352,8 +357,9 @@ def _set_fp32_efficiencies(text: str, table: str, values: dict[str, float]) -> s
 # efficiencies of its generation's OFA-fitted cards (the T4 is Turing), else the median
 # over the Volta-lineage generations fitted. Chosen on the development half
 # (experiments/depthwise_transfer.py --half dev): for each OFA GPU of that lineage, the
-# other generations' median predicts its batch-32 / 64 networks within 2.3-6.2% MdAPE,
-# against 11.5-14.1% with the published values; Pascal's values carry to none of them.
+# median of the lineage's fitted values with the card left out predicts its batch-32 / 64
+# networks within 2.3-6.2% MdAPE, against 11.5-14.1% with the published values; Pascal's
+# values carry to none of them.
 TRANSFER_GPUS = ("a100", "h100", "h200", "jetson-orin", "l4", "rtx3090", "rtx4090", "t4")
 # The published efficiencies were measured on a Hopper-class GPU. At equal compute and
 # memory efficiency every fp32 depthwise conv is memory-bound there (ridge 67e12 / 4.8e12
@@ -391,9 +397,9 @@ def transferred_depthwise(name: str, fitted: dict[str, HardwareProfile]) -> tupl
     return compute, MEASURED_DEPTHWISE_MEMORY.get(gen, memory)
 
 
-def _transfer_comment(name: str) -> tuple[str, str]:
+def _transfer_comment(name: str, fitted_generations: set[str]) -> tuple[str, str]:
     gen = GENERATION[name]
-    if gen in ("pascal", "volta", "turing"):
+    if gen in fitted_generations:
         carried = f"median of the {gen.capitalize()} GPUs fitted to HELP's OFA timings"
     else:
         carried = "median of the Volta / Turing fits to HELP's OFA timings"
@@ -407,9 +413,7 @@ def _set_depthwise(text: str, values: tuple[float, float], why: tuple[str, str])
     a comment saying where the value comes from included."""
     for table, v, note in zip(("compute_efficiency", "memory_efficiency"), values, why,
                               strict=True):  # fmt: skip
-        head = f"\n[{table}]\n"
-        start = text.index(head) + len(head)
-        end = text.find("\n[", start)
+        start, end = _section(text, table)
         section = re.sub(r"(?m)^depthwise_conv = .*$",
                          f"depthwise_conv = {v:.3g}   # {note}", text[start:end])
         text = text[:start] + section + text[end:]
@@ -459,8 +463,8 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
     fitted = {name: priors[name] for name in ofa_fit}
     for name in TRANSFER_GPUS:
         path = profile_dir / f"{name}.toml"
-        text = _set_depthwise(path.read_text(), transferred_depthwise(name, fitted),
-                              _transfer_comment(name))  # fmt: skip
+        why = _transfer_comment(name, set(generation_depthwise(fitted)))
+        text = _set_depthwise(path.read_text(), transferred_depthwise(name, fitted), why)
         path.write_text(text)
         hw_profiles.load_fresh(path)
 
