@@ -431,7 +431,7 @@ def _ui(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
     try:
-        code = proc.wait()
+        code = _wait_interruptibly(proc)
     except KeyboardInterrupt:
         code = 130
     except _StopSignal as e:
@@ -439,6 +439,17 @@ def _ui(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     _stop_group(proc)
     return code
+
+
+def _wait_interruptibly(proc: subprocess.Popen[bytes], poll_s: float = 0.5) -> int:
+    """``proc.wait()`` that acts on Ctrl-C within ``poll_s``. The OS may hand a signal to any
+    thread; Python runs its handler in the main thread only between bytecodes, which a
+    blocking waitpid never reaches until the child exits, so poll instead."""
+    while True:
+        try:
+            return proc.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class _StopSignal(Exception):

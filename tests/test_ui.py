@@ -141,6 +141,31 @@ def test_ui_sigterm_stops_the_mlflow_server_too(tmp_path: Path) -> None:
         assert _wait_until(lambda: not _port_open(port), STOP_S), "the MLflow server still serves"
 
 
+def test_ctrl_c_handled_by_another_thread_still_stops_the_wait() -> None:
+    """The OS may deliver Ctrl-C to any thread of the wrapper (MLflow's client starts some).
+    A blocking ``proc.wait()`` then acts on it only when the server exits, that is never;
+    the wait must raise KeyboardInterrupt soon anyway."""
+    code = (
+        "import signal, subprocess, threading, time\n"
+        "from search._cli import _wait_interruptibly\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "def poke():\n"
+        "    time.sleep(0.5)\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGINT)\n"
+        "threading.Thread(target=poke).start()\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    _wait_interruptibly(child)\n"
+        "except KeyboardInterrupt:\n"
+        "    print(f'{time.monotonic() - t0:.2f}')\n"
+        "child.kill()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert out.strip() and float(out) < 5.0, out  # a blocking wait takes the child's 30 s
+
+
 @pytest.mark.slow
 def test_a_server_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     """Ctrl-C must not hang on a server slow to act on SIGTERM: after the grace its group is
