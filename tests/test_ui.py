@@ -65,6 +65,13 @@ def _get(url: str) -> tuple[int, str]:
         return resp.status, resp.read().decode("utf-8", errors="replace")
 
 
+def _as_a_terminal_starts_it() -> None:
+    """A shell gives a foreground command the default SIGINT action. A test run launched in
+    the background (``cmd &`` in a script, as some CI runners do) inherits SIGINT ignored,
+    and Python would then not turn Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _ui(out_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``python -m search ui`` on a free loopback port, once it answers HTTP 200 on /."""
@@ -77,7 +84,8 @@ def _ui(out_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
     with open(log, "wb") as out:
         # A group of its own, as a terminal gives a command: Ctrl-C reaches every process in it.
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=out_dir.parent, start_new_session=True)  # fmt: skip
+                                cwd=out_dir.parent, start_new_session=True,
+                                preexec_fn=_as_a_terminal_starts_it)  # fmt: skip
     try:
 
         def answers() -> bool:
@@ -162,7 +170,8 @@ def test_ctrl_c_handled_by_another_thread_still_stops_the_wait() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=60, check=True).stdout  # fmt: skip
+                         timeout=60, check=True, preexec_fn=_as_a_terminal_starts_it).stdout
+
     assert out.strip() and float(out) < 5.0, out  # a blocking wait takes the child's 30 s
 
 
