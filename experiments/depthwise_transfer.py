@@ -28,13 +28,11 @@ Nothing else in the profile changes. ``--half dev`` scores development-half netw
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,14 +69,6 @@ def _median(values: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
 
 
-def with_depthwise(hw: HardwareProfile, values: tuple[float, float]) -> HardwareProfile:
-    return dataclasses.replace(
-        hw,
-        compute_efficiency=MappingProxyType({**hw.compute_efficiency, "depthwise_conv": values[0]}),
-        memory_efficiency=MappingProxyType({**hw.memory_efficiency, "depthwise_conv": values[1]}),
-    )
-
-
 def networks(ofa: list[H.Net], half: str, sample: int, seed: int) -> list[H.Net]:
     if half == "dev":
         return dev_networks(ofa, sample, seed)
@@ -96,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for b in BATCHES:
             rows = [H.measured_network(n, gpu, b) for n in nets]
             meas = [r.latency_s for r in rows]
-            scores = {rule: H.agreement(H.predict_networks(with_depthwise(profiles[name], v),
+            scores = {rule: H.agreement(H.predict_networks(H.with_depthwise(profiles[name], v),
                                                            rows), meas)
                       for rule, v in rules.items()}  # fmt: skip
             cells.append(

@@ -282,17 +282,19 @@ def fit_priors(
     return priors, record
 
 
-def with_ofa_convs(hw: HardwareProfile, source: HardwareProfile) -> HardwareProfile:
-    """``hw`` with ``source``'s fp32 efficiencies of OFA_PRIOR_FREE (see SAME_DIE)."""
+def with_depthwise(hw: HardwareProfile, values: tuple[float, float]) -> HardwareProfile:
+    """``hw`` with fp32 depthwise conv efficiencies ``values`` (compute, memory)."""
     return dataclasses.replace(
         hw,
-        compute_efficiency=MappingProxyType({
-            **hw.compute_efficiency, "depthwise_conv": source.compute_efficiency["depthwise_conv"],
-        }),
-        memory_efficiency=MappingProxyType({
-            **hw.memory_efficiency, "depthwise_conv": source.memory_efficiency["depthwise_conv"],
-        }),
+        compute_efficiency=MappingProxyType({**hw.compute_efficiency, "depthwise_conv": values[0]}),
+        memory_efficiency=MappingProxyType({**hw.memory_efficiency, "depthwise_conv": values[1]}),
     )
+
+
+def with_ofa_convs(hw: HardwareProfile, source: HardwareProfile) -> HardwareProfile:
+    """``hw`` with ``source``'s fp32 efficiencies of OFA_PRIOR_FREE (see SAME_DIE)."""
+    return with_depthwise(hw, (source.compute_efficiency["depthwise_conv"],
+                               source.memory_efficiency["depthwise_conv"]))  # fmt: skip
 
 
 def fit_ofa_convs(priors: dict[str, HardwareProfile], ofa: list[Net]) -> dict[str, Any]:
