@@ -222,12 +222,10 @@ def _with_graph_class_costs(hw: HardwareProfile) -> HardwareProfile:
 
 
 def spec_to_dict(spec: LayerSpec) -> dict[str, Any]:
+    """Every field, names and inputs included: the CPU allocator model needs a network's
+    tensor lifetimes to refit from a raw record."""
     d = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-    return {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in d.items()
-        if k not in ("name", "inputs")
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def spec_from_dict(d: dict[str, Any]) -> LayerSpec:

@@ -9,7 +9,9 @@ When ``arch`` is also ``Segmented`` (a chain of segments: stem, blocks, head),
 ``estimate`` never builds the whole layer list: a search samples the same blocks
 again and again, so each segment's summed costs are computed once per (segment
 key, input shape, batch, hardware profile, precision, runtime, latency model)
-and cached.
+and cached. Where the latency model says a layer's time depends on the whole
+network (``LatencyModel.whole_network``: the fresh pages a CPU forward pass
+faults on, costmodel._allocator), ``estimate`` is ``analyze`` of the lowered network.
 
 Composition across segments (segments run one after another):
 - counts and roofline times add up;
@@ -251,6 +253,10 @@ def estimate(
             f"arch={arch!r} must lower itself to layer specs (input_shape and "
             "lower(batch)), e.g. a searchspace.Architecture"
         ) from None
+    if getattr(ctx.model, "whole_network", lambda hw: False)(ctx.hw):
+        # A layer's cost depends on the layers around it: segments cannot be costed alone.
+        return analyze(arch.lower(batch), ctx.hw, precision, runtime,
+                       input_shape=(batch, *arch.input_shape), model=ctx.model)
     cache = ctx.cache
     segs = []
     for part in segments():

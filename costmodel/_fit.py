@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from costmodel._formulas import count
 from costmodel._kinds import latency_class
-from costmodel._latency import FREE, FUSED, is_fused, roofline_time
+from costmodel._latency import FREE, FUSED, is_fused, network_fresh_bytes, roofline_time
 from costmodel._report import analyze, layer_mac_bytes
 from costmodel._spec import LayerSpec
 from hw_profiles import KERNEL_CLASSES, HardwareProfile, RuntimeParams
@@ -212,6 +212,7 @@ def fit_profile(
     holdout_every: int = 4,
     data_start: bool = True,
     cold_start: bool = False,
+    hold: Sequence[str] = (),
 ) -> FitResult:
     """Least squares on log time (robust soft-L1 loss) through the latency model.
 
@@ -231,8 +232,10 @@ def fit_profile(
     from the networks, and the benchmarks still pin efficiencies and shape terms.
     Calibration does not use it: with op chains among the networks it did not make the
     development list's errors smaller (experiments/calibration_ablation.py).
+    ``hold``: parameters kept at the base profile's value (e.g. "fault", the probed
+    fresh-page cost).
     """
-    names = _fitted_names(base, specs)
+    names = [n for n in _fitted_names(base, specs) if n not in hold]
     if nets and cold_start:
         names.append("cold")
     columns = zip(*(_start_and_bounds(n.split(":")[0], base) for n in names), strict=True)
@@ -441,17 +444,11 @@ def _base_layers(
 ) -> _Layers:
     rt = base.runtime(row.runtime)
     c_s, m_s, g_i, heavy, host_fixed, dev_fixed = [], [], [], [], [], []
-    for i, spec in enumerate(row.specs):
-        c = count(spec)
-        t = roofline_time(
-            spec,
-            c,
-            layer_mac_bytes(c, row.precision),
-            base,
-            row.precision,
-            row.runtime,
-            fused=is_fused(spec, row.runtime, i > 0),
-        )
+    layers = [(s, c, layer_mac_bytes(c, row.precision)) for s in row.specs for c in [count(s)]]
+    fused = [is_fused(s, row.runtime, i > 0) for i, s in enumerate(row.specs)]
+    fresh = network_fresh_bytes(layers, base, row.precision, fused)
+    for (spec, c, b), u, f in zip(layers, fused, fresh, strict=True):
+        t = roofline_time(spec, c, b, base, row.precision, row.runtime, fused=u, fresh=f)
         if t.bound in (FREE, FUSED):
             continue
         cls = latency_class(spec, base.conv_dispatch, base.threads)

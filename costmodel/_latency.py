@@ -49,11 +49,15 @@ profile without them is the bare roofline plus fixed costs:
    streams at ``cache_bandwidth_bytes_per_s`` instead of DRAM bandwidth; with
    ``cache_falloff_exponent`` > 0 the cache's share falls smoothly with the
    working set (a CPU's effective share of a shared last-level cache is fitted).
-6. Fresh memory (CPU): an output above ``mmap_threshold_bytes`` is mmapped
-   anew by malloc on every call and each written page faults
-   (``page_fault_s_per_byte`` per output byte; 0.8 ns/B, 3.2 us per 4 KiB page
-   on the development VM): a 48 MiB activation costs ~40 ms of kernel time,
-   more than its arithmetic. PyTorch's CPU allocator has no cache.
+6. Fresh memory (CPU): PyTorch's CPU allocator has no cache, and a tensor on
+   pages the OS has just handed out faults on every page it writes
+   (``page_fault_s_per_byte``; 0.8 ns/B, 3.2 us per 4 KiB page on the
+   development VM): a 48 MiB activation costs ~40 ms of kernel time, more than
+   its arithmetic. Which bytes are fresh is a property of the whole network
+   (tensors above ``mmap_threshold_bytes`` are mapped anew on every call,
+   smaller ones when glibc has trimmed its heap): costmodel._allocator
+   simulates it, and ``RooflineModel.kernel_times`` charges each layer for its
+   own.
 7. Overlap of compute and memory (``memory_compute_overlap``, 1 = the
    roofline's max): time = max(c, m) + (1 - overlap) * min(c, m). A single
    CPU thread hides little of its memory traffic under its arithmetic
@@ -71,11 +75,12 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from costmodel import _allocator as allocator
 from costmodel import _spec as S
 from costmodel._formulas import Counts
 from costmodel._kinds import latency_class
 from costmodel._spec import NETWORK_INPUT, LayerSpec
-from costmodel._units import elements_to_bytes, macs_to_flops
+from costmodel._units import macs_to_flops
 from hw_profiles import HardwareProfile
 
 COMPUTE, MEMORY, OVERHEAD, FREE, FUSED = "compute", "memory", "overhead", "free", "fused"
@@ -107,7 +112,12 @@ class KernelTime:
 
 
 class LatencyModel(Protocol):
-    """Per-layer kernel times for a network; swap it to change how latency is predicted."""
+    """Per-layer kernel times for a network; swap it to change how latency is predicted.
+
+    A model may also define ``whole_network(hw) -> bool``: True where a layer's time
+    depends on the layers around it, so ``estimate`` must cost whole networks rather
+    than cached segments (``RooflineModel``: a CPU profile with a fresh-page cost).
+    """
 
     def kernel_times(
         self,
@@ -203,7 +213,10 @@ def roofline_time(
     runtime: str,
     *,
     fused: bool = False,
+    fresh: allocator.Fresh | None = None,
 ) -> KernelTime:
+    """One kernel's time. ``fresh``: what it writes on fresh pages per call
+    (costmodel._allocator); None costs the layer as if it ran alone, call after call."""
     if counts.alias:
         return _FREE
     if fused:
@@ -217,9 +230,9 @@ def roofline_time(
     overhead_s = rt.kernel_overhead_s
     host_s = rt.host_s(cls)
     if hw.page_fault_s_per_byte > 0:
-        out_bytes = elements_to_bytes(counts.output_elements, precision)
-        if out_bytes > hw.mmap_threshold_bytes:
-            overhead_s += out_bytes * hw.page_fault_s_per_byte
+        if fresh is None:
+            fresh = allocator.fresh_bytes([spec], [counts], hw, precision)[0]
+        overhead_s += fault_s(fresh, hw)
     if hw.device_type == "cpu":  # one thread dispatches and computes
         overhead_s, host_s = overhead_s + host_s, 0.0
     # Roofline max, plus the part of the shorter phase that does not overlap the longer.
@@ -241,10 +254,41 @@ class RooflineModel:
         precision: str,
         runtime: str,
     ) -> list[KernelTime]:
+        fused = [is_fused(s, runtime, i > 0) for i, (s, _, _) in enumerate(layers)]
+        fresh = network_fresh_bytes(layers, hw, precision, fused)
         return [
-            roofline_time(s, c, b, hw, precision, runtime, fused=is_fused(s, runtime, i > 0))
-            for i, (s, c, b) in enumerate(layers)
+            roofline_time(s, c, b, hw, precision, runtime, fused=u, fresh=f)
+            for (s, c, b), u, f in zip(layers, fused, fresh, strict=True)
         ]
+
+    def whole_network(self, hw: HardwareProfile) -> bool:
+        """Whether a layer's time on ``hw`` depends on the layers around it (fresh pages)."""
+        return needs_allocator(hw)
+
+
+def fault_s(fresh: allocator.Fresh, hw: HardwareProfile) -> float:
+    """Seconds of page faults on the bytes a kernel writes on fresh pages."""
+    return fresh.total * hw.page_fault_s_per_byte
+
+
+def needs_allocator(hw: HardwareProfile) -> bool:
+    return hw.page_fault_s_per_byte > 0 and hw.mmap_threshold_bytes > 0
+
+
+def network_fresh_bytes(
+    layers: list[tuple[LayerSpec, Counts, int]],
+    hw: HardwareProfile,
+    precision: str,
+    fused: list[bool] | None = None,
+) -> list[allocator.Fresh]:
+    """Per layer, the bytes it writes on fresh pages when the layers run as one network.
+
+    ``fused``: layers that run as their producer's epilogue and write no tensor.
+    """
+    if not needs_allocator(hw):
+        return [allocator.NONE] * len(layers)
+    return allocator.fresh_bytes([s for s, _, _ in layers], [c for _, c, _ in layers], hw,
+                                 precision, fused)
 
 
 def critical_path(times: list[KernelTime]) -> list[float]:

@@ -113,8 +113,8 @@ def steady_state_allocator() -> str:
     fresh pages a forward pass faults on depends on what ran before in the
     process: measured back to back, the same 16 batch-32 networks got 13% faster
     from one pass over them to the third. Setting both thresholds to their
-    converged values makes every measurement see the steady state, and matches
-    the latency model's fresh-page term (outputs above 32 MiB). Elsewhere: nothing.
+    converged values makes every measurement see the steady state, which the
+    latency model's fresh-page term simulates (costmodel._allocator). Elsewhere: nothing.
     """
     if sys.platform != "linux":
         return "default"

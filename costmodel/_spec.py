@@ -70,6 +70,9 @@ class LayerSpec:
     other_shape: tuple[int, ...] = ()
     name: str = field(default="", compare=False)
     inputs: tuple[str, ...] = field(default=(), compare=False)
+    # Writes its output over its input (nn.ReLU(inplace=True), relu_): no new tensor,
+    # which only the CPU allocator model (costmodel._allocator) reads.
+    inplace: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         shape = tuple(self.in_shape)

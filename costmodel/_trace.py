@@ -186,7 +186,7 @@ def _module_layer(m: nn.Module, shape: tuple[int, ...]) -> _Layer:
         _require_4d(shape, "BatchNorm2d")
         return _Layer(S.BATCHNORM2D, dict(affine=m.affine))
     if t in _ACTIVATION_MODULES:
-        return _Layer(_ACTIVATION_MODULES[t], {})
+        return _Layer(_ACTIVATION_MODULES[t], {"inplace": bool(getattr(m, "inplace", False))})
     if t is nn.MaxPool2d:
         return _pool_layer(S.MAXPOOL2D, m.kernel_size, m.stride, m.padding, m.dilation,
                            m.ceil_mode, shape, "return_indices=True" if m.return_indices else "")
@@ -233,13 +233,21 @@ def _probe_layer(m: nn.Module, shape: tuple[int, ...]) -> _Layer:
 # --- functions and methods ---------------------------------------------------------------
 
 
+def _writes_in_place(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """relu_ / x.relu_() / F.relu(x, inplace=True): the output is the input tensor."""
+    if _target_name(target).endswith("_"):
+        return True
+    return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+
+
 def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                     shape: tuple[int, ...]) -> _Layer:
     """``target`` is a function (call_function) or a method name (call_method)."""
-    if target in _ACTIVATION_FUNCTIONS:
-        return _Layer(_ACTIVATION_FUNCTIONS[target], {})
-    if isinstance(target, str) and target in _ACTIVATION_METHODS:
-        return _Layer(_ACTIVATION_METHODS[target], {})
+    if target in _ACTIVATION_FUNCTIONS or (
+        isinstance(target, str) and target in _ACTIVATION_METHODS
+    ):
+        op = _ACTIVATION_FUNCTIONS.get(target) or _ACTIVATION_METHODS[target]  # type: ignore[call-overload]
+        return _Layer(op, {"inplace": _writes_in_place(target, args, kwargs)})
     # Operands of sums and products are sorted out in _elementwise_operands. A difference
     # costs as a sum and a quotient or negation as a product: one op per element over
     # the same tensors (OFA's and MobileNetV3 ports' h_swish, x * relu6(x + 3) / 6).

@@ -167,10 +167,12 @@ class HardwareProfile:
     # lanes) * lanes) of each vector, for its input and for its output channels
     # per group. 0: off (GPUs: ``unaligned_channels_efficiency`` instead).
     simd_lanes: float = 0.0
-    # A CPU framework without a caching allocator gets an output larger than
-    # ``mmap_threshold_bytes`` freshly mmapped by malloc on every call, and pays a
-    # page fault per page it writes: ``page_fault_s_per_byte`` per output byte.
-    # glibc: M_MMAP_THRESHOLD rises dynamically to at most 32 MiB on 64-bit
+    # A CPU framework without a caching allocator mallocs every tensor; one of
+    # ``mmap_threshold_bytes`` or more is freshly mapped on every call, smaller ones
+    # come from a heap that glibc trims once twice that lies free at its top, and
+    # every page written for the first time faults: ``page_fault_s_per_byte`` per
+    # such byte (costmodel._allocator simulates which). glibc: M_MMAP_THRESHOLD rises
+    # dynamically to at most 32 MiB on 64-bit, M_TRIM_THRESHOLD to twice it
     # (mallopt(3)). 0: off (GPU caching allocators reuse memory).
     mmap_threshold_bytes: float = 0.0
     page_fault_s_per_byte: float = 0.0

@@ -165,7 +165,7 @@ class NB201Net:
                 else _lower_cell(net, f"cells.{i}", x, self.ops, zero_start)
             )
         x = net.emit("lastact.0", "batchnorm2d", x)
-        x = net.emit("lastact.1", "relu", x)
+        x = net.emit("lastact.1", "relu", x, inplace=True)
         x = net.emit("global_pooling", "global_avgpool2d", x)
         x = net.emit("flatten", "flatten", x)
         net.emit("classifier", "linear", x, out_channels=self.num_classes, bias=True)

@@ -282,7 +282,7 @@ def _lower_mbconv(
         q = f"{p}.conv.depth_conv.se"
         g = net.emit(f"{q}.global_avgpool2d", "global_avgpool2d", x)
         g = net.conv(f"{q}.fc.reduce", g, make_divisible(mid // SE_REDUCTION), bias=True)
-        g = net.emit(f"{q}.fc.relu", "relu", g)
+        g = net.emit(f"{q}.fc.relu", "relu", g, inplace=True)
         g = net.conv(f"{q}.fc.expand", g, mid, bias=True)
         g = net.emit(f"{q}.fc.h_sigmoid", "hardsigmoid", g)
         x = net.emit(f"{q}.mul", "mul", x, g, num_inputs=2, other_shape=g.shape)

@@ -369,3 +369,32 @@ def test_rescale_chains_check_regenerates_its_committed_table(tmp_path: Path) ->
     again = [ln for ln in (tmp_path / "check.md").read_text().splitlines()
              if ln.startswith("| s")]  # fmt: skip
     assert again == table and len(table) == 18
+
+
+def test_allocator_refit_recovers_the_recorded_calibration_networks() -> None:
+    """The raw record has no layer names: the networks drawn again must lower to exactly the
+    recorded layers, now with the inputs the allocator model needs."""
+    spec = importlib.util.spec_from_file_location("allocator_refit", EXP / "allocator_refit.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    raw = json.loads((RESULTS / "epyc_2026-12-02" / "calibration_cpu_raw.json").read_text())
+    rows = mod.calibration_networks(raw)
+    assert len(rows) == len(raw["networks"]) == 40
+    assert all(all(s.inputs for s in specs) for specs, _ in rows)
+    assert [t for _, t in rows] == [n["time_s"] for n in raw["networks"]]
+    raw["networks"][3]["layers"] = raw["networks"][4]["layers"]
+    with pytest.raises(SystemExit, match="does not lower to the recorded layers"):
+        mod.calibration_networks(raw)
+
+
+@pytest.mark.slow
+def test_cpu_page_faults(tmp_path: Path) -> None:
+    run_script("cpu_page_faults.py", "--lists", "unseen", "--batches", "1",
+               "--out", str(tmp_path / "pf"))  # fmt: skip
+    doc = json.loads((tmp_path / "pf.json").read_text())
+    (cell,) = doc["cells"]
+    assert cell["summary"]["n"] == len(cell["rows"]) == 20
+    assert {"counted_bytes", "heap_model_bytes", "outputs_over_threshold_bytes"} <= set(
+        cell["rows"][0])
+    assert provenance_problems((tmp_path / "pf.md").read_text()) == []
