@@ -113,7 +113,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    lines = ["# Fresh pages per forward pass on a CPU: counted and modelled", "", *header,
+    lines = ["# Fresh pages per forward pass on a CPU: counted and modelled", "", *header, "",
              "Clock: none; nothing is timed, the OS counts page faults.", "",
              "\n\n".join(__doc__.split("\n\n")[1:4]), "",
              f"Agree: within {AGREE_SHARE:.0%} or {AGREE_BYTES // MIB} MiB of the count. "
