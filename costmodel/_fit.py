@@ -444,7 +444,9 @@ def _base_layers(
 ) -> _Layers:
     rt = base.runtime(row.runtime)
     c_s, m_s, g_i, heavy, host_fixed, dev_fixed = [], [], [], [], [], []
-    layers = [(s, c, layer_mac_bytes(c, row.precision)) for s in row.specs for c in [count(s)]]
+    counts = [count(s) for s in row.specs]
+    layers = [(s, c, layer_mac_bytes(c, row.precision))
+              for s, c in zip(row.specs, counts, strict=True)]  # fmt: skip
     fused = [is_fused(s, row.runtime, i > 0) for i, s in enumerate(row.specs)]
     fresh = network_fresh_bytes(layers, base, row.precision, fused)
     for (spec, c, b), u, f in zip(layers, fused, fresh, strict=True):

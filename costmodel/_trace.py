@@ -243,11 +243,11 @@ def _writes_in_place(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
 def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                     shape: tuple[int, ...]) -> _Layer:
     """``target`` is a function (call_function) or a method name (call_method)."""
-    if target in _ACTIVATION_FUNCTIONS or (
-        isinstance(target, str) and target in _ACTIVATION_METHODS
-    ):
-        op = _ACTIVATION_FUNCTIONS.get(target) or _ACTIVATION_METHODS[target]  # type: ignore[call-overload]
+    if target in _ACTIVATION_FUNCTIONS:
+        op = _ACTIVATION_FUNCTIONS[target]
         return _Layer(op, {"inplace": _writes_in_place(target, args, kwargs)})
+    if isinstance(target, str) and target in _ACTIVATION_METHODS:
+        return _Layer(_ACTIVATION_METHODS[target], {"inplace": target.endswith("_")})
     # Operands of sums and products are sorted out in _elementwise_operands. A difference
     # costs as a sum and a quotient or negation as a product: one op per element over
     # the same tensors (OFA's and MobileNetV3 ports' h_swish, x * relu6(x + 3) / 6).
