@@ -164,6 +164,28 @@ def fresh_bytes(
     """
     if hw.mmap_threshold_bytes <= 0:
         return [NONE] * len(specs)
+    # Fitted parameters do not move fresh bytes: a fit costs the same networks hundreds of
+    # times, so the simulation runs once per network and allocator setting.
+    key = (tuple((s, s.name, s.inputs, s.inplace) for s in specs), tuple(fused or ()),
+           hw.mmap_threshold_bytes, hw.conv_dispatch, hw.threads, precision)  # fmt: skip
+    if key not in _MEMO:
+        if len(_MEMO) >= MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]
+        _MEMO[key] = _simulate(specs, counts, hw, precision, fused)
+    return list(_MEMO[key])
+
+
+MEMO_SIZE = 4096
+_MEMO: dict[tuple[object, ...], list[Fresh]] = {}
+
+
+def _simulate(
+    specs: Sequence[LayerSpec],
+    counts: Sequence[Counts],
+    hw: HardwareProfile,
+    precision: str,
+    fused: Sequence[bool] | None,
+) -> list[Fresh]:
     buf = _buffers(specs, counts, fused or [False] * len(specs))
     sizes = _allocations(specs, counts, buf, hw, precision)
     per_layer = [NONE] * len(specs)

@@ -224,3 +224,19 @@ def test_estimate_costs_the_whole_network_where_fresh_pages_count() -> None:
         want = analyze(arch.lower(64), hw, "fp32", "eager").total.latency_s
         assert estimate(arch, hw=hw, batch=64).total.latency_s == want
 
+
+
+def test_the_same_layers_wired_differently_fault_differently() -> None:
+    """Lifetimes come from ``inputs``: three 25 MiB ReLUs in a chain reuse each other's
+    memory (at most 50 MiB free at the top, under the 64 MiB trim point); three that all
+    read the input stay live together, 75 MiB is freed at the end and trimmed, and every
+    pass faults it again. The memo must not mix the two up."""
+    shape = (1, 1, 2560, 2560)  # 6,553,600 x 4 B = 25 MiB
+
+    def net(chain: bool) -> list[LayerSpec]:
+        return [LayerSpec("relu", shape, name=f"r{i}",
+                          inputs=(f"r{i - 1}" if chain and i else "input",)) for i in range(3)]
+
+    assert fresh(net(chain=True)) == [0, 0, 0]
+    assert fresh(net(chain=False)) == [25 * MiB] * 3
+    assert fresh(net(chain=True)) == [0, 0, 0]
