@@ -190,8 +190,9 @@ def _simulate(
     sizes = _allocations(specs, counts, buf, hw, precision)
     per_layer = [NONE] * len(specs)
     flat = [b for layer in sizes for b in layer]
-    if not flat or (max(flat) < hw.mmap_threshold_bytes
-                    and sum(flat) < 2 * hw.mmap_threshold_bytes):
+    if not flat or (
+        max(flat) < hw.mmap_threshold_bytes and sum(flat) < 2 * hw.mmap_threshold_bytes
+    ):
         return per_layer  # nothing is mapped and the heap never grows past the trim point
     frees = _frees(specs, buf)
     heap = Heap(hw.mmap_threshold_bytes)

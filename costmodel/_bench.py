@@ -130,8 +130,10 @@ def _add(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
     """``x + y`` (or ``x + 3.0``, ``x + bias``) in a block's forward: a functional op."""
     if spec.num_inputs == 1:
         return lambda: x + 3.0
-    ys = [torch.randn(spec.other_shape or spec.in_shape, device=x.device)
-          for _ in range(spec.num_inputs - 1)]
+    ys = [
+        torch.randn(spec.other_shape or spec.in_shape, device=x.device)
+        for _ in range(spec.num_inputs - 1)
+    ]
 
     def add() -> Any:
         out = x

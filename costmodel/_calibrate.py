@@ -67,7 +67,11 @@ from costmodel._spec import LayerSpec
 from hw_profiles import HardwareProfile, RuntimeParams, parse_profile
 
 __all__ = [
-    "CALIBRATION_SEED", "NETWORK_BATCHES", "calibrate", "configure_torch", "measure_networks",
+    "CALIBRATION_SEED",
+    "NETWORK_BATCHES",
+    "calibrate",
+    "configure_torch",
+    "measure_networks",
 ]
 
 NETWORK_BATCHES = (1, 32, 1, 32, 8)  # calibration networks cycle through these batches

@@ -31,7 +31,7 @@ from hw_profiles import RUNTIMES, ProfileError, available, load
 
 CONVENTIONS = (
     "Conventions: MACs = multiply-accumulates (what ZOMI's lecture on model "
-    "miniaturization calls \"FLOPs\"); "
+    'miniaturization calls "FLOPs"); '
     "FLOPs = 2 x MACs; MAC bytes = memory access cost (input read + output written + "
     "weights read, ShuffleNet V2) at the chosen precision; intensity = (FLOPs + other "
     "element-wise ops) / MAC bytes; latency = roofline time per kernel plus the "
@@ -87,13 +87,22 @@ def _parser() -> argparse.ArgumentParser:
         help="how kernels are launched: eager PyTorch, a replayed CUDA graph, or a fused "
         "deployment runtime; sets the per-kernel overhead (default: eager)",
     )
-    p.add_argument("--strict", action="store_true",
-                   help="fail (exit 1) when a module or op has no cost formula, instead of "
-                   "listing it as unsupported")
-    p.add_argument("--json", action="store_true",
-                   help="print the report as JSON (CostReport.to_dict()) instead of a table")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help="also draw the layers on the profile's roofline chart into FILE.png")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1) when a module or op has no cost formula, instead of "
+        "listing it as unsupported",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON (CostReport.to_dict()) instead of a table",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the layers on the profile's roofline chart into FILE.png",
+    )
     return p
 
 
@@ -103,8 +112,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(d < 1 for d in shape):
-        raise UsageError(f"--input={text!r} must be comma-separated positive ints, batch "
-                         f"first, e.g. {_DEFAULT_INPUT}")
+        raise UsageError(
+            f"--input={text!r} must be comma-separated positive ints, batch "
+            f"first, e.g. {_DEFAULT_INPUT}"
+        )
     return shape
 
 
@@ -127,11 +138,9 @@ def build_model(target: str) -> Any:
             sig = str(inspect.signature(factory))
         except (TypeError, ValueError):
             pass
-        raise UsageError(f"factory {name!r}{sig} must be callable without arguments: {e}") \
-            from e
+        raise UsageError(f"factory {name!r}{sig} must be callable without arguments: {e}") from e
     if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"factory {name!r} returned {type(model).__name__}, "
-                         "not a torch.nn.Module")
+        raise UsageError(f"factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -148,8 +157,17 @@ def _bytes(n: int) -> str:
 
 def format_table(rep: CostReport) -> str:
     """The per-layer table and the totals, as printed by the command line."""
-    head = ("name", "kind", "output shape", "params", "MACs", "MAC bytes", "intensity",
-            "bound", "latency_us")
+    head = (
+        "name",
+        "kind",
+        "output shape",
+        "params",
+        "MACs",
+        "MAC bytes",
+        "intensity",
+        "bound",
+        "latency_us",
+    )
     rows = [
         (
             lay.name,
@@ -168,8 +186,10 @@ def format_table(rep: CostReport) -> str:
     left = {0, 1, 2, 7}
 
     def fmt(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     t = rep.total
     lines = [
@@ -183,20 +203,21 @@ def format_table(rep: CostReport) -> str:
         "",
         "totals:",
         f"  params               {_int(t.params)} (of which bias {_int(t.bias_params)})",
-        f"  MACs                 {_int(t.macs)} (multiply-accumulates, the lecture's \"FLOPs\")",
+        f'  MACs                 {_int(t.macs)} (multiply-accumulates, the lecture\'s "FLOPs")',
         f"  FLOPs                {_int(t.flops)} (2 x MACs)",
         f"  other ops            {_int(t.other_ops)} (bias adds, activations, pooling, adds)",
         f"  MAC bytes            {_bytes(t.mac_bytes)} at {rep.precision}",
-        "  model size           " + ", ".join(f"{p} {_bytes(b)}"
-                                               for p, b in t.model_size_bytes.items()),
+        "  model size           "
+        + ", ".join(f"{p} {_bytes(b)}" for p, b in t.model_size_bytes.items()),
         f"  peak activations     {_bytes(t.peak_activation_bytes)} at {rep.precision}",
         f"  latency              {t.latency_s * 1e3:.4f} ms (compute {t.compute_s * 1e3:.4f}"
         f" ms, memory {t.memory_s * 1e3:.4f} ms, fixed costs {t.overhead_s * 1e3:.4f} ms;"
         " sums over layers, which overlap)",
     ]
     if rep.unsupported:
-        lines.append(f"  NOT COSTED           {len(rep.unsupported)}: "
-                     + "; ".join(rep.unsupported))
+        lines.append(
+            f"  NOT COSTED           {len(rep.unsupported)}: " + "; ".join(rep.unsupported)
+        )
     return "\n".join(lines)
 
 
@@ -227,8 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if rep.unsupported:
-        print(f"warning: {len(rep.unsupported)} layer(s) have no cost formula and are NOT "
-              f"counted: {'; '.join(rep.unsupported)}", file=sys.stderr)
+        print(
+            f"warning: {len(rep.unsupported)} layer(s) have no cost formula and are NOT "
+            f"counted: {'; '.join(rep.unsupported)}",
+            file=sys.stderr,
+        )
     if args.plot:
         try:
             plot_roofline_layers(rep, hw, args.plot, title=f"{args.model} on {hw.name}")
@@ -279,7 +303,6 @@ def read_networks(path: Path) -> list[Any]:
     return nets
 
 
-
 def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m costmodel validate",
@@ -288,38 +311,72 @@ def _validate_parser(validation_seed: int) -> argparse.ArgumentParser:
     )
     p.add_argument("--hw", required=True, help="profile: built-in name or TOML path")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--space", default="cifar",
-                   help="search space: a name shipped with searchspace "
-                   f"({', '.join(searchspace.available_spaces())}) or a TOML path (default cifar)")
-    p.add_argument("--n", type=int, default=40,
-                   help="architectures of --space (default 40), for --set dev")
-    p.add_argument("--set", dest="net_set", choices=VALIDATION_SETS, default="dev",
-                   help="dev: --n architectures of --space drawn with --seed (the development "
-                   "set design decisions were checked on); dev-list: the development list "
-                   f"experiments/{DEV_LIST_FILE.name} (NB201, OFA and zoo networks; the former "
-                   "held-out list); heldout: the frozen list experiments/heldout_networks.txt "
-                   "(the same families, networks no decision has seen; report only)")
-    p.add_argument("--networks", default=None,
-                   help="a file of networks, one a line (replaces --set): NAS-Bench-201 cells "
-                   "(|op~0|+...), ofa:... subnets, architecture strings, or your own modules as "
-                   "FILE.py:FACTORY CxHxW (FILE relative to the list)")
-    p.add_argument("--clock", choices=CLOCKS, default=DEFAULT_CLOCK,
-                   help="CPU clock: wall (time.perf_counter, default) or thread (the "
-                   "thread's CPU time, one thread)")
-    p.add_argument("--batch", type=int, action="append", default=None,
-                   help="batch size; repeat for several (default 1)")
+    p.add_argument(
+        "--space",
+        default="cifar",
+        help="search space: a name shipped with searchspace "
+        f"({', '.join(searchspace.available_spaces())}) or a TOML path (default cifar)",
+    )
+    p.add_argument(
+        "--n", type=int, default=40, help="architectures of --space (default 40), for --set dev"
+    )
+    p.add_argument(
+        "--set",
+        dest="net_set",
+        choices=VALIDATION_SETS,
+        default="dev",
+        help="dev: --n architectures of --space drawn with --seed (the development "
+        "set design decisions were checked on); dev-list: the development list "
+        f"experiments/{DEV_LIST_FILE.name} (NB201, OFA and zoo networks; the former "
+        "held-out list); heldout: the frozen list experiments/heldout_networks.txt "
+        "(the same families, networks no decision has seen; report only)",
+    )
+    p.add_argument(
+        "--networks",
+        default=None,
+        help="a file of networks, one a line (replaces --set): NAS-Bench-201 cells "
+        "(|op~0|+...), ofa:... subnets, architecture strings, or your own modules as "
+        "FILE.py:FACTORY CxHxW (FILE relative to the list)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default=DEFAULT_CLOCK,
+        help="CPU clock: wall (time.perf_counter, default) or thread (the "
+        "thread's CPU time, one thread)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        action="append",
+        default=None,
+        help="batch size; repeat for several (default 1)",
+    )
     p.add_argument("--runtime", choices=RUNTIMES, default="eager")
     p.add_argument("--seed", type=int, default=validation_seed)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved measurement rounds (default 100, 20 above batch 8)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="samples per network per round (default %(default)s)")
-    p.add_argument("--min-ms", type=float, default=DEFAULT_MIN_S * 1e3,
-                   help="shortest timed sample in ms; faster networks loop (default %(default)s)")
-    p.add_argument("--quantile", type=float, default=0.5,
-                   help="the quantile of the samples taken as the latency (default %(default)s, "
-                   "the median; the lower decile is reported beside it)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved measurement rounds (default 100, 20 above batch 8)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=1, help="samples per network per round (default %(default)s)"
+    )
+    p.add_argument(
+        "--min-ms",
+        type=float,
+        default=DEFAULT_MIN_S * 1e3,
+        help="shortest timed sample in ms; faster networks loop (default %(default)s)",
+    )
+    p.add_argument(
+        "--quantile",
+        type=float,
+        default=0.5,
+        help="the quantile of the samples taken as the latency (default %(default)s, "
+        "the median; the lower decile is reported beside it)",
+    )
     p.add_argument("--out", default="experiments/results", help="output folder")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     return p
@@ -351,13 +408,17 @@ def _validate_usage_error(args: argparse.Namespace) -> str | None:
 
 def _print_batch(b: int, summary: Any, meta: dict[str, Any], paths: list[Path]) -> None:
     s = summary
-    print(f"batch {b}: n={s.n} Spearman {s.spearman:.3f} Kendall {s.kendall:.3f} "
-          f"median |err| {s.median_abs_error:.1%} within10 {s.within_10:.0%} "
-          f"within25 {s.within_25:.0%} -> {paths[1]}")
+    print(
+        f"batch {b}: n={s.n} Spearman {s.spearman:.3f} Kendall {s.kendall:.3f} "
+        f"median |err| {s.median_abs_error:.1%} within10 {s.within_10:.0%} "
+        f"within25 {s.within_25:.0%} -> {paths[1]}"
+    )
     if meta["speed_factor"]:
         n_ = json.loads(paths[0].read_text())["summary_speed_normalized"]
-        print(f"  at calibration speed (x{meta['speed_factor']:.3f}): Spearman "
-              f"{n_['spearman']:.3f} median |err| {n_['median_abs_error']:.1%}")
+        print(
+            f"  at calibration speed (x{meta['speed_factor']:.3f}): Spearman "
+            f"{n_['spearman']:.3f} median |err| {n_['median_abs_error']:.1%}"
+        )
 
 
 def validate_main(argv: Sequence[str]) -> int:
@@ -374,8 +435,10 @@ def validate_main(argv: Sequence[str]) -> int:
         print("validate: --device=cuda but no CUDA device is available", file=sys.stderr)
         return 1
     command = "python -m costmodel validate " + " ".join(argv)
-    listed = {"heldout": (HELDOUT_FILE, "held-out set", "_heldout"),
-              "dev-list": (DEV_LIST_FILE, "development list", "_devlist")}
+    listed = {
+        "heldout": (HELDOUT_FILE, "held-out set", "_heldout"),
+        "dev-list": (DEV_LIST_FILE, "development list", "_devlist"),
+    }
     if args.networks is not None or args.net_set in listed:
         path = Path(args.networks) if args.networks is not None else listed[args.net_set][0]
         try:
@@ -387,27 +450,46 @@ def validate_main(argv: Sequence[str]) -> int:
             _, what, tag = listed[args.net_set]
             space = f"{what} ({path.name})"
     else:
-        archs, space, tag = searchspace.sample_architectures(args.space, args.n, args.seed), (
-            f"development set: {args.n} of {args.space}"), ""
+        archs, space, tag = (
+            searchspace.sample_architectures(args.space, args.n, args.seed),
+            (f"development set: {args.n} of {args.space}"),
+            "",
+        )
     try:  # before measuring: minutes of timings must not be lost to a missing folder
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"validate: --out={args.out!r}: cannot create it ({e.strerror or e})",
-              file=sys.stderr)
+        print(
+            f"validate: --out={args.out!r}: cannot create it ({e.strerror or e})", file=sys.stderr
+        )
         return 2
     reference = searchspace.reference_architecture()
     results = {}
     for b in args.batch or [1]:
         points, summary, meta = V.validate(
-            args.hw, args.device, archs, b, args.runtime, reference=reference, seed=args.seed,
-            threads=args.threads, rounds=args.rounds, repeats=args.repeats,
-            min_s=args.min_ms / 1e3, quantile=args.quantile, space=space, clock=args.clock,
+            args.hw,
+            args.device,
+            archs,
+            b,
+            args.runtime,
+            reference=reference,
+            seed=args.seed,
+            threads=args.threads,
+            rounds=args.rounds,
+            repeats=args.repeats,
+            min_s=args.min_ms / 1e3,
+            quantile=args.quantile,
+            space=space,
+            clock=args.clock,
         )
         stem = f"validation_{args.device}{tag}_b{b}" + (
-            "" if args.runtime == "eager" else f"_{args.runtime}")
+            "" if args.runtime == "eager" else f"_{args.runtime}"
+        )
         paths = V.write_results(points, summary, meta, Path(args.out), stem, command)
-        results[f"b{b}"] = {"summary": summary.to_dict(), "speed_factor": meta["speed_factor"],
-                            "files": [str(p) for p in paths]}
+        results[f"b{b}"] = {
+            "summary": summary.to_dict(),
+            "speed_factor": meta["speed_factor"],
+            "files": [str(p) for p in paths],
+        }
         if not args.json:
             _print_batch(b, summary, meta, paths)
     if args.json:

@@ -255,8 +255,14 @@ def estimate(
         ) from None
     if getattr(ctx.model, "whole_network", lambda hw: False)(ctx.hw):
         # A layer's cost depends on the layers around it: segments cannot be costed alone.
-        return analyze(arch.lower(batch), ctx.hw, precision, runtime,
-                       input_shape=(batch, *arch.input_shape), model=ctx.model)
+        return analyze(
+            arch.lower(batch),
+            ctx.hw,
+            precision,
+            runtime,
+            input_shape=(batch, *arch.input_shape),
+            model=ctx.model,
+        )
     cache = ctx.cache
     segs = []
     for part in segments():

@@ -525,17 +525,17 @@ class _Model:
             for g in self.split
         }
         extras = _moved_extras(base, self.runtime, classes)
-        self.prior = {**_host_prior(base, self.runtime, extras),
-                      **{k: v[0] for k, v in eff.items()}}
+        self.prior = {
+            **_host_prior(base, self.runtime, extras),
+            **{k: v[0] for k, v in eff.items()},
+        }
         self.names = list(self.prior)
         hi = [_LOG_RANGE] * len(HOST_PARAMS) + [math.log(v[1]) for v in eff.values()]
         self.bounds = (np.full(len(self.names), -_LOG_RANGE), np.asarray(hi) + 1e-12)
         self.heavy_host = bool(classes & HEAVY_HOST_CLASSES)
         scale = {g: (self._compute_prior(g), self.prior[f"efficiency_{g}"]) for g in self.groups}
         self.heavy_ratio = _heavy_ratios(extras)
-        self.layers = [
-            _base_layers(r, base, self.groups, scale, self.heavy_ratio) for r in rows
-        ]
+        self.layers = [_base_layers(r, base, self.groups, scale, self.heavy_ratio) for r in rows]
         self.overlap = base.memory_compute_overlap
         self.cpu = base.device_type == "cpu"
 
@@ -643,8 +643,9 @@ def _compute_ladder(model: _Model, group: str) -> list[float]:
         return [0.0]
     eff_c, eff_m = model._efficiencies(model.prior)
     # Compute binds where eff_c < eff_m * compute_s / memory_s (both at efficiency 1).
-    lowest = max(math.log(eff_m[gi] * float(np.median(ratios)) / (4.0 * eff_c[gi])),
-                 -_LOG_RANGE)  # no start below the parameter's bound
+    lowest = max(
+        math.log(eff_m[gi] * float(np.median(ratios)) / (4.0 * eff_c[gi])), -_LOG_RANGE
+    )  # no start below the parameter's bound
     steps = max(0, math.ceil(-lowest / math.log(2.0)))
     return [-j * math.log(2.0) for j in range(steps + 1)]
 
@@ -667,9 +668,7 @@ def _starts(model: _Model, free: np.ndarray) -> list[np.ndarray]:
     return starts
 
 
-def _solve(
-    model: _Model, idx: Sequence[int], prior_weight: float, free: np.ndarray
-) -> np.ndarray:
+def _solve(model: _Model, idx: Sequence[int], prior_weight: float, free: np.ndarray) -> np.ndarray:
     """Log-factors of every parameter; those not ``free`` (a mask) stay 0, at the prior.
 
     The least-cost solution over ``_starts``: the first one wins a tie.

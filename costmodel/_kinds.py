@@ -51,8 +51,7 @@ _always("activation", *S.ACTIVATIONS)
 _always("pooling", S.AVGPOOL2D)
 _always("max_pooling", S.MAXPOOL2D)
 _always("global_pooling", S.GLOBAL_AVGPOOL2D)
-_always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.CONCAT, S.SPLIT, S.FLATTEN,
-        S.IDENTITY)
+_always("elementwise", S.ADD, S.MUL, S.CHANNEL_SHUFFLE, S.CONCAT, S.SPLIT, S.FLATTEN, S.IDENTITY)
 
 
 def kernel_class(spec: LayerSpec) -> str:
@@ -97,7 +96,10 @@ def latency_class(spec: LayerSpec, conv_dispatch: str = "none", threads: int = 1
     "native_conv".
     """
     cls = kernel_class(spec)
-    if (conv_dispatch == "pytorch_cpu" and spec.op == S.CONV2D
-            and not pytorch_cpu_uses_onednn(spec, threads)):
+    if (
+        conv_dispatch == "pytorch_cpu"
+        and spec.op == S.CONV2D
+        and not pytorch_cpu_uses_onednn(spec, threads)
+    ):
         return "native_conv"
     return cls

@@ -287,8 +287,9 @@ def network_fresh_bytes(
     """
     if not needs_allocator(hw):
         return [allocator.NONE] * len(layers)
-    return allocator.fresh_bytes([s for s, _, _ in layers], [c for _, c, _ in layers], hw,
-                                 precision, fused)
+    return allocator.fresh_bytes(
+        [s for s, _, _ in layers], [c for _, c, _ in layers], hw, precision, fused
+    )
 
 
 def critical_path(times: list[KernelTime]) -> list[float]:

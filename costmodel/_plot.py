@@ -67,8 +67,15 @@ def roofline_points(report: CostReport) -> list[RooflinePoint]:
         if layer.latency_s <= 0 or layer.mac_bytes <= 0:
             continue
         ops = layer.flops + layer.other_ops
-        points.append(RooflinePoint(layer.name, layer.kernel_class, layer.intensity,
-                                    ops / layer.latency_s, layer.bound == OVERHEAD))
+        points.append(
+            RooflinePoint(
+                layer.name,
+                layer.kernel_class,
+                layer.intensity,
+                ops / layer.latency_s,
+                layer.bound == OVERHEAD,
+            )
+        )
     return points
 
 
@@ -82,10 +89,17 @@ def overhead_share(report: CostReport) -> float:
 def _network_point(report: CostReport, label: str) -> RooflinePoint:
     t = report.total
     if t.latency_s <= 0 or t.mac_bytes <= 0:
-        raise ValueError(f"network {label!r} has latency_s={t.latency_s} and "
-                         f"mac_bytes={t.mac_bytes}; nothing to place on a roofline")
-    return RooflinePoint(label, "network", t.intensity, (t.flops + t.other_ops) / t.latency_s,
-                         overhead_share(report) > 0.5)
+        raise ValueError(
+            f"network {label!r} has latency_s={t.latency_s} and "
+            f"mac_bytes={t.mac_bytes}; nothing to place on a roofline"
+        )
+    return RooflinePoint(
+        label,
+        "network",
+        t.intensity,
+        (t.flops + t.other_ops) / t.latency_s,
+        overhead_share(report) > 0.5,
+    )
 
 
 def _draw_roof(ax: Axes, hw_profile: HardwareProfile, precision: str, xs: Sequence[float]) -> None:
@@ -108,22 +122,26 @@ def _overhead_label(hw_profile: HardwareProfile, runtime: str, n: int, what: str
     return f"hollow: {n} {what} overhead-bound ({runtime}: {k * 1e6:g} us fixed per kernel)"
 
 
-def _scatter(ax: Axes, points: Sequence[RooflinePoint], colour: str, label: str,
-             **kw: object) -> None:
+def _scatter(
+    ax: Axes, points: Sequence[RooflinePoint], colour: str, label: str, **kw: object
+) -> None:
     """Filled points, and hollow ones (same colour edge) for the overhead-bound."""
     for hollow in (False, True):
         mine = [p for p in points if p.overhead_bound == hollow]
         if mine:
-            ax.scatter([p.intensity for p in mine], [p.attained_ops_per_s for p in mine],
-                       facecolors="none" if hollow else colour, edgecolors=colour,
-                       label=None if hollow and len(mine) < len(points) else label,
-                       **kw)  # type: ignore[arg-type]
+            ax.scatter(
+                [p.intensity for p in mine],
+                [p.attained_ops_per_s for p in mine],
+                facecolors="none" if hollow else colour,
+                edgecolors=colour,
+                label=None if hollow and len(mine) < len(points) else label,
+                **kw,
+            )  # type: ignore[arg-type]
 
 
 def _legend_below(ax: Axes) -> None:
     """The legend under the axes: it never covers points."""
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2,
-              frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, frameon=False)
 
 
 def _label_spread(points: Sequence[RooflinePoint], k: int) -> list[RooflinePoint]:
@@ -137,15 +155,17 @@ def _label_spread(points: Sequence[RooflinePoint], k: int) -> list[RooflinePoint
 def _save(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     if out.parent and not out.parent.exists():
-        raise FileNotFoundError(f"cannot write the plot: directory {str(out.parent)!r} "
-                                "does not exist")
+        raise FileNotFoundError(
+            f"cannot write the plot: directory {str(out.parent)!r} does not exist"
+        )
     FigureCanvasAgg(fig)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     return out
 
 
-def plot_roofline_layers(report: CostReport, hw: str | Path | HardwareProfile, path: str | Path,
-                         title: str | None = None) -> Path:
+def plot_roofline_layers(
+    report: CostReport, hw: str | Path | HardwareProfile, path: str | Path, title: str | None = None
+) -> Path:
     """Draw each layer of ``report`` on ``hw``'s roofline at the report's precision.
 
     ``hw`` should be the profile the report was computed for. Returns the path written.
@@ -161,18 +181,32 @@ def plot_roofline_layers(report: CostReport, hw: str | Path | HardwareProfile, p
             _scatter(ax, mine, colour, cls, s=18, alpha=0.8)
     n_over = sum(p.overhead_bound for p in points)
     if n_over:
-        ax.scatter([], [], s=18, facecolors="none", edgecolors="black",
-                   label=_overhead_label(hw_profile, report.runtime, n_over, "layers"))
-    ax.set_title(title or f"{len(points)} layers on {hw_profile.name} ({report.precision}, "
-                 f"{report.runtime}, batch {report.batch})")
+        ax.scatter(
+            [],
+            [],
+            s=18,
+            facecolors="none",
+            edgecolors="black",
+            label=_overhead_label(hw_profile, report.runtime, n_over, "layers"),
+        )
+    ax.set_title(
+        title
+        or f"{len(points)} layers on {hw_profile.name} ({report.precision}, "
+        f"{report.runtime}, batch {report.batch})"
+    )
     _legend_below(ax)
     return _save(fig, path)
 
 
-def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
-                           hw: str | Path | HardwareProfile, precision: str, path: str | Path,
-                           title: str | None = None,
-                           highlight: Sequence[int] | None = None) -> Path:
+def plot_roofline_networks(
+    reports: Sequence[CostReport],
+    labels: Sequence[str],
+    hw: str | Path | HardwareProfile,
+    precision: str,
+    path: str | Path,
+    title: str | None = None,
+    highlight: Sequence[int] | None = None,
+) -> Path:
     """One point per network (total ops / total latency vs total intensity).
 
     ``highlight``: indices of networks to mark and label (e.g. the Pareto front).
@@ -202,14 +236,25 @@ def plot_roofline_networks(reports: Sequence[CostReport], labels: Sequence[str],
         note = "" if len(shown) == len(top) else f", {len(shown)} labelled"
         _scatter(ax, top, "tab:red", f"highlighted ({len(top)}{note})", s=40, linewidths=1.0)
         for n, p in enumerate(shown):  # alternate above / below: neighbours do not collide
-            ax.annotate(p.label, (p.intensity, p.attained_ops_per_s), fontsize=6,
-                        xytext=(6, 8) if n % 2 == 0 else (6, -12), textcoords="offset points",
-                        arrowprops={"arrowstyle": "-", "linewidth": 0.4})
+            ax.annotate(
+                p.label,
+                (p.intensity, p.attained_ops_per_s),
+                fontsize=6,
+                xytext=(6, 8) if n % 2 == 0 else (6, -12),
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "linewidth": 0.4},
+            )
     n_over = sum(p.overhead_bound for p in points)
     if n_over:
         runtimes = sorted({r.runtime for r in reports})
-        ax.scatter([], [], s=16, facecolors="none", edgecolors="black",
-                   label=_overhead_label(hw_profile, runtimes[0], n_over, "networks"))
+        ax.scatter(
+            [],
+            [],
+            s=16,
+            facecolors="none",
+            edgecolors="black",
+            label=_overhead_label(hw_profile, runtimes[0], n_over, "networks"),
+        )
     ax.set_title(title or f"{len(points)} networks on {hw_profile.name} ({precision})")
     _legend_below(ax)
     return _save(fig, path)

@@ -179,7 +179,8 @@ def _class_efficiencies(hw: HardwareProfile, factor: dict[str, float]) -> dict[s
     for side, i in (("compute", 0), ("memory", 1)):
         table = getattr(hw, f"{side}_efficiency")
         out[f"{side}_efficiency"] = MappingProxyType(
-            {k: default(table, k) * f for k, f in factor.items()})
+            {k: default(table, k) * f for k, f in factor.items()}
+        )
         out[f"{side}_efficiency_by_precision"] = MappingProxyType({
             p: MappingProxyType({k: hw.efficiency(k, p)[i] * f for k, f in factor.items()})
             for p in getattr(hw, f"{side}_efficiency_by_precision")})  # fmt: skip

@@ -84,17 +84,29 @@ _SUB_FUNCTIONS = (operator.sub, operator.isub, torch.sub, torch.subtract, torch.
 _SUB_METHODS = ("sub", "sub_", "subtract", "subtract_", "rsub")
 _MUL_FUNCTIONS = (operator.mul, operator.imul, torch.mul)
 _MUL_METHODS = ("mul", "mul_")
-_DIV_NEG_FUNCTIONS = (operator.truediv, operator.itruediv, torch.div, torch.true_divide,
-                      operator.neg, torch.neg)
+_DIV_NEG_FUNCTIONS = (
+    operator.truediv,
+    operator.itruediv,
+    torch.div,
+    torch.true_divide,
+    operator.neg,
+    torch.neg,
+)
 _DIV_NEG_METHODS = ("div", "div_", "true_divide", "true_divide_", "neg", "neg_")
 _FLATTEN_FUNCTIONS = (torch.flatten,)
 _FLATTEN_METHODS = ("flatten", "view", "reshape")
 _CONCAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
-_SPLIT_FUNCTIONS = {torch.chunk: "chunks", torch.split: "split_size_or_sections",
-                    torch.tensor_split: "indices_or_sections"}
+_SPLIT_FUNCTIONS = {
+    torch.chunk: "chunks",
+    torch.split: "split_size_or_sections",
+    torch.tensor_split: "indices_or_sections",
+}
 _SPLIT_METHODS = {"chunk": "chunks", "split": "split_size", "tensor_split": "indices_or_sections"}
-_CHANNEL_SHUFFLE_FUNCTIONS = (torch.channel_shuffle, F.channel_shuffle,
-                              torch.native_channel_shuffle)
+_CHANNEL_SHUFFLE_FUNCTIONS = (
+    torch.channel_shuffle,
+    F.channel_shuffle,
+    torch.native_channel_shuffle,
+)
 
 
 class _Unsupported(Exception):
@@ -110,8 +122,9 @@ class _Layer:
     label: str = ""  # what the default name says when it is not ``op`` (sub, truediv)
 
 
-def _bind(args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str],
-          defaults: dict[str, Any]) -> dict[str, Any]:
+def _bind(
+    args: Sequence[Any], kwargs: dict[str, Any], names: Sequence[str], defaults: dict[str, Any]
+) -> dict[str, Any]:
     """Positional + keyword arguments of a functional call, by parameter name."""
     bound = dict(defaults)
     bound.update(zip(names, args, strict=False))
@@ -149,14 +162,30 @@ def _conv_layer(m: nn.Conv2d, shape: tuple[int, ...]) -> _Layer:
             padding = (total[0] // 2, total[1] // 2)
     else:
         padding = _pair(m.padding)
-    return _Layer(S.CONV2D, dict(
-        out_channels=m.out_channels, kernel_size=kernel, stride=_pair(m.stride),
-        padding=padding, dilation=dilation, groups=m.groups, bias=m.bias is not None,
-    ))
+    return _Layer(
+        S.CONV2D,
+        dict(
+            out_channels=m.out_channels,
+            kernel_size=kernel,
+            stride=_pair(m.stride),
+            padding=padding,
+            dilation=dilation,
+            groups=m.groups,
+            bias=m.bias is not None,
+        ),
+    )
 
 
-def _pool_layer(op: str, kernel: Any, stride: Any, padding: Any, dilation: Any,
-                ceil_mode: bool, shape: tuple[int, ...], extra: str = "") -> _Layer:
+def _pool_layer(
+    op: str,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: bool,
+    shape: tuple[int, ...],
+    extra: str = "",
+) -> _Layer:
     _require_4d(shape, op)
     if ceil_mode:
         raise _Unsupported("ceil_mode=True")
@@ -164,8 +193,10 @@ def _pool_layer(op: str, kernel: Any, stride: Any, padding: Any, dilation: Any,
         raise _Unsupported(extra)
     kernel = _pair(kernel)
     stride = kernel if stride is None or stride == [] or stride == () else _pair(stride)
-    return _Layer(op, dict(kernel_size=kernel, stride=stride, padding=_pair(padding),
-                           dilation=_pair(dilation)))
+    return _Layer(
+        op,
+        dict(kernel_size=kernel, stride=stride, padding=_pair(padding), dilation=_pair(dilation)),
+    )
 
 
 def _global_pool_layer(output_size: Any, shape: tuple[int, ...]) -> _Layer:
@@ -188,11 +219,18 @@ def _module_layer(m: nn.Module, shape: tuple[int, ...]) -> _Layer:
     if t in _ACTIVATION_MODULES:
         return _Layer(_ACTIVATION_MODULES[t], {"inplace": bool(getattr(m, "inplace", False))})
     if t is nn.MaxPool2d:
-        return _pool_layer(S.MAXPOOL2D, m.kernel_size, m.stride, m.padding, m.dilation,
-                           m.ceil_mode, shape, "return_indices=True" if m.return_indices else "")
+        return _pool_layer(
+            S.MAXPOOL2D,
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            m.ceil_mode,
+            shape,
+            "return_indices=True" if m.return_indices else "",
+        )
     if t is nn.AvgPool2d:
-        return _pool_layer(S.AVGPOOL2D, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
-                           shape)
+        return _pool_layer(S.AVGPOOL2D, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, shape)
     if t is nn.AdaptiveAvgPool2d:
         return _global_pool_layer(m.output_size, shape)
     if t is nn.ChannelShuffle:
@@ -240,8 +278,9 @@ def _writes_in_place(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
 
 
-def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    shape: tuple[int, ...]) -> _Layer:
+def _function_layer(
+    target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], shape: tuple[int, ...]
+) -> _Layer:
     """``target`` is a function (call_function) or a method name (call_method)."""
     if target in _ACTIVATION_FUNCTIONS:
         op = _ACTIVATION_FUNCTIONS[target]
@@ -274,28 +313,58 @@ def _function_layer(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         return _Layer(S.SPLIT, {})  # x[:, a:b]: a view of some channels
     if target in _CHANNEL_SHUFFLE_FUNCTIONS:
         _require_4d(shape, "channel_shuffle")
-        return _Layer(S.CHANNEL_SHUFFLE, dict(groups=_bind(args, kwargs, ("input", "groups"), {})
-                                              ["groups"]))
+        return _Layer(
+            S.CHANNEL_SHUFFLE, dict(groups=_bind(args, kwargs, ("input", "groups"), {})["groups"])
+        )
     if target is F.dropout:
         if _bind(args, kwargs, ("input", "p", "training"), {"training": True})["training"]:
             raise _Unsupported("training=True")
         return _Layer(S.IDENTITY, {})
     if target is F.adaptive_avg_pool2d:
-        return _global_pool_layer(_bind(args, kwargs, ("input", "output_size"), {})
-                                  ["output_size"], shape)
+        return _global_pool_layer(
+            _bind(args, kwargs, ("input", "output_size"), {})["output_size"], shape
+        )
     if target is F.max_pool2d:
-        a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "dilation",
-                                 "ceil_mode", "return_indices"),
-                  {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
-                   "return_indices": False})
-        return _pool_layer(S.MAXPOOL2D, a["kernel_size"], a["stride"], a["padding"],
-                           a["dilation"], a["ceil_mode"], shape,
-                           "return_indices=True" if a["return_indices"] else "")
+        a = _bind(
+            args,
+            kwargs,
+            (
+                "input",
+                "kernel_size",
+                "stride",
+                "padding",
+                "dilation",
+                "ceil_mode",
+                "return_indices",
+            ),
+            {
+                "stride": None,
+                "padding": 0,
+                "dilation": 1,
+                "ceil_mode": False,
+                "return_indices": False,
+            },
+        )
+        return _pool_layer(
+            S.MAXPOOL2D,
+            a["kernel_size"],
+            a["stride"],
+            a["padding"],
+            a["dilation"],
+            a["ceil_mode"],
+            shape,
+            "return_indices=True" if a["return_indices"] else "",
+        )
     if target is F.avg_pool2d:
-        a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "ceil_mode"),
-                  {"stride": None, "padding": 0, "ceil_mode": False})
-        return _pool_layer(S.AVGPOOL2D, a["kernel_size"], a["stride"], a["padding"], 1,
-                           a["ceil_mode"], shape)
+        a = _bind(
+            args,
+            kwargs,
+            ("input", "kernel_size", "stride", "padding", "ceil_mode"),
+            {"stride": None, "padding": 0, "ceil_mode": False},
+        )
+        return _pool_layer(
+            S.AVGPOOL2D, a["kernel_size"], a["stride"], a["padding"], 1, a["ceil_mode"], shape
+        )
     if target == "mean":
         a = _bind(args, kwargs, ("input", "dim", "keepdim"), {"dim": None, "keepdim": False})
         dims = a["dim"]
@@ -317,9 +386,12 @@ def _is_channel_slice(index: Any) -> bool:
     if not isinstance(index, tuple) or len(index) < 2 or index[0] != whole:
         return False
     ch = index[1]
-    return (isinstance(ch, slice) and ch.step in (None, 1)
-            and all(isinstance(b, int | fx.Node | None) for b in (ch.start, ch.stop))
-            and all(i == whole or i is Ellipsis for i in index[2:]))
+    return (
+        isinstance(ch, slice)
+        and ch.step in (None, 1)
+        and all(isinstance(b, int | fx.Node | None) for b in (ch.start, ch.stop))
+        and all(i == whole or i is Ellipsis for i in index[2:])
+    )
 
 
 def _check_channel_dim(bound: dict[str, Any]) -> None:
@@ -454,8 +526,9 @@ def _shuffle_idioms(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, int, set
     """Last node of each shuffle idiom -> (the tensor shuffled, groups, the inner nodes)."""
     found: dict[fx.Node, tuple[fx.Node, int, set[fx.Node]]] = {}
     for grouped in gm.graph.nodes:
-        if not _is_call(grouped, _RESHAPE_METHODS, (torch.reshape,)) \
-                or not isinstance(grouped.args[0], fx.Node):
+        if not _is_call(grouped, _RESHAPE_METHODS, (torch.reshape,)) or not isinstance(
+            grouped.args[0], fx.Node
+        ):
             continue
         src, shape5 = _single_shape(grouped.args[0]), _single_shape(grouped)
         if src is None or shape5 is None or len(src) != 4 or len(shape5) != 5:
@@ -471,8 +544,11 @@ def _shuffle_idioms(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, int, set
         if last is not None and _is_call(last, ("contiguous",)):
             inner.add(last)
             last = _only_user(last)
-        if last is not None and _is_call(last, _RESHAPE_METHODS, (torch.reshape, torch.flatten)) \
-                and _single_shape(last) == src:
+        if (
+            last is not None
+            and _is_call(last, _RESHAPE_METHODS, (torch.reshape, torch.flatten))
+            and _single_shape(last) == src
+        ):
             found[last] = (grouped.args[0], g, inner)
     return found
 
@@ -509,8 +585,12 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
             key_of[node] = f"attr:{node.target}"
             continue
         operands = list(_tensor_args((node.args, node.kwargs)))
-        if node.op == "call_function" and node.target is operator.getitem and operands \
-                and _single_shape(operands[0]) is None:
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and operands
+            and _single_shape(operands[0]) is None
+        ):
             key_of[node] = key_of[operands[0]]  # one output of a multi-output call
             continue
         out_shape = _single_shape(node)
@@ -542,8 +622,20 @@ def _fx_sites(gm: fx.GraphModule, example: torch.Tensor) -> list[_Site]:
             owner = _owner(node)
             name = f"{owner}.{kind}" if owner else kind
         key = f"node:{node.name}"
-        sites.append(_Site(key, name, in_shape, out_shape or shapes[0], inputs, other, layer,
-                           what, reason, node.op == "call_module"))
+        sites.append(
+            _Site(
+                key,
+                name,
+                in_shape,
+                out_shape or shapes[0],
+                inputs,
+                other,
+                layer,
+                what,
+                reason,
+                node.op == "call_module",
+            )
+        )
         key_of[node] = key
     return sites
 
@@ -553,8 +645,16 @@ def _shuffle_site(last: fx.Node, source_key: str, groups: int) -> _Site:
     assert shape is not None  # checked by _shuffle_idioms
     owner = _owner(last)
     name = f"{owner}.{S.CHANNEL_SHUFFLE}" if owner else S.CHANNEL_SHUFFLE
-    return _Site(f"node:{last.name}", name, shape, shape, (source_key,), (),
-                 _Layer(S.CHANNEL_SHUFFLE, dict(groups=groups)), "channel_shuffle (view idiom)")
+    return _Site(
+        f"node:{last.name}",
+        name,
+        shape,
+        shape,
+        (source_key,),
+        (),
+        _Layer(S.CHANNEL_SHUFFLE, dict(groups=groups)),
+        "channel_shuffle (view idiom)",
+    )
 
 
 def _hook_sites(model: nn.Module, example: torch.Tensor) -> list[_Site]:
@@ -569,6 +669,7 @@ def _hook_sites(model: nn.Module, example: torch.Tensor) -> list[_Site]:
                 calls.append((name, mod, tuple(x.shape), tuple(out.shape)))
             else:
                 calls.append((name, mod, tuple(getattr(x, "shape", ())), ()))
+
         return record
 
     for name, mod in model.named_modules():
@@ -593,8 +694,20 @@ def _hook_sites(model: nn.Module, example: torch.Tensor) -> list[_Site]:
         key = f"call:{i}"
         # the model is itself one layer: named like a top-level functional op
         name = name or (layer.op if layer else type(mod).__name__)
-        sites.append(_Site(key, name, in_shape or (1,), out_shape or (1,), (prev,), (), layer,
-                           type(mod).__name__, reason, True))
+        sites.append(
+            _Site(
+                key,
+                name,
+                in_shape or (1,),
+                out_shape or (1,),
+                (prev,),
+                (),
+                layer,
+                type(mod).__name__,
+                reason,
+                True,
+            )
+        )
         prev = key
     return sites
 
@@ -610,8 +723,10 @@ def _check_layer(site: _Site) -> str:
         return site.reason
     if layer.op in (S.ADD, S.MUL) and _elementwise_operands(site) is None:
         shapes = [site.in_shape, *site.other_shapes]
-        return (f"broadcasting {layer.label or layer.op}: operands of shapes {shapes} (costed: "
-                "equal shapes, a scalar, or one operand of the same rank with 1 in some dims)")
+        return (
+            f"broadcasting {layer.label or layer.op}: operands of shapes {shapes} (costed: "
+            "equal shapes, a scalar, or one operand of the same rank with 1 in some dims)"
+        )
     if layer.op == S.CONCAT and _concat_operands(site) is None:
         shapes = [site.in_shape, *site.other_shapes]
         return f"concat of operands of shapes {shapes} (costed: (N, C_i, H, W) along dim 1)"
@@ -634,8 +749,12 @@ def _elementwise_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]]
     if not small:
         return out, {"num_inputs": len(shapes)}
     other = small[0]
-    if len(shapes) != 2 or len(small) != 1 or len(other) != len(out) \
-            or any(o not in (1, d) for o, d in zip(other, out, strict=True)):
+    if (
+        len(shapes) != 2
+        or len(small) != 1
+        or len(other) != len(out)
+        or any(o not in (1, d) for o, d in zip(other, out, strict=True))
+    ):
         return None
     return out, {"num_inputs": 2, "other_shape": other}
 
@@ -643,8 +762,9 @@ def _elementwise_operands(site: _Site) -> tuple[tuple[int, ...], dict[str, Any]]
 def _concat_operands(site: _Site) -> dict[str, Any] | None:
     """Keywords of a traced channel concat; None when the formula cannot cost it."""
     shapes = [site.in_shape, *site.other_shapes]
-    if len(shapes) < 2 or any(len(s) != 4 or (s[0], *s[2:]) != (shapes[0][0], *shapes[0][2:])
-                              for s in shapes):
+    if len(shapes) < 2 or any(
+        len(s) != 4 or (s[0], *s[2:]) != (shapes[0][0], *shapes[0][2:]) for s in shapes
+    ):
         return None
     return {"num_inputs": len(shapes), "out_channels": sum(s[1] for s in shapes)}
 
@@ -702,8 +822,13 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return type(m) in self.opaque or super().is_leaf_module(m, module_qualified_name)
 
-    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
+    def call_module(
+        self,
+        m: nn.Module,
+        forward: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
@@ -722,8 +847,12 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
             graph = tracer.trace(model)
         except Exception:
             bad = tracer.failed
-            if bad is None or bad is model or type(bad) in opaque \
-                    or any(True for _ in bad.children()):
+            if (
+                bad is None
+                or bad is model
+                or type(bad) in opaque
+                or any(True for _ in bad.children())
+            ):
                 raise
             opaque.add(type(bad))
             continue
@@ -735,10 +864,13 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
         shape = tuple(input_shape)
     except TypeError:
         shape = ()
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
-                            for d in shape):
-        raise ValueError(f"input_shape={input_shape!r} must be a tuple of positive ints, "
-                         f"batch first, e.g. {DEFAULT_INPUT_SHAPE}")
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise ValueError(
+            f"input_shape={input_shape!r} must be a tuple of positive ints, "
+            f"batch first, e.g. {DEFAULT_INPUT_SHAPE}"
+        )
     return shape
 
 
@@ -787,12 +919,18 @@ def trace_layers(
     specs, unsupported = _to_specs(sites)
     # A module with weights called twice (weight sharing) would count its params twice.
     weighted = (S.CONV2D, S.LINEAR, S.BATCHNORM2D)
-    calls = Counter(s.default_name for s in sites
-                    if s.module_call and s.layer is not None and s.layer.op in weighted)
+    calls = Counter(
+        s.default_name
+        for s in sites
+        if s.module_call and s.layer is not None and s.layer.op in weighted
+    )
     shared = sorted(n for n, c in calls.items() if c > 1)
     if shared:
-        warnings.warn(f"modules with weights called more than once are costed once per "
-                      f"call, params included: {shared}", stacklevel=3)
+        warnings.warn(
+            f"modules with weights called more than once are costed once per "
+            f"call, params included: {shared}",
+            stacklevel=3,
+        )
     return specs, unsupported
 
 
@@ -818,5 +956,6 @@ def profile(
             f"{len(unsupported)} layer(s) of {type(model).__name__} have no cost formula "
             f"({why}): {', '.join(unsupported)}"
         )
-    return analyze(specs, hw, precision, runtime, input_shape=tuple(input_shape),
-                   unsupported=unsupported)
+    return analyze(
+        specs, hw, precision, runtime, input_shape=tuple(input_shape), unsupported=unsupported
+    )

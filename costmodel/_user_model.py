@@ -64,15 +64,22 @@ def load_factory(text: str, base_dir: Path = Path()) -> Callable[[], Any]:
     try:
         module = import_file(path, "roofnas_user_model_")
     except Exception as e:  # a user's file: any error is reported as theirs
-        raise ValueError(f"model={text!r}: importing {path} failed: "
-                         f"{type(e).__name__}: {e}") from None
+        raise ValueError(
+            f"model={text!r}: importing {path} failed: {type(e).__name__}: {e}"
+        ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
-        found = sorted(k for k, v in vars(module).items()
-                       if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise ValueError(f"model={text!r}: factory {name!r} is not a callable in {path.name}; "
-                         f"callables defined there: {found}")
+        found = sorted(
+            k
+            for k, v in vars(module).items()
+            if callable(v)
+            and not k.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__
+        )
+        raise ValueError(
+            f"model={text!r}: factory {name!r} is not a callable in {path.name}; "
+            f"callables defined there: {found}"
+        )
     return factory
 
 
@@ -98,19 +105,22 @@ class ModuleNetwork:
     model: str  # PATH.py:FACTORY
     input_shape: tuple[int, ...]
     base_dir: Path = Path()
-    _specs: dict[int, tuple[LayerSpec, ...]] = field(default_factory=dict, compare=False,
-                                                     repr=False)
+    _specs: dict[int, tuple[LayerSpec, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def build(self) -> nn.Module:
         factory = load_factory(self.model, self.base_dir)
         try:
             module = factory()
         except Exception as e:  # a user's factory: any error is reported as theirs
-            raise ValueError(f"model={self.model!r}: building failed: "
-                             f"{type(e).__name__}: {e}") from None
+            raise ValueError(
+                f"model={self.model!r}: building failed: {type(e).__name__}: {e}"
+            ) from None
         if not isinstance(module, nn.Module):
-            raise ValueError(f"model={self.model!r} returned {type(module).__name__}, "
-                             "not a torch.nn.Module")
+            raise ValueError(
+                f"model={self.model!r} returned {type(module).__name__}, not a torch.nn.Module"
+            )
         return module
 
     def lower(self, batch: int) -> tuple[LayerSpec, ...]:
@@ -119,11 +129,13 @@ class ModuleNetwork:
             try:
                 specs, unsupported = trace_layers(module, (batch, *self.input_shape))
             except Exception as e:  # a user's model: any error is reported as theirs
-                raise ValueError(f"model={self.model!r}: tracing failed: "
-                                 f"{type(e).__name__}: {e}") from None
+                raise ValueError(
+                    f"model={self.model!r}: tracing failed: {type(e).__name__}: {e}"
+                ) from None
             if unsupported:
-                raise ValueError(f"model={self.model!r}: layers without a cost formula: "
-                                 f"{list(unsupported)}")
+                raise ValueError(
+                    f"model={self.model!r}: layers without a cost formula: {list(unsupported)}"
+                )
             self._specs[batch] = specs
         return self._specs[batch]
 

@@ -145,10 +145,21 @@ def scatter_plot(points: Sequence[ValidationPoint], title: str, path: Path) -> N
 
 
 def validate(
-    hw: str, device: str, networks: Sequence[Runnable], batch: int, runtime: str = "eager",
-    *, reference: Runnable, seed: int = VALIDATION_SEED, threads: int = 1,
-    rounds: int | None = None, repeats: int = 1, min_s: float = DEFAULT_MIN_S,
-    quantile: float = VALIDATION_QUANTILE, space: str = "", clock: str = DEFAULT_CLOCK,
+    hw: str,
+    device: str,
+    networks: Sequence[Runnable],
+    batch: int,
+    runtime: str = "eager",
+    *,
+    reference: Runnable,
+    seed: int = VALIDATION_SEED,
+    threads: int = 1,
+    rounds: int | None = None,
+    repeats: int = 1,
+    min_s: float = DEFAULT_MIN_S,
+    quantile: float = VALIDATION_QUANTILE,
+    space: str = "",
+    clock: str = DEFAULT_CLOCK,
     timing_clock: Any = None,
 ) -> tuple[list[ValidationPoint], ValidationSummary, dict[str, Any]]:
     """Measure ``networks`` at ``batch`` and compare with their predicted latency on ``hw``.
@@ -165,20 +176,34 @@ def validate(
     t0 = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     samples = measure_samples(
-        [*networks, reference], batch, device, rounds=rounds, repeats=repeats,
-        min_s=min_s, runtime=runtime, clock=timing_clock or clock,
+        [*networks, reference],
+        batch,
+        device,
+        rounds=rounds,
+        repeats=repeats,
+        min_s=min_s,
+        runtime=runtime,
+        clock=timing_clock or clock,
     )
     # The reference's statistic is calibration's, whatever quantile the networks are shown at.
     reference_now = lower_quantile(samples.pop(), DEFAULT_QUANTILE)
-    reference_then = (calibration_reference(hw, str(reference)).get(batch)
-                      if runtime == "eager" else None)
+    reference_then = (
+        calibration_reference(hw, str(reference)).get(batch) if runtime == "eager" else None
+    )
     points = []
     for net, ts in zip(networks, samples, strict=True):
         rep = estimate(net, hw=hw_profile, precision="fp32", batch=batch, runtime=runtime)
-        points.append(ValidationPoint(
-            str(net), lower_quantile(ts, quantile), rep.total.latency_s, rep.total.macs,
-            statistics.median(ts), lower_quantile(ts, 0.1), lower_quantile(ts, 0.9),
-        ))
+        points.append(
+            ValidationPoint(
+                str(net),
+                lower_quantile(ts, quantile),
+                rep.total.latency_s,
+                rep.total.macs,
+                statistics.median(ts),
+                lower_quantile(ts, 0.1),
+                lower_quantile(ts, 0.9),
+            )
+        )
     meta = {
         "hw": hw,
         "profile_source": hw_profile.source,
@@ -193,7 +218,8 @@ def validate(
         "repeats": repeats,
         "min_s": min_s,
         "quantile": quantile,
-        "clock": f"{clock} ({CLOCK_FUNCTIONS[clock]})" if device == "cpu"
+        "clock": f"{clock} ({CLOCK_FUNCTIONS[clock]})"
+        if device == "cpu"
         else "wall (time.perf_counter, torch.cuda.synchronize around timed regions)",
         "statistic": f"{quantile:g}-quantile of the samples"
         + (" (the median)" if quantile == 0.5 else ""),
@@ -213,22 +239,40 @@ def validate(
 
 
 def write_results(
-    points: Sequence[ValidationPoint], summary: ValidationSummary, meta: dict[str, Any],
-    out_dir: Path, stem: str, command: str,
+    points: Sequence[ValidationPoint],
+    summary: ValidationSummary,
+    meta: dict[str, Any],
+    out_dir: Path,
+    stem: str,
+    command: str,
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md, png = (out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png"))
+
     def vs(field: str) -> ValidationSummary | None:
-        pts = [replace(p, measured_s=getattr(p, field)) for p in points
-               if math.isfinite(getattr(p, field))]
+        pts = [
+            replace(p, measured_s=getattr(p, field))
+            for p in points
+            if math.isfinite(getattr(p, field))
+        ]
         return summarize(pts) if len(pts) >= 3 else None
 
     median_summary, decile_summary = vs("measured_median_s"), vs("measured_p10_s")
     factor = meta.get("speed_factor")
-    normalized = summarize([
-        replace(p, measured_s=p.measured_s * factor, measured_median_s=p.measured_median_s * factor)
-        for p in points
-    ]) if factor else None
+    normalized = (
+        summarize(
+            [
+                replace(
+                    p,
+                    measured_s=p.measured_s * factor,
+                    measured_median_s=p.measured_median_s * factor,
+                )
+                for p in points
+            ]
+        )
+        if factor
+        else None
+    )
     doc = {
         "command": command,
         "meta": meta,
@@ -241,9 +285,11 @@ def write_results(
     js.write_text(json.dumps(doc, indent=1) + "\n")
 
     def row(label: str, s: ValidationSummary) -> str:
-        return (f"| {label} | {s.n} | {s.spearman:.3f} | {s.kendall:.3f} "
-                f"| {s.median_abs_error:.1%} | {s.within_10:.0%} | {s.within_25:.0%} "
-                f"| {s.mean_signed_error:+.1%} |")
+        return (
+            f"| {label} | {s.n} | {s.spearman:.3f} | {s.kendall:.3f} "
+            f"| {s.median_abs_error:.1%} | {s.within_10:.0%} | {s.within_25:.0%} "
+            f"| {s.mean_signed_error:+.1%} |"
+        )
 
     q = meta.get("quantile", VALIDATION_QUANTILE)
     load = meta.get("loadavg_before")
@@ -255,8 +301,13 @@ def write_results(
         "",
         f"{meta['date']}, host {meta['host']}, torch {meta['torch_version']}, "
         f"{meta['threads']} thread(s), space {meta['space']}, seed {meta['seed']}"
-        + (f", load average (1/5/15 min) {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} before "
-           f"and {meta['loadavg_after'][0]:.2f} after" if load else "") + ".",
+        + (
+            f", load average (1/5/15 min) {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} before "
+            f"and {meta['loadavg_after'][0]:.2f} after"
+            if load
+            else ""
+        )
+        + ".",
         f"Measured: warm-up, {meta['rounds']} interleaved rounds x {meta['repeats']} samples "
         f"(inner loop >= {meta['min_s'] * 1e3:g} ms), clock: {meta.get('clock', '?')}; "
         f"statistic: the {meta.get('statistic', f'{q:g}-quantile')} (first row); the other "
@@ -269,14 +320,20 @@ def write_results(
         row(f"{q:g}-quantile", summary),
         *([row("median", median_summary)] if median_summary and q != 0.5 else []),
         *([row("lower decile", decile_summary)] if decile_summary and q != 0.1 else []),
-        *([row(f"{q:g}-quantile at calibration speed (x{factor:.3f})", normalized)]
-          if normalized else []),
+        *(
+            [row(f"{q:g}-quantile at calibration speed (x{factor:.3f})", normalized)]
+            if normalized
+            else []
+        ),
         "",
         f"Reference network (timed in every round): {meta['reference_s'] * 1e3:.3f} ms now"
-        + (f", {meta['reference_s'] * factor * 1e3:.3f} ms when calibrated: the machine runs "
-           f"x{factor:.3f} as fast as then; the last row scales measured times by that "
-           "factor." if factor else "; the profile records no reference time for this "
-           "batch and runtime."),
+        + (
+            f", {meta['reference_s'] * factor * 1e3:.3f} ms when calibrated: the machine runs "
+            f"x{factor:.3f} as fast as then; the last row scales measured times by that "
+            "factor."
+            if factor
+            else "; the profile records no reference time for this batch and runtime."
+        ),
         "",
         f"![scatter]({png.name})",
         "",
@@ -284,12 +341,17 @@ def write_results(
         "|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: p.measured_s):
-        lines.append(f"| {p.measured_s * 1e3:.3f} | {p.measured_median_s * 1e3:.3f} | "
-                     f"{p.measured_p10_s * 1e3:.3f}-{p.measured_p90_s * 1e3:.3f} | "
-                     f"{p.predicted_s * 1e3:.3f} | "
-                     f"{p.rel_error:+.1%} | {p.macs:,} | `{p.arch}` |")
+        lines.append(
+            f"| {p.measured_s * 1e3:.3f} | {p.measured_median_s * 1e3:.3f} | "
+            f"{p.measured_p10_s * 1e3:.3f}-{p.measured_p90_s * 1e3:.3f} | "
+            f"{p.predicted_s * 1e3:.3f} | "
+            f"{p.rel_error:+.1%} | {p.macs:,} | `{p.arch}` |"
+        )
     md.write_text("\n".join(lines) + "\n")
-    scatter_plot(points, f"{meta['hw']} {meta['device']} b{meta['batch']} {meta['runtime']}: "
-                 f"Spearman {summary.spearman:.3f}, median |err| {summary.median_abs_error:.1%}",
-                 png)
+    scatter_plot(
+        points,
+        f"{meta['hw']} {meta['device']} b{meta['batch']} {meta['runtime']}: "
+        f"Spearman {summary.spearman:.3f}, median |err| {summary.median_abs_error:.1%}",
+        png,
+    )
     return [js, md, png]

@@ -101,12 +101,25 @@ def repredict(folder: Path, hw: HardwareProfile) -> list[dict[str, Any]]:
         old = np.array([p["predicted_s"] for p in pts])
         new = np.array([estimate(parse_network(p["arch"], ROOT / "experiments"), hw=hw,
                                  batch=int(batch)).total.latency_s for p in pts])  # fmt: skip
-        cells.append({"set": name, "batch": int(batch), "n": len(pts),
-                      "role": ROLE.get(name, "-"),
-                      "recorded": _scores(old, meas), "heap_model": _scores(new, meas),
-                      "per_network": [{"arch": p["arch"], "measured_s": float(m),
-                                       "recorded_s": float(o), "heap_model_s": float(n)}
-                                      for p, m, o, n in zip(pts, meas, old, new, strict=True)]})
+        cells.append(
+            {
+                "set": name,
+                "batch": int(batch),
+                "n": len(pts),
+                "role": ROLE.get(name, "-"),
+                "recorded": _scores(old, meas),
+                "heap_model": _scores(new, meas),
+                "per_network": [
+                    {
+                        "arch": p["arch"],
+                        "measured_s": float(m),
+                        "recorded_s": float(o),
+                        "heap_model_s": float(n),
+                    }
+                    for p, m, o, n in zip(pts, meas, old, new, strict=True)
+                ],
+            }
+        )
         print(name, batch, cells[-1]["recorded"], cells[-1]["heap_model"], flush=True)
     return cells
 
@@ -125,10 +138,15 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
         cols = []
         for key in ("recorded", "heap_model"):
             s = c[key]
-            cols += [f"{s['spearman']:.3f}", f"{s['median_abs_error']:.1%}",
-                     f"{s['within_10']:.0%}", f"{s['median_ratio']:.2f}"]
-        lines.append(f"| {c['set']} | {c['role']} | {c['batch']} | {c['n']} | "
-                     + " | ".join(cols) + " |")
+            cols += [
+                f"{s['spearman']:.3f}",
+                f"{s['median_abs_error']:.1%}",
+                f"{s['within_10']:.0%}",
+                f"{s['median_ratio']:.2f}",
+            ]
+        lines.append(
+            f"| {c['set']} | {c['role']} | {c['batch']} | {c['n']} | " + " | ".join(cols) + " |"
+        )
     p = res["profile"]
     lines += ["", f"Refitted fresh-page cost: {p['page_fault_s_per_byte'] * 1e9:.3f} ns/B "
               f"(recorded profile: {res['recorded_page_fault_s_per_byte'] * 1e9:.3f} ns/B); "
@@ -138,10 +156,19 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", type=Path, help="holds calibration_cpu_raw.json, "
-                   "calibrated_cpu.toml and validation_cpu_*.json from one session")
-    p.add_argument("--hold", nargs="*", default=[], choices=["fault"],
-                   help="fit parameters kept at the probed value")
+    p.add_argument(
+        "folder",
+        type=Path,
+        help="holds calibration_cpu_raw.json, "
+        "calibrated_cpu.toml and validation_cpu_*.json from one session",
+    )
+    p.add_argument(
+        "--hold",
+        nargs="*",
+        default=[],
+        choices=["fault"],
+        help="fit parameters kept at the probed value",
+    )
     args = p.parse_args(argv)
     prov = provenance_start("experiments/allocator_refit.py", argv)
     hw = refit(args.folder, tuple(args.hold))
@@ -150,9 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     from hw_profiles import load
     from hw_profiles._toml import profile_to_toml
 
-    out_toml.write_text(profile_to_toml(
-        hw, {"method": "calibration_cpu_raw.json refitted with the heap model (nothing timed)"},
-        "Written by experiments/allocator_refit.py."))
+    out_toml.write_text(
+        profile_to_toml(
+            hw,
+            {"method": "calibration_cpu_raw.json refitted with the heap model (nothing timed)"},
+            "Written by experiments/allocator_refit.py.",
+        )
+    )
     load(out_toml)  # the file must load
     recorded = load(args.folder / "calibrated_cpu.toml")
     res = {"folder": str(args.folder.relative_to(ROOT) if args.folder.is_absolute()

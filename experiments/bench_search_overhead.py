@@ -163,13 +163,19 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"| run ({n:,} trials) | wall ms / trial | CPU ms / trial | finished | feasible |",
         "|---|---|---|---|---|",
-        *(f"| {k} | {res[k]['ms_per_trial']:.1f} | {res[k]['cpu_ms_per_trial']:.1f} "
-          f"| {res[k]['finished']} | {res[k]['feasible']} |" for k in runs),
+        *(
+            f"| {k} | {res[k]['ms_per_trial']:.1f} | {res[k]['cpu_ms_per_trial']:.1f} "
+            f"| {res[k]['finished']} | {res[k]['feasible']} |"
+            for k in runs
+        ),
         "",
         "Target: at most 10 ms per trial with NSGA-II, persistent storage and MLflow on: "
-        + (("met" if on["ms_per_trial"] <= 10 else "missed")
-           + f" ({on['ms_per_trial']:.2f} ms wall, {on['cpu_ms_per_trial']:.2f} ms CPU)."
-           if on else "no MLflow-on run recorded."),
+        + (
+            ("met" if on["ms_per_trial"] <= 10 else "missed")
+            + f" ({on['ms_per_trial']:.2f} ms wall, {on['cpu_ms_per_trial']:.2f} ms CPU)."
+            if on
+            else "no MLflow-on run recorded."
+        ),
         "",
     ]
     if where:
@@ -204,8 +210,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--out", default="experiments/results")
-    ap.add_argument("--md-only", action="store_true",
-                    help="only regenerate the .md from the .json in --out (no benchmark)")
+    ap.add_argument(
+        "--md-only",
+        action="store_true",
+        help="only regenerate the .md from the .json in --out (no benchmark)",
+    )
     args = ap.parse_args()
     if args.md_only:
         print(f"wrote {write_markdown(Path(args.out))}")

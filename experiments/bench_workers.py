@@ -50,8 +50,15 @@ SPACE = REPO / "searchspace" / "spaces" / "cifar.toml"
 HW = "t4"
 PROXY = {"kind": "synflow", "dataset": "digits", "batch_size": 16, "torch_threads": 1}
 # An expensive estimator (about a second a trial here): where several workers pay off.
-TRAIN = {"kind": "train", "dataset": "digits", "epochs": 1, "batch_size": 64,
-         "max_train_samples": 200, "max_val_samples": 100, "torch_threads": 1}
+TRAIN = {
+    "kind": "train",
+    "dataset": "digits",
+    "epochs": 1,
+    "batch_size": 64,
+    "max_train_samples": 200,
+    "max_val_samples": 100,
+    "torch_threads": 1,
+}
 ESTIMATORS = {"analytic": {"kind": "none"}, "proxy": PROXY, "train": TRAIN}
 OBJECTIVES = ("analytic", "proxy", "train")
 STORAGES = ("journal", "postgres")
@@ -107,8 +114,13 @@ def _time_budget(times: WorkerTimes) -> None:
 
 def _time_sampler(sampler: Any, times: WorkerTimes) -> None:
     """Adds the time spent in the sampler's hooks to ``times.sampler_s`` (patches the instance)."""
-    for name in ("infer_relative_search_space", "sample_relative", "sample_independent",
-                 "before_trial", "after_trial"):
+    for name in (
+        "infer_relative_search_space",
+        "sample_relative",
+        "sample_independent",
+        "before_trial",
+        "after_trial",
+    ):
         inner = getattr(sampler, name)
 
         def timed(*args: Any, _inner: Callable[..., Any] = inner, **kwargs: Any) -> Any:
@@ -193,8 +205,16 @@ def _sampler(seed: int) -> Any:
     return make_sampler(_config("analytic", seed))
 
 
-def _worker(storage_url: str, study_name: str, kind: str, total: int, seed: int, ready: Any,
-            go: Any, out: Any) -> None:
+def _worker(
+    storage_url: str,
+    study_name: str,
+    kind: str,
+    total: int,
+    seed: int,
+    ready: Any,
+    go: Any,
+    out: Any,
+) -> None:
     import optuna
     import torch
 
@@ -223,8 +243,9 @@ def _worker(storage_url: str, study_name: str, kind: str, total: int, seed: int,
         close()
     times.wall_s = time.perf_counter() - t0
     times.trials = counted["n"]
-    times.other_s = (times.wall_s - times.sampler_s - times.analytic_s - times.estimator_s
-                     - times.budget_s)
+    times.other_s = (
+        times.wall_s - times.sampler_s - times.analytic_s - times.estimator_s - times.budget_s
+    )
     out.put(asdict(times))
 
 
@@ -260,8 +281,9 @@ def _create_study(storage_url: str, study_name: str, seed: int) -> None:
     )
 
 
-def run_one(storage: str, storage_url: str, kind: str, n_workers: int, total: int,
-            seed: int) -> Row:
+def run_one(
+    storage: str, storage_url: str, kind: str, n_workers: int, total: int, seed: int
+) -> Row:
     import optuna
 
     from search._storage import open_storage
@@ -288,8 +310,13 @@ def run_one(storage: str, storage_url: str, kind: str, n_workers: int, total: in
         return 1e3 * sum(r[key] for r in results) / max(complete, 1)
 
     return Row(
-        storage=storage, objective=kind, workers=n_workers, trials=total, complete=complete,
-        wall_s=round(wall_s, 3), trials_per_s=round(complete / wall_s, 3),
+        storage=storage,
+        objective=kind,
+        workers=n_workers,
+        trials=total,
+        complete=complete,
+        wall_s=round(wall_s, 3),
+        trials_per_s=round(complete / wall_s, 3),
         sampler_ms=round(per_trial_ms("sampler_s"), 2),
         analytic_ms=round(per_trial_ms("analytic_s"), 2),
         estimator_ms=round(per_trial_ms("estimator_s"), 2),
@@ -310,10 +337,19 @@ class _Postgres:
         self._env: dict[str, str] | None = None
         if not self.url:
             env_file = Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pg.env"
-            self._env = {**os.environ, "ROOFNAS_PG_DURABLE": "1", "ROOFNAS_PG_NO_INSTALL": "1",
-                         "ROOFNAS_PG_ENV_FILE": str(env_file)}
-            proc = subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "start"],
-                                  env=self._env, capture_output=True, text=True, check=False)
+            self._env = {
+                **os.environ,
+                "ROOFNAS_PG_DURABLE": "1",
+                "ROOFNAS_PG_NO_INSTALL": "1",
+                "ROOFNAS_PG_ENV_FILE": str(env_file),
+            }
+            proc = subprocess.run(
+                ["bash", str(REPO / ".ci" / "postgres.sh"), "start"],
+                env=self._env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             self.url = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
             if not self.url.startswith("postgresql://"):
                 raise RuntimeError(f"cannot start PostgreSQL: {proc.stderr.strip()[-500:]}")
@@ -333,8 +369,12 @@ class _Postgres:
 
     def stop(self) -> None:
         if self._env is not None:
-            subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "stop"], env=self._env,
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["bash", str(REPO / ".ci" / "postgres.sh"), "stop"],
+                env=self._env,
+                capture_output=True,
+                check=False,
+            )
 
 
 def _server_version(url: str) -> str:
@@ -359,10 +399,12 @@ def _summary(rows: Sequence[Row]) -> list[str]:
     for (storage, objective), rs in groups.items():
         rs = sorted(rs, key=lambda r: r.workers)
         base = rs[0]
-        per_trial = (base.sampler_ms + base.analytic_ms + base.estimator_ms + base.budget_ms
-                     + base.other_ms)
-        speedups = ", ".join(f"x{r.trials_per_s / base.trials_per_s:.2f} with {r.workers}"
-                             for r in rs[1:])
+        per_trial = (
+            base.sampler_ms + base.analytic_ms + base.estimator_ms + base.budget_ms + base.other_ms
+        )
+        speedups = ", ".join(
+            f"x{r.trials_per_s / base.trials_per_s:.2f} with {r.workers}" for r in rs[1:]
+        )
         lines.append(
             f"- {storage}, {objective}: trials/s "
             + " -> ".join(f"{r.trials_per_s:.3g}" for r in rs)
@@ -378,8 +420,11 @@ def _markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     lines = [
         "# Many workers on one study: throughput (experiments/bench_workers.py)",
         "",
-        *(header_lines(meta["provenance"]) if "provenance" in meta
-          else [f"Command: `{meta['command']}`"]),
+        *(
+            header_lines(meta["provenance"])
+            if "provenance" in meta
+            else [f"Command: `{meta['command']}`"]
+        ),
         "",
         f"Clock: {meta.get('clock', WALL_CLOCK)}; {meta.get('statistic', 'one run per row')}.",
         "",
@@ -420,33 +465,58 @@ def _markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trials", type=int, default=60,
-                    help="global budget per run with the analytic objective (default 60)")
-    ap.add_argument("--proxy-trials", type=int, default=24,
-                    help="global budget per run with the proxy estimator (default 24)")
-    ap.add_argument("--train-trials", type=int, default=8,
-                    help="global budget per run with the short-training estimator (default 8)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=60,
+        help="global budget per run with the analytic objective (default 60)",
+    )
+    ap.add_argument(
+        "--proxy-trials",
+        type=int,
+        default=24,
+        help="global budget per run with the proxy estimator (default 24)",
+    )
+    ap.add_argument(
+        "--train-trials",
+        type=int,
+        default=8,
+        help="global budget per run with the short-training estimator (default 8)",
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--storages", nargs="+", choices=STORAGES, default=list(STORAGES))
     ap.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=list(OBJECTIVES))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_workers",
-                    help="writes OUT.md and OUT.json (default experiments/results/bench_workers)")
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only rewrite OUT.md from a results JSON of an earlier run")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "bench_workers",
+        help="writes OUT.md and OUT.json (default experiments/results/bench_workers)",
+    )
+    ap.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite OUT.md from a results JSON of an earlier run",
+    )
     args = ap.parse_args(argv)
     if args.render is not None:
         data = json.loads(args.render.read_text())
         # The run's own throughput (from the unrounded wall time) where the JSON has it.
-        rows = [Row(**{"trials_per_s": round(r["complete"] / r["wall_s"], 3), **r})
-                for r in data["rows"]]
+        rows = [
+            Row(**{"trials_per_s": round(r["complete"] / r["wall_s"], 3), **r})
+            for r in data["rows"]
+        ]
         args.out.with_suffix(".md").write_text(_markdown(rows, data["meta"]))
         return 0
     if min(args.trials, args.proxy_trials, args.train_trials, *args.workers) < 1:
-        ap.error(f"--trials={args.trials}, --proxy-trials={args.proxy_trials}, "
-                 f"--train-trials={args.train_trials} and --workers={args.workers} must be >= 1")
+        ap.error(
+            f"--trials={args.trials}, --proxy-trials={args.proxy_trials}, "
+            f"--train-trials={args.train_trials} and --workers={args.workers} must be >= 1"
+        )
 
     import optuna
 
@@ -465,8 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for storage in args.storages:
             for kind in args.objectives:
-                total = {"analytic": args.trials, "proxy": proxy_trials,
-                         "train": args.train_trials}[kind]
+                total = {
+                    "analytic": args.trials,
+                    "proxy": proxy_trials,
+                    "train": args.train_trials,
+                }[kind]
                 for n in args.workers:
                     if storage == "journal":
                         url = str(tmp / f"{kind}-{n}-{uuid.uuid4().hex[:6]}.journal")
@@ -496,7 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(
-            json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+            json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+        )
         args.out.with_suffix(".md").write_text(_markdown(rows, meta))
         print(f"wrote {args.out.with_suffix('.md')} and .json")
     finally:

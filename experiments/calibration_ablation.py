@@ -115,8 +115,12 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", type=Path, help="holds calibration_cpu_raw.json and "
-                   "validation_cpu_devlist_b{1,32}.json from one session")
+    p.add_argument(
+        "folder",
+        type=Path,
+        help="holds calibration_cpu_raw.json and "
+        "validation_cpu_devlist_b{1,32}.json from one session",
+    )
     args = p.parse_args(argv)
     rows = ablation(args.folder)
     (args.folder / "calibration_ablation.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text("\n".join(lines) + "\n")
     doc = {"provenance": prov.to_dict(), "reference_ratio": ref_ratio, "chains": table}
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
-    print("\n".join(lines[-len(table) - 2:]))
+    print("\n".join(lines[-len(table) - 2 :]))
     print(f"reference ratio {ref_ratio:.2f}; chain ratios median {statistics.median(ratios):.2f}")
     return 0
 

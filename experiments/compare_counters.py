@@ -68,14 +68,30 @@ class Case:
 
 
 CASES = [
-    Case("conv3x3 16->32, 32x32", lambda: nn.Conv2d(16, 32, 3, padding=1, bias=False),
-         (1, 16, 32, 32), False),
-    Case("conv3x3 16->32 + bias", lambda: nn.Conv2d(16, 32, 3, padding=1, bias=True),
-         (1, 16, 32, 32), False),
-    Case("group conv g=4", lambda: nn.Conv2d(16, 32, 3, padding=1, groups=4, bias=False),
-         (1, 16, 32, 32), False),
-    Case("depthwise 3x3, 32 ch", lambda: nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False),
-         (1, 32, 32, 32), False),
+    Case(
+        "conv3x3 16->32, 32x32",
+        lambda: nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        (1, 16, 32, 32),
+        False,
+    ),
+    Case(
+        "conv3x3 16->32 + bias",
+        lambda: nn.Conv2d(16, 32, 3, padding=1, bias=True),
+        (1, 16, 32, 32),
+        False,
+    ),
+    Case(
+        "group conv g=4",
+        lambda: nn.Conv2d(16, 32, 3, padding=1, groups=4, bias=False),
+        (1, 16, 32, 32),
+        False,
+    ),
+    Case(
+        "depthwise 3x3, 32 ch",
+        lambda: nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False),
+        (1, 32, 32, 32),
+        False,
+    ),
     Case("pointwise 16->32", lambda: nn.Conv2d(16, 32, 1, bias=False), (1, 16, 32, 32), False),
     Case("BatchNorm2d(32), eval", lambda: nn.BatchNorm2d(32), (1, 32, 32, 32), False),
     Case("ReLU", lambda: nn.ReLU(), (1, 32, 32, 32), False),
@@ -135,8 +151,13 @@ def run_ptflops(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
 
     with torch.no_grad():
         macs, params = get_model_complexity_info(
-            model, tuple(shape[1:]), as_strings=False, print_per_layer_stat=False,
-            backend="pytorch", ost=io.StringIO(), verbose=False,
+            model,
+            tuple(shape[1:]),
+            as_strings=False,
+            print_per_layer_stat=False,
+            backend="pytorch",
+            ost=io.StringIO(),
+            verbose=False,
         )
     return int(macs), int(params)
 
@@ -159,8 +180,11 @@ def timed(fn: Callable[..., Any], case: Case, repeats: int) -> tuple[Any, list[f
         model = copy.deepcopy(base)
         sink = io.StringIO()
         try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                    warnings.catch_warnings():
+            with (
+                contextlib.redirect_stdout(sink),
+                contextlib.redirect_stderr(sink),
+                warnings.catch_warnings(),
+            ):
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
                 result = fn(model, case.shape)
@@ -204,21 +228,29 @@ def breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
 # Found by reading each tool's counting hooks and confirmed on every case: the report
 # checks that the rule reproduces the tool's figure exactly.
 RULES: dict[str, list[tuple[int, str, str]]] = {
-    "roofnas analyze": [(1, "macs", "MACs of conv + linear, plus BatchNorm folded to one "
-                                    "multiply-add per element (other ops kept apart)")],
-    "FlopCounterMode": [(2, "conv_linear_macs", "2 FLOPs per conv/linear MAC; nothing else "
-                         "(no bias, BN, activation, pooling or add)")],
+    "roofnas analyze": [
+        (
+            1,
+            "macs",
+            "MACs of conv + linear, plus BatchNorm folded to one "
+            "multiply-add per element (other ops kept apart)",
+        )
+    ],
+    "FlopCounterMode": [
+        (
+            2,
+            "conv_linear_macs",
+            "2 FLOPs per conv/linear MAC; nothing else (no bias, BN, activation, pooling or add)",
+        )
+    ],
     "fvcore": [
-        (1, "conv_linear_macs", "one 'flop' per MAC (fvcore#69: its 'flop' means MAC); "
-                                "no bias"),
-        (2, "batchnorm2d_mod_out", "eval BatchNorm: 1 per element + 1 more for the affine "
-                                   "scale"),
+        (1, "conv_linear_macs", "one 'flop' per MAC (fvcore#69: its 'flop' means MAC); no bias"),
+        (2, "batchnorm2d_mod_out", "eval BatchNorm: 1 per element + 1 more for the affine scale"),
         (1, "global_avgpool2d_mod_in", "adaptive avg pool: 1 per input element"),
         (1, "global_avgpool2d_fn_in", "(also when called functionally: it traces aten ops)"),
     ],
     "thop": [
-        (1, "conv_linear_macs", "MACs; bias ignored (thop#231, thop#136: multiplications "
-                                "only)"),
+        (1, "conv_linear_macs", "MACs; bias ignored (thop#231, thop#136: multiplications only)"),
         (4, "batchnorm2d_mod_out", "BatchNorm: 2 per element + 2 for affine"),
         (1, "avgpool2d_mod_out", "AvgPool2d: 1 per output"),
         (1, "global_avgpool2d_mod_in", "AdaptiveAvgPool2d: kernel adds (1 per input) ..."),
@@ -228,8 +260,11 @@ RULES: dict[str, list[tuple[int, str, str]]] = {
         (1, "conv_linear_macs", "MACs"),
         (1, "bias_adds", "+ 1 add per output element for conv and linear bias"),
         (2, "batchnorm2d_mod_out", "BatchNorm: 1 per element, x2 when affine"),
-        (2, "relu_mod_out", "nn.ReLU counted twice: its module hook and the patched F.relu "
-                            "it calls"),
+        (
+            2,
+            "relu_mod_out",
+            "nn.ReLU counted twice: its module hook and the patched F.relu it calls",
+        ),
         (1, "relu6_mod_out", "nn.ReLU6 once (it calls F.hardtanh, which is not patched)"),
         (2, "maxpool2d_mod_in", "MaxPool2d: 1 per input element, twice (module + F.max_pool2d)"),
         (2, "avgpool2d_mod_in", "AvgPool2d: 1 per input element, twice (module + F.avg_pool2d)"),
@@ -247,8 +282,10 @@ def explain(tool: str, count: int | None, r: dict[str, int]) -> tuple[str, bool]
         return "no figure", False
     terms = [(k, comp, why) for k, comp, why in RULES[tool] if r.get(comp, 0)]
     predicted = sum(k * r[comp] for k, comp, _ in terms)
-    text = " + ".join(f"{k} x {comp} ({r[comp]:,}: {why})" if k != 1 else
-                      f"{comp} ({r[comp]:,}: {why})" for k, comp, why in terms)
+    text = " + ".join(
+        f"{k} x {comp} ({r[comp]:,}: {why})" if k != 1 else f"{comp} ({r[comp]:,}: {why})"
+        for k, comp, why in terms
+    )
     if predicted != count:
         text += f"; predicted {predicted:,}, off by {count - predicted:+,}"
     return text or "0", predicted == count
@@ -279,9 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         specs, unsupported = trace_layers(case.build(), case.shape)
         model = case.build()
         row: dict[str, Any] = {
-            "case": case.name, "input_shape": list(case.shape), "network": case.network,
+            "case": case.name,
+            "input_shape": list(case.shape),
+            "network": case.network,
             "torch_params": sum(p.numel() for p in model.parameters()),
-            "roofnas": breakdown(model, case.shape), "unsupported": list(unsupported),
+            "roofnas": breakdown(model, case.shape),
+            "unsupported": list(unsupported),
             "tools": {},
         }
         tools: dict[str, Callable[..., Any]] = {
@@ -296,17 +336,29 @@ def main(argv: list[str] | None = None) -> int:
             row["tools"][tool] = {
                 "count": None if result is None else result[0],
                 "params": None if result is None else result[1],
-                **stats, "times_s": times, "error": error,
+                **stats,
+                "times_s": times,
+                "error": error,
             }
-            print(f"{case.name:32s} {tool:16s} {row['tools'][tool]['count']!s:>14} "
-                  f"{stats['median_s'] * 1e3:9.2f} ms {error}", file=sys.stderr)
+            print(
+                f"{case.name:32s} {tool:16s} {row['tools'][tool]['count']!s:>14} "
+                f"{stats['median_s'] * 1e3:9.2f} ms {error}",
+                file=sys.stderr,
+            )
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     prov = provenance_finish(prov)
-    doc = {"command": prov.command, "provenance": prov.to_dict(), "versions": versions,
-           "threads": 1, "repeats": args.repeats, "clock": WALL_CLOCK,
-           "statistic": WALL_STATISTIC,
-           "skipped_peers": [k for k, ok in available.items() if not ok], "cases": rows}
+    doc = {
+        "command": prov.command,
+        "provenance": prov.to_dict(),
+        "versions": versions,
+        "threads": 1,
+        "repeats": args.repeats,
+        "clock": WALL_CLOCK,
+        "statistic": WALL_STATISTIC,
+        "skipped_peers": [k for k, ok in available.items() if not ok],
+        "cases": rows,
+    }
     (args.out / "compare_counters.json").write_text(json.dumps(doc, indent=2) + "\n")
     (args.out / "compare_counters.md").write_text(render(doc))
     print(f"wrote {args.out / 'compare_counters.md'} and .json", file=sys.stderr)
@@ -326,8 +378,12 @@ def render(doc: dict[str, Any]) -> str:
     ]
     if doc["skipped_peers"]:
         lines.append(f"Skipped (not installed): {', '.join(doc['skipped_peers'])}.")
-    lines += ["", "Counts are as each tool reports them; \"exact MACs\" is roofnas's "
-              "conv + linear multiply-accumulates (the seed's \"FLOPs\").", ""]
+    lines += [
+        "",
+        'Counts are as each tool reports them; "exact MACs" is roofnas\'s '
+        'conv + linear multiply-accumulates (the seed\'s "FLOPs").',
+        "",
+    ]
     tools = list(doc["cases"][0]["tools"])
     lines.append("| case | exact conv/linear MACs | " + " | ".join(tools) + " |")
     lines.append("|---|---:|" + "---:|" * len(tools))
@@ -336,16 +392,20 @@ def render(doc: dict[str, Any]) -> str:
         for tool in tools:
             t = row["tools"][tool]
             cells.append(f"{t['count']:,}" if t["count"] is not None else "crash")
-        lines.append(f"| {row['case']} | {row['roofnas']['conv_linear_macs']:,} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "## Time per call (wall clock, one CPU thread; median ms (p10-p90))",
-              ""]
+        lines.append(
+            f"| {row['case']} | {row['roofnas']['conv_linear_macs']:,} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += ["", "## Time per call (wall clock, one CPU thread; median ms (p10-p90))", ""]
     lines.append("| case | " + " | ".join(tools) + " |")
     lines.append("|---|" + "---:|" * len(tools))
     for row in doc["cases"]:
-        cells = [f"{row['tools'][t]['median_s'] * 1e3:.2f} "
-                 f"({row['tools'][t]['p10_s'] * 1e3:.2f}-{row['tools'][t]['p90_s'] * 1e3:.2f})"
-                 for t in tools]
+        cells = [
+            f"{row['tools'][t]['median_s'] * 1e3:.2f} "
+            f"({row['tools'][t]['p10_s'] * 1e3:.2f}-{row['tools'][t]['p90_s'] * 1e3:.2f})"
+            for t in tools
+        ]
         lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
     lines += ["", "## Params reported", ""]
     lines.append("| case | sum(p.numel()) | " + " | ".join(tools) + " |")
@@ -367,8 +427,15 @@ def render(doc: dict[str, Any]) -> str:
                 text = f"crashed: {t['error']}"
             unexplained += not ok
             lines.append(f"  - {tool}: {text}{'' if ok else ' **UNEXPLAINED**'}")
-    lines += ["", f"Unexplained figures: {unexplained}.", "", "## Each tool's convention", "",
-              "| tool | counts (coefficient x roofnas component: why) |", "|---|---|"]
+    lines += [
+        "",
+        f"Unexplained figures: {unexplained}.",
+        "",
+        "## Each tool's convention",
+        "",
+        "| tool | counts (coefficient x roofnas component: why) |",
+        "|---|---|",
+    ]
     for tool, terms in RULES.items():
         if tool in tools:
             cell = "; ".join(f"{k} x {comp}: {why}" for k, comp, why in terms)

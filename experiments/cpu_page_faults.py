@@ -99,8 +99,10 @@ def _agrees(model: float, counted: float) -> bool:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(rows),
-                           "faulting": sum(r["counted_bytes"] > AGREE_BYTES for r in rows)}
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "faulting": sum(r["counted_bytes"] > AGREE_BYTES for r in rows),
+    }
     for key in ("heap_model_bytes", "outputs_over_threshold_bytes"):
         out[key] = {
             "agree": sum(_agrees(r[key], r["counted_bytes"]) for r in rows),
@@ -149,8 +151,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lists", nargs="+", choices=sorted(LISTS), default=list(LISTS))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output path without suffix")
-    p.add_argument("--worker", nargs=3, metavar=("LIST", "BATCH", "INDEX"),
-                   help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=3, metavar=("LIST", "BATCH", "INDEX"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

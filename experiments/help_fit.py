@@ -97,12 +97,20 @@ OFA_PRIOR_FREE = ("compute_efficiency_depthwise_conv", "efficiency_depthwise_con
 SAME_DIE = {"gtx1080ti": "titan-xp", "titan-x-pascal": "titan-xp"}  # GP102
 # The GPU generation (architecture) of each built-in GPU profile.
 GENERATION = {
-    "gtx1080ti": "pascal", "titan-x-pascal": "pascal", "titan-xp": "pascal",
+    "gtx1080ti": "pascal",
+    "titan-x-pascal": "pascal",
+    "titan-xp": "pascal",
     "v100": "volta",
-    "rtx2080ti": "turing", "titan-rtx": "turing", "t4": "turing",
-    "a100": "ampere", "rtx3090": "ampere", "jetson-orin": "ampere",
-    "l4": "ada", "rtx4090": "ada",
-    "h100": "hopper", "h200": "hopper",
+    "rtx2080ti": "turing",
+    "titan-rtx": "turing",
+    "t4": "turing",
+    "a100": "ampere",
+    "rtx3090": "ampere",
+    "jetson-orin": "ampere",
+    "l4": "ada",
+    "rtx4090": "ada",
+    "h100": "hopper",
+    "h200": "hopper",
 }
 # Volta's SM design (unified L1 / shared memory, independent thread scheduling) that
 # Turing, Ampere, Ada and Hopper build on; Pascal predates it.
@@ -144,8 +152,9 @@ _LOWERED: dict[tuple[NB201Net | OFANet, int], MeasuredNetwork] = {}
 def measured_network(net: Net, gpu: str, batch: int) -> MeasuredNetwork:
     key = (net.net, batch)
     if key not in _LOWERED:
-        _LOWERED[key] = MeasuredNetwork(net.net.eager_layers(batch), 1.0,
-                                        extra_kernels=net.net.eager_extra_kernels())
+        _LOWERED[key] = MeasuredNetwork(
+            net.net.eager_layers(batch), 1.0, extra_kernels=net.net.eager_extra_kernels()
+        )
     m = _LOWERED[key]
     return MeasuredNetwork(m.specs, net.measured(gpu, batch), extra_kernels=m.extra_kernels)
 
@@ -176,13 +185,23 @@ def is_dev(net: Net) -> bool:
 # 11 us per op on the host and 3 us per kernel on the device. Fits start from these, not
 # from the shipped (already fitted) files, so --write-profiles writes the same TOMLs
 # however often it runs.
-DATASHEET_CONV_LINEAR = MappingProxyType({
-    "dense_conv": 0.65, "pointwise_conv": 0.58, "group_conv": 0.33, "depthwise_conv": 0.18,
-    "linear": 0.76,
-})
-DATASHEET_STREAMING = MappingProxyType({
-    "batchnorm": 0.59, "activation": 0.85, "elementwise": 0.85, "pooling": 0.6,
-})
+DATASHEET_CONV_LINEAR = MappingProxyType(
+    {
+        "dense_conv": 0.65,
+        "pointwise_conv": 0.58,
+        "group_conv": 0.33,
+        "depthwise_conv": 0.18,
+        "linear": 0.76,
+    }
+)
+DATASHEET_STREAMING = MappingProxyType(
+    {
+        "batchnorm": 0.59,
+        "activation": 0.85,
+        "elementwise": 0.85,
+        "pooling": 0.6,
+    }
+)
 DATASHEET_EAGER = hw_profiles.RuntimeParams(kernel_overhead_s=3e-6, host_overhead_s=11e-6)
 
 
@@ -192,8 +211,9 @@ def datasheet_prior(hw: HardwareProfile) -> HardwareProfile:
         hw,
         runtimes=MappingProxyType({**hw.runtimes, "eager": DATASHEET_EAGER}),
         compute_efficiency=MappingProxyType({**hw.compute_efficiency, **DATASHEET_CONV_LINEAR}),
-        memory_efficiency=MappingProxyType({**hw.memory_efficiency, **DATASHEET_CONV_LINEAR,
-                                            **DATASHEET_STREAMING}),
+        memory_efficiency=MappingProxyType(
+            {**hw.memory_efficiency, **DATASHEET_CONV_LINEAR, **DATASHEET_STREAMING}
+        ),
     )
 
 
@@ -245,6 +265,7 @@ def others_median(hw: HardwareProfile, fitted: list[HardwareProfile]) -> Hardwar
     call and per fraction of the roofline, so they carry over; the peak and the
     bandwidth stay this part's datasheet values.
     """
+
     def med(tables: list[Any]) -> MappingProxyType[str, float]:
         return MappingProxyType({k: statistics.median(t[k] for t in tables) for k in tables[0]})
 
@@ -326,8 +347,9 @@ OTHER_GPUS = ("a100", "h100", "h200", "l4", "rtx3090", "rtx4090", "t4", "v100")
 
 def _eager_block(eager: hw_profiles.RuntimeParams, why: str) -> str:
     extra = eager.class_host_overhead_s
-    what = ("a conv / linear call" if set(extra) <= HEAVY_HOST_CLASSES
-            else "a call, per kernel class")
+    what = (
+        "a conv / linear call" if set(extra) <= HEAVY_HOST_CLASSES else "a call, per kernel class"
+    )
     lines = [f"# {line}" for line in why.splitlines()]
     lines += [
         "[runtime.eager]",
@@ -405,8 +427,9 @@ def _transfer_comment(name: str, fitted_generations: set[str]) -> tuple[str, str
         carried = f"median of the {gen.capitalize()} GPUs fitted to HELP's OFA timings"
     else:
         carried = "median of the Volta / Turing fits to HELP's OFA timings"
-    memory = ("published, measured on a Hopper-class GPU" if gen in MEASURED_DEPTHWISE_MEMORY
-              else carried)
+    memory = (
+        "published, measured on a Hopper-class GPU" if gen in MEASURED_DEPTHWISE_MEMORY else carried
+    )
     return f"{carried} (help_fit.py)", f"{memory} (help_fit.py)"
 
 
@@ -416,14 +439,19 @@ def _set_depthwise(text: str, values: tuple[float, float], why: tuple[str, str])
     for table, v, note in zip(("compute_efficiency", "memory_efficiency"), values, why,
                               strict=True):  # fmt: skip
         start, end = _section(text, table)
-        section = re.sub(r"(?m)^depthwise_conv = .*$",
-                         f"depthwise_conv = {v:.3g}   # {note}", text[start:end])
+        section = re.sub(
+            r"(?m)^depthwise_conv = .*$", f"depthwise_conv = {v:.3g}   # {note}", text[start:end]
+        )
         text = text[:start] + section + text[end:]
     return text
 
 
-def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], sha: str,
-                   profile_dir: Path = PROFILE_DIR) -> None:
+def write_profiles(
+    record: dict[str, Any],
+    priors: dict[str, HardwareProfile],
+    sha: str,
+    profile_dir: Path = PROFILE_DIR,
+) -> None:
     """The priors into the built-in TOMLs: eager costs, fp32 efficiencies, a [fit] table;
     TRANSFER_GPUS' depthwise efficiencies from the OFA fits."""
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -432,26 +460,32 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
         if name not in NB201_GPUS.values():
             continue
         path = profile_dir / f"{name}.toml"
-        why = (f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
-               f"--write-profiles) to HELP's eager PyTorch\nlatencies on this GPU ({r['gpu']}; "
-               f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
-               "arch_idx at batch 1 and 256,\ncostmodel._fit.fit_networks from the datasheet "
-               "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's.")
+        why = (
+            f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
+            f"--write-profiles) to HELP's eager PyTorch\nlatencies on this GPU ({r['gpu']}; "
+            f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
+            "arch_idx at batch 1 and 256,\ncostmodel._fit.fit_networks from the datasheet "
+            "profile; see [fit]. Host costs are HELP's host and PyTorch, not this GPU's."
+        )
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
         elif name in SAME_DIE and SAME_DIE[name] in ofa_fit:
-            why += (f"\nfp32 depthwise efficiencies (compute, memory): "
-                    f"{SAME_DIE[name]}'s, fitted on its\nonce-for-all subnets (same die, same "
-                    "kernels; HELP timed no OFA on this GPU).")
+            why += (
+                f"\nfp32 depthwise efficiencies (compute, memory): "
+                f"{SAME_DIE[name]}'s, fitted on its\nonce-for-all subnets (same die, same "
+                "kernels; HELP timed no OFA on this GPU)."
+            )
         fit = {"base": f"{name} (datasheet)", "rows": 2 * PRIOR_NETS, "sha": sha, "date": date}
         _write_fitted(path, priors[name], why, r, fit)
     host = record["median_host"]
     gpus = ", ".join(n for n in record if n in NB201_GPUS.values())
     for name in OTHER_GPUS:
         path = profile_dir / f"{name}.toml"
-        why = (f"Eager costs: not measured on this GPU. The median ({date}) over the GPUs "
-               f"fitted to HELP's NAS-Bench-201\nlatencies ({gpus}; experiments/help_fit.py "
-               "--write-profiles): host dispatch is a property of host and framework.")
+        why = (
+            f"Eager costs: not measured on this GPU. The median ({date}) over the GPUs "
+            f"fitted to HELP's NAS-Bench-201\nlatencies ({gpus}; experiments/help_fit.py "
+            "--write-profiles): host dispatch is a property of host and framework."
+        )
         if name in ofa_fit:
             why += _ofa_note(ofa_fit[name])
         block = _eager_block(with_host(hw_profiles.load(name), host).runtime("eager"), why)
@@ -471,27 +505,38 @@ def write_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], s
         hw_profiles.load_fresh(path)
 
 
-def write_cpu_profiles(record: dict[str, Any], priors: dict[str, HardwareProfile], sha: str,
-                       profile_dir: Path = PROFILE_DIR) -> None:
+def write_cpu_profiles(
+    record: dict[str, Any],
+    priors: dict[str, HardwareProfile],
+    sha: str,
+    profile_dir: Path = PROFILE_DIR,
+) -> None:
     """The CPU priors into their TOMLs: eager costs per class, fp32 efficiencies, [fit]."""
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     for name, r in record.items():
         path = profile_dir / f"{name}.toml"
-        why = (f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
-               f"--write-profiles) to HELP's eager PyTorch\nlatencies on this CPU ({r['gpu']}; "
-               f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
-               "arch_idx at batch 1,\ncostmodel._fit.fit_networks from the calibrated Xeon's "
-               "values (experiments/results/calibrated_cpu.toml); see [fit].\nOne factor moves "
-               "the extra of the conv / linear classes the networks call (native convs, linear),"
-               "\none each efficiency group; the rest keep the calibrated values. HELP's PyTorch, "
-               "not today's, set these costs.")
-        fit = {"base": f"{name} (datasheet, calibrated Xeon prior)", "rows": PRIOR_NETS,
-               "sha": sha, "date": date}
+        why = (
+            f"Eager costs and fp32 efficiencies fitted ({date}, experiments/help_fit.py "
+            f"--write-profiles) to HELP's eager PyTorch\nlatencies on this CPU ({r['gpu']}; "
+            f"Lee et al., NeurIPS 2021): {PRIOR_NETS} NAS-Bench-201 networks with even "
+            "arch_idx at batch 1,\ncostmodel._fit.fit_networks from the calibrated Xeon's "
+            "values (experiments/results/calibrated_cpu.toml); see [fit].\nOne factor moves "
+            "the extra of the conv / linear classes the networks call (native convs, linear),"
+            "\none each efficiency group; the rest keep the calibrated values. HELP's PyTorch, "
+            "not today's, set these costs."
+        )
+        fit = {
+            "base": f"{name} (datasheet, calibrated Xeon prior)",
+            "rows": PRIOR_NETS,
+            "sha": sha,
+            "date": date,
+        }
         _write_fitted(path, priors[name], why, r, fit)
 
 
-def _write_fitted(path: Path, hw: HardwareProfile, why: str, r: dict[str, Any],
-                  fit: dict[str, Any]) -> None:
+def _write_fitted(
+    path: Path, hw: HardwareProfile, why: str, r: dict[str, Any], fit: dict[str, Any]
+) -> None:
     """Rewrite ``path``'s eager block and fp32 efficiencies with ``hw``'s, and its [fit]."""
     block = _eager_block(hw.runtime("eager"), why)
     text = EAGER_BLOCK.sub(lambda _, b=block: b, path.read_text())
@@ -510,11 +555,13 @@ def _write_fitted(path: Path, hw: HardwareProfile, why: str, r: dict[str, Any],
 
 
 def _ofa_note(r: dict[str, Any]) -> str:
-    return (f"\nfp32 depthwise efficiencies (compute, memory) then fitted alone on "
-            f"{OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
-            f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}), costed as OFA's code runs "
-            "them\n"
-            "(h_swish as four element-wise kernels): NAS-Bench-201 has no depthwise conv.")
+    return (
+        f"\nfp32 depthwise efficiencies (compute, memory) then fitted alone on "
+        f"{OFA_PRIOR_NETS} once-for-all\nsubnets with even arch_idx at batch "
+        f"{r['batch']} (HELP's help_ofa_latency.csv, {r['gpu']}), costed as OFA's code runs "
+        "them\n"
+        "(h_swish as four element-wise kernels): NAS-Bench-201 has no depthwise conv."
+    )
 
 
 def with_host(hw: HardwareProfile, host: dict[str, float]) -> HardwareProfile:
@@ -561,8 +608,14 @@ def fitted_draws(
 
 
 def cross_space(
-    nb201: list[Net], ofa: list[Net], gpu_nb: str, gpu_ofa: str, batch: int,
-    prior: HardwareProfile, draws: int, seed: int,
+    nb201: list[Net],
+    ofa: list[Net],
+    gpu_nb: str,
+    gpu_ofa: str,
+    batch: int,
+    prior: HardwareProfile,
+    draws: int,
+    seed: int,
 ) -> dict[str, float]:
     rng = random.Random(seed)
     ofa_rows = [measured_network(n, gpu_ofa, batch) for n in ofa]
@@ -570,8 +623,9 @@ def cross_space(
     for _ in range(draws):
         train = [measured_network(n, gpu_nb, batch) for n in rng.sample(nb201, FIT_NETS)]
         fit = fit_networks(prior, train, folds=2)
-        per_draw.append(agreement(predict_networks(fit.profile, ofa_rows),
-                                  [r.latency_s for r in ofa_rows]))
+        per_draw.append(
+            agreement(predict_networks(fit.profile, ofa_rows), [r.latency_s for r in ofa_rows])
+        )
     return {k: statistics.median(d[k] for d in per_draw) for k in per_draw[0]}
 
 
@@ -598,9 +652,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 res = evaluate(nets, gpu, b, priors[name], args.draws, args.seed + b)
                 results.append({"space": space, "gpu": gpu, "profile": name, "batch": b, **res})
                 z, f = res["zero_shot"], res["fitted_10"]
-                print(f"{space} {gpu} b{b}: zero-shot rho {z['spearman']:.3f} MdAPE "
-                      f"{z['mdape']:.1%} | 10 fitted rho {f['spearman']:.3f} "
-                      f"MdAPE {f['mdape']:.1%}", flush=True)
+                print(
+                    f"{space} {gpu} b{b}: zero-shot rho {z['spearman']:.3f} MdAPE "
+                    f"{z['mdape']:.1%} | 10 fitted rho {f['spearman']:.3f} "
+                    f"MdAPE {f['mdape']:.1%}",
+                    flush=True,
+                )
     cpu_fresh, record["cpus"] = fit_cpu_priors(nb201)
     cpus = {name: hw_profiles.load(name) for name in NB201_CPUS.values()}
     record.setdefault("stale", []).extend(stale_values(cpu_fresh, cpus))
@@ -608,23 +665,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res = evaluate(nb_eval, cpu, 1, cpus[name], args.draws, args.seed + 1)
         others = others_median(cpus[name], [hw for n, hw in cpus.items() if n != name])
         rows = [measured_network(n, cpu, 1) for n in nb_eval]
-        res["unseen_cpu"] = agreement(predict_networks(others, rows),
-                                      [r.latency_s for r in rows])
+        res["unseen_cpu"] = agreement(predict_networks(others, rows), [r.latency_s for r in rows])
         # A Xeon not in HELP's table, timed on 10 networks: the fit starts from the others.
         res["unseen_cpu_fitted_10"] = fitted_draws(rows, others, args.draws, args.seed + 1)
-        results.append({"space": "nb201", "gpu": cpu, "profile": name, "batch": 1,
-                        "device_type": "cpu", **res})
+        results.append(
+            {"space": "nb201", "gpu": cpu, "profile": name, "batch": 1, "device_type": "cpu", **res}
+        )
         z, u = res["zero_shot"], res["unseen_cpu"]
-        print(f"nb201 {cpu} b1: zero-shot rho {z['spearman']:.3f} MdAPE {z['mdape']:.1%} | "
-              f"others' median rho {u['spearman']:.3f} MdAPE {u['mdape']:.1%}", flush=True)
+        print(
+            f"nb201 {cpu} b1: zero-shot rho {z['spearman']:.3f} MdAPE {z['mdape']:.1%} | "
+            f"others' median rho {u['spearman']:.3f} MdAPE {u['mdape']:.1%}",
+            flush=True,
+        )
     same_die = same_die_check(ofa_eval, priors) if not args.nb201_priors_only else []
     cross = []
-    for gpu_nb, gpu_ofa, name in (("2080ti", "2080ti", "rtx2080ti"),
-                                  ("titan_rtx", "titan_rtx", "titan-rtx"),
-                                  ("titanxp", "titan_xp", "titan-xp")):
+    for gpu_nb, gpu_ofa, name in (
+        ("2080ti", "2080ti", "rtx2080ti"),
+        ("titan_rtx", "titan_rtx", "titan-rtx"),
+        ("titanxp", "titan_xp", "titan-xp"),
+    ):
         for b in (1, 32):
-            res = cross_space(nb201, ofa_eval, gpu_nb, gpu_ofa, b, priors[name], args.draws,
-                              args.seed)
+            res = cross_space(
+                nb201, ofa_eval, gpu_nb, gpu_ofa, b, priors[name], args.draws, args.seed
+            )
             cross.append({"gpu": gpu_ofa, "batch": b, **res})
     return {"priors": record, "results": results, "cross_space": cross, "same_die": same_die}
 
@@ -633,13 +696,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 TURING_PAIR = (("2080ti", "rtx2080ti", "titan-rtx"), ("titan_rtx", "titan-rtx", "rtx2080ti"))
 
 
-def same_die_check(
-    ofa: list[Net], priors: dict[str, HardwareProfile]
-) -> list[dict[str, Any]]:
+def same_die_check(ofa: list[Net], priors: dict[str, HardwareProfile]) -> list[dict[str, Any]]:
     """Each Turing card's OFA networks predicted zero-shot with its own fitted values, the
     other card's (SAME_DIE's rule) and the published Hopper ones (every other GPU's)."""
-    published = {"compute_efficiency": DATASHEET_CONV_LINEAR,
-                 "memory_efficiency": DATASHEET_CONV_LINEAR}
+    published = {
+        "compute_efficiency": DATASHEET_CONV_LINEAR,
+        "memory_efficiency": DATASHEET_CONV_LINEAR,
+    }
     out = []
     for gpu, name, other in TURING_PAIR:
         hw = priors[name]
@@ -651,8 +714,14 @@ def same_die_check(
         for b in (32, OFA_PRIOR_BATCH):
             rows = [measured_network(n, gpu, b) for n in ofa]
             meas = [r.latency_s for r in rows]
-            out.append({"gpu": gpu, "batch": b, "from": other, **{
-                k: agreement(predict_networks(v, rows), meas) for k, v in variants.items()}})
+            out.append(
+                {
+                    "gpu": gpu,
+                    "batch": b,
+                    "from": other,
+                    **{k: agreement(predict_networks(v, rows), meas) for k, v in variants.items()},
+                }
+            )
     return out
 
 
@@ -660,8 +729,10 @@ def _fitted_values(hw: HardwareProfile) -> dict[str, float]:
     """What --write-profiles writes, as the cost model reads it: eager costs, each kernel
     class's host extra and fp32 efficiencies (a class a file omits takes its parent's)."""
     eager = hw.runtime("eager")
-    values = {"kernel_overhead_s": eager.kernel_overhead_s,
-              "host_overhead_s": eager.host_overhead_s}
+    values = {
+        "kernel_overhead_s": eager.kernel_overhead_s,
+        "host_overhead_s": eager.host_overhead_s,
+    }
     for cls in hw_profiles.KERNEL_CLASSES:
         compute, memory = hw.efficiency(cls, "fp32")
         values[f"class_host_overhead_s.{cls}"] = eager.class_extra_s(cls)
@@ -670,15 +741,19 @@ def _fitted_values(hw: HardwareProfile) -> dict[str, float]:
     return values
 
 
-def stale_values(fresh: dict[str, HardwareProfile],
-                 shipped: dict[str, HardwareProfile]) -> list[str]:
+def stale_values(
+    fresh: dict[str, HardwareProfile], shipped: dict[str, HardwareProfile]
+) -> list[str]:
     """Values of the shipped profiles that a fresh fit does not reproduce (the TOMLs keep
     3 significant digits, so agreement within 0.6% counts as the same)."""
     out = []
     for name, hw in fresh.items():
         new, old = _fitted_values(hw), _fitted_values(shipped[name])
-        out += [f"{name} {k}: shipped {old[k]:.3g}, fresh fit {v:.3g}"
-                for k, v in new.items() if abs(old[k] - v) > 0.006 * max(abs(v), 1e-12)]
+        out += [
+            f"{name} {k}: shipped {old[k]:.3g}, fresh fit {v:.3g}"
+            for k, v in new.items()
+            if abs(old[k] - v) > 0.006 * max(abs(v), 1e-12)
+        ]
     return out
 
 
@@ -701,13 +776,18 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
         "(even `arch_idx`): 40 NAS-Bench-201 networks per GPU at batch 1 and 256, the 1x1 "
         "convs' compute and memory efficiencies apart (the V100 has "
         "no NAS-Bench-201 rows: it takes the median host costs of the other GPUs)"
-        + ("" if "ofa_convs" not in res["priors"] else
-           ", then per OFA GPU the depthwise compute and memory "
-           f"efficiencies alone on {OFA_PRIOR_NETS} OFA subnets at batch {OFA_PRIOR_BATCH}")
+        + (
+            ""
+            if "ofa_convs" not in res["priors"]
+            else ", then per OFA GPU the depthwise compute and memory "
+            f"efficiencies alone on {OFA_PRIOR_NETS} OFA subnets at batch {OFA_PRIOR_BATCH}"
+        )
         + ". The zero-shot columns are the shipped profiles (hw_profiles/data), "
-        + ("which that fit, started from the datasheet values, reproduces"
-           if not res["priors"].get("stale") else
-           "WHICH A FRESH FIT DOES NOT REPRODUCE (see the end; run --write-profiles)")
+        + (
+            "which that fit, started from the datasheet values, reproduces"
+            if not res["priors"].get("stale")
+            else "WHICH A FRESH FIT DOES NOT REPRODUCE (see the end; run --write-profiles)"
+        )
         + ". Every figure below is on the held-out half (odd `arch_idx`), which no fit and "
         "no modelling choice has seen. 'fitted 10': `fit_networks` from the prior on 10 "
         "random held-out networks of that GPU and batch, the rest predicted; median over draws. "
@@ -728,30 +808,45 @@ def to_markdown(res: dict[str, Any], command: str, meta: dict[str, Any]) -> str:
             f"{b['flops']:.3f} | {b['mac_bytes']:.3f} |"
         )
     lines += cpu_table(res)
-    lines += ["", "Cross-space: fitted on 10 NAS-Bench-201 networks, OFA subnets predicted "
-              "(same GPU and batch; median over draws).", "",
-              "| GPU | batch | Spearman | MdAPE | +-10% | +-25% | median ratio |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Cross-space: fitted on 10 NAS-Bench-201 networks, OFA subnets predicted "
+        "(same GPU and batch; median over draws).",
+        "",
+        "| GPU | batch | Spearman | MdAPE | +-10% | +-25% | median ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in res["cross_space"]:
-        lines.append(f"| {c['gpu']} | {c['batch']} | {c['spearman']:.3f} | {c['mdape']:.1%} | "
-                     f"{c['within_10']:.0%} | {c['within_25']:.0%} | {c['median_ratio']:.2f} |")
+        lines.append(
+            f"| {c['gpu']} | {c['batch']} | {c['spearman']:.3f} | {c['mdape']:.1%} | "
+            f"{c['within_10']:.0%} | {c['within_25']:.0%} | {c['median_ratio']:.2f} |"
+        )
     if res.get("same_die"):
-        lines += ["", "Same die (SAME_DIE's rule, for GPUs HELP timed no OFA on): each TU102 "
-                  "card's held-out OFA networks predicted with its own fitted depthwise "
-                  "efficiencies, with the other card's, and with the published "
-                  "Hopper values the GPUs without OFA rows otherwise keep (Spearman / MdAPE).",
-                  "", "| GPU | batch | own | other card's | published |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Same die (SAME_DIE's rule, for GPUs HELP timed no OFA on): each TU102 "
+            "card's held-out OFA networks predicted with its own fitted depthwise "
+            "efficiencies, with the other card's, and with the published "
+            "Hopper values the GPUs without OFA rows otherwise keep (Spearman / MdAPE).",
+            "",
+            "| GPU | batch | own | other card's | published |",
+            "|---|---|---|---|---|",
+        ]
         for c in res["same_die"]:
-            cells = " | ".join(f"{c[k]['spearman']:.3f} / {c[k]['mdape']:.1%}"
-                               for k in ("own", "same_die", "published"))
+            cells = " | ".join(
+                f"{c[k]['spearman']:.3f} / {c[k]['mdape']:.1%}"
+                for k in ("own", "same_die", "published")
+            )
             lines.append(f"| {c['gpu']} | {c['batch']} | {cells} |")
     lines += ["", "Priors fitted (seconds; efficiencies as fractions):", ""]
     nb201_priors = {n: r for n, r in res["priors"].items() if n in NB201_GPUS.values()}
     ofa_priors = res["priors"].get("ofa_convs", {})
     cpu_priors = res["priors"].get("cpus", {})
     for name, r in [*nb201_priors.items(), *ofa_priors.items(), *cpu_priors.items()]:
-        p = ", ".join(f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.3f}"
-                      for k, v in r["parameters"].items())
+        p = ", ".join(
+            f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.3f}"
+            for k, v in r["parameters"].items()
+        )
         what = f"OFA dev half, batch {r['batch']}" if "batch" in r else "NAS-Bench-201"
         lines.append(f"- {name} ({r['gpu']}, {what}): {p}; fit MdAPE {r['fit_mdape']:.1%}")
     if res["priors"].get("stale"):
@@ -769,7 +864,9 @@ def cpu_table(res: dict[str, Any]) -> list[str]:
     if not cells:
         return []
     lines = [
-        "", "## HELP's CPUs (NAS-Bench-201, batch 1)", "",
+        "",
+        "## HELP's CPUs (NAS-Bench-201, batch 1)",
+        "",
         f"Each CPU's prior: its datasheet ceilings, with eager costs and fp32 efficiencies fitted "
         f"on the same {PRIOR_NETS} development-half networks from the calibrated Xeon's values "
         "(experiments/results/calibrated_cpu.toml). 'Unseen CPU': this CPU's datasheet with the "
@@ -778,7 +875,8 @@ def cpu_table(res: dict[str, Any]) -> list[str]:
         "as a user with a Xeon not in HELP's table would. Held-out half as above. The CPUs' "
         "`host_conv_extra_s` below is the host extra "
         "of a native conv call, the costliest conv / linear class these networks call; the "
-        "oneDNN conv classes they never call at batch 1 keep the calibrated values.", "",
+        "oneDNN conv classes they never call at batch 1 keep the calibrated values.",
+        "",
         "| CPU | n | zero-shot rho | MdAPE | +-10% | +-25% | target | unseen-CPU rho | MdAPE "
         "| ratio | target | fitted rho | MdAPE | +-10% | target | unseen, 10 fitted rho | MdAPE "
         "| target | FLOPs rho | MAC bytes rho |",
@@ -819,33 +917,44 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
                 f"MdAPE {_span([s['mdape'] for s in stats_], '.1%')}."
             )
     cpus = [r for r in res["results"] if r.get("device_type") == "cpu"]
-    for kind, label in (("zero_shot", "zero-shot"), ("unseen_cpu", "unseen-CPU"),
-                        ("fitted_10", "10 fitted networks"),
-                        ("unseen_cpu_fitted_10", "unseen CPU, 10 fitted networks")):
+    for kind, label in (
+        ("zero_shot", "zero-shot"),
+        ("unseen_cpu", "unseen-CPU"),
+        ("fitted_10", "10 fitted networks"),
+        ("unseen_cpu_fitted_10", "unseen CPU, 10 fitted networks"),
+    ):
         if not cpus:
             break
         target = "fitted_10" if kind.endswith("fitted_10") else "zero_shot"
         stats_ = [r[kind] for r in cpus]
         met = sum(_met(target, x) == "met" for x in stats_)
-        lines.append(f"- HELP's CPUs, {label}: target met on {met} of {len(cpus)}; Spearman "
-                     f"{_span([x['spearman'] for x in stats_], '.3f')}, MdAPE "
-                     f"{_span([x['mdape'] for x in stats_], '.1%')}.")
+        lines.append(
+            f"- HELP's CPUs, {label}: target met on {met} of {len(cpus)}; Spearman "
+            f"{_span([x['spearman'] for x in stats_], '.3f')}, MdAPE "
+            f"{_span([x['mdape'] for x in stats_], '.1%')}."
+        )
     b1 = [r["baseline_spearman"]["flops"] for r in res["results"]
           if r["space"] == "ofa" and r["batch"] == 1]  # fmt: skip
     if b1:
-        lines.append(f"- OFA at batch 1: FLOPs alone rank HELP's times at Spearman "
-                     f"{_span(b1, '.2f')}: those times are host-bound and noisy.")
+        lines.append(
+            f"- OFA at batch 1: FLOPs alone rank HELP's times at Spearman "
+            f"{_span(b1, '.2f')}: those times are host-bound and noisy."
+        )
     cross = res["cross_space"]
     if cross:
-        lines.append(f"- Cross-space (NB201 fitted, OFA predicted): Spearman "
-                     f"{_span([c['spearman'] for c in cross], '.2f')}, MdAPE "
-                     f"{_span([c['mdape'] for c in cross], '.1%')}.")
+        lines.append(
+            f"- Cross-space (NB201 fitted, OFA predicted): Spearman "
+            f"{_span([c['spearman'] for c in cross], '.2f')}, MdAPE "
+            f"{_span([c['mdape'] for c in cross], '.1%')}."
+        )
     pinned = [n for n, r in res["priors"].items() if n in NB201_GPUS.values()
               and r["parameters"].get("efficiency_pointwise_conv", 0.0) >= 0.999]  # fmt: skip
     if pinned and "ofa_convs" not in res["priors"]:
-        lines.append(f"- Fitted pointwise-conv efficiency sits at its bound 1.0 on {len(pinned)} "
-                     f"GPU(s) ({', '.join(pinned)}): NAS-Bench-201's 1x1 convs are too small to "
-                     "identify it, so OFA's large 1x1 convs are predicted too fast.")
+        lines.append(
+            f"- Fitted pointwise-conv efficiency sits at its bound 1.0 on {len(pinned)} "
+            f"GPU(s) ({', '.join(pinned)}): NAS-Bench-201's 1x1 convs are too small to "
+            "identify it, so OFA's large 1x1 convs are predicted too fast."
+        )
     return lines
 
 
@@ -855,12 +964,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=200, help="networks per space (default 200)")
     p.add_argument("--draws", type=int, default=5, help="10-network fits per cell (default 5)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nb201-priors-only", action="store_true",
-                   help="priors from NAS-Bench-201 alone (no OFA conv refit): the old protocol")
-    p.add_argument("--write-profiles", action="store_true",
-                   help="only fit the priors and write them into hw_profiles/data/*.toml")
-    p.add_argument("--profile-dir", default=str(PROFILE_DIR),
-                   help="where --write-profiles rewrites the GPU TOMLs (default: built-in)")
+    p.add_argument(
+        "--nb201-priors-only",
+        action="store_true",
+        help="priors from NAS-Bench-201 alone (no OFA conv refit): the old protocol",
+    )
+    p.add_argument(
+        "--write-profiles",
+        action="store_true",
+        help="only fit the priors and write them into hw_profiles/data/*.toml",
+    )
+    p.add_argument(
+        "--profile-dir",
+        default=str(PROFILE_DIR),
+        help="where --write-profiles rewrites the GPU TOMLs (default: built-in)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem (.md and .json)")
     return p.parse_args(argv)
 

@@ -83,8 +83,9 @@ def time_shares(net: H.Net, batch: int, hw: HardwareProfile) -> dict[str, float]
     return {k: v / total for k, v in shares.items()}
 
 
-def residual_correlations(nets: list[H.Net], gpu: str, batch: int,
-                          hw: HardwareProfile) -> dict[str, float]:
+def residual_correlations(
+    nets: list[H.Net], gpu: str, batch: int, hw: HardwareProfile
+) -> dict[str, float]:
     rows = [H.measured_network(n, gpu, batch) for n in nets]
     pred = H.predict_networks(hw, rows)
     resid = [math.log(r.latency_s / p) for r, p in zip(rows, pred, strict=True)]
@@ -111,28 +112,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if b != 1:
                     cell[tag]["residual_spearman"] = residual_correlations(nets, gpu, b, hw)
             cells.append(cell)
-            print(f"{gpu} b{b}: before {cell['before']['spearman']:.3f} / "
-                  f"{cell['before']['mdape']:.1%}, now {cell['now']['spearman']:.3f} / "
-                  f"{cell['now']['mdape']:.1%}", flush=True)
+            print(
+                f"{gpu} b{b}: before {cell['before']['spearman']:.3f} / "
+                f"{cell['before']['mdape']:.1%}, now {cell['now']['spearman']:.3f} / "
+                f"{cell['now']['mdape']:.1%}",
+                flush=True,
+            )
     return {"before": args.before, "sample": len(nets), "seed": args.seed, "cells": cells}
 
 
 def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    lines = ["# OFA development half: depthwise residuals and two profile sets", "", *header, "",
-             f"{res['sample']} development-half OFA networks (even `arch_idx`, none of the "
-             f"{H.OFA_PRIOR_NETS} help_fit's OFA step fits; seed {res['seed']}). 'before': the "
-             f"built-in profiles at git revision `{res['before']}`; 'now': the built-in "
-             "profiles. Residual columns: Spearman of log(measured / predicted) against the "
-             "share of predicted time in 3x3 / 5x5 / 7x7 depthwise convs and in 1x1 convs "
-             "(batch 32 and 64).", "",
-             "| GPU | batch | before rho | MdAPE | now rho | MdAPE | before k3 / k5 / k7 / 1x1 "
-             "| now k3 / k5 / k7 / 1x1 |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# OFA development half: depthwise residuals and two profile sets",
+        "",
+        *header,
+        "",
+        f"{res['sample']} development-half OFA networks (even `arch_idx`, none of the "
+        f"{H.OFA_PRIOR_NETS} help_fit's OFA step fits; seed {res['seed']}). 'before': the "
+        f"built-in profiles at git revision `{res['before']}`; 'now': the built-in "
+        "profiles. Residual columns: Spearman of log(measured / predicted) against the "
+        "share of predicted time in 3x3 / 5x5 / 7x7 depthwise convs and in 1x1 convs "
+        "(batch 32 and 64).",
+        "",
+        "| GPU | batch | before rho | MdAPE | now rho | MdAPE | before k3 / k5 / k7 / 1x1 "
+        "| now k3 / k5 / k7 / 1x1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in res["cells"]:
-        resid = ["-" if "residual_spearman" not in c[t] else " / ".join(
-            f"{c[t]['residual_spearman'][k]:+.2f}" for k in SHARES) for t in ("before", "now")]
-        lines.append(f"| {c['gpu']} | {c['batch']} | {c['before']['spearman']:.3f} | "
-                     f"{c['before']['mdape']:.1%} | {c['now']['spearman']:.3f} | "
-                     f"{c['now']['mdape']:.1%} | {resid[0]} | {resid[1]} |")
+        resid = [
+            "-"
+            if "residual_spearman" not in c[t]
+            else " / ".join(f"{c[t]['residual_spearman'][k]:+.2f}" for k in SHARES)
+            for t in ("before", "now")
+        ]
+        lines.append(
+            f"| {c['gpu']} | {c['batch']} | {c['before']['spearman']:.3f} | "
+            f"{c['before']['mdape']:.1%} | {c['now']['spearman']:.3f} | "
+            f"{c['now']['mdape']:.1%} | {resid[0]} | {resid[1]} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -58,8 +58,13 @@ def parse_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def rescaled_to_session(hw: HardwareProfile, then: dict[str, float], folder: Path, name: str,
-                        scale: Scale = scale_profile) -> HardwareProfile | None:
+def rescaled_to_session(
+    hw: HardwareProfile,
+    then: dict[str, float],
+    folder: Path,
+    name: str,
+    scale: Scale = scale_profile,
+) -> HardwareProfile | None:
     """``hw`` at the speed of the session in ``folder`` while it measured set ``name``;
     ``scale``: how the two fitted factors change a profile."""
     now = {}
@@ -122,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [(label, load_fresh(path)) for label, path in args.profile]
     # Each profile's reference-network times per batch when it was calibrated.
     refs = [calibration_table(str(path)).get("reference_s", {}) for _, path in args.profile]
-    head = "| set | batch | measured in | " + " | ".join(
-        f"{label} rho | MdAPE | at its calibration speed | rescaled MdAPE (rho)"
-        for label, _ in profiles) + " |"
+    head = (
+        "| set | batch | measured in | "
+        + " | ".join(
+            f"{label} rho | MdAPE | at its calibration speed | rescaled MdAPE (rho)"
+            for label, _ in profiles
+        )
+        + " |"
+    )
     lines = [head, "|" + "---|" * (3 + 4 * len(profiles))]
     for name, listing in SETS:
         nets = read_networks(listing)

@@ -69,8 +69,9 @@ def net(widths: list[tuple[int, int, int]]) -> tuple[nn.Module, list[tuple[int, 
 def specs(widths: list[tuple[int, int, int]], batch: int, size: int) -> list[LayerSpec]:
     out, prev = [], "input"
     for i, (a, b, g) in enumerate(widths):
-        out.append(LayerSpec("conv2d", (batch, a, size, size), b, groups=g, name=str(i),
-                             inputs=(prev,)))
+        out.append(
+            LayerSpec("conv2d", (batch, a, size, size), b, groups=g, name=str(i), inputs=(prev,))
+        )
         prev = str(i)
     return out
 
@@ -91,22 +92,33 @@ def run(hw_path: str, batch: int, size: int, rounds: int) -> dict[str, Any]:
     for (guide, label, w), ts in zip(rows_in, samples, strict=True):
         stats = wall_stats(ts)
         rep = analyze(specs(w, batch, size), hw, "fp32", "eager")
-        rows.append({
-            "guideline": guide,
-            "case": label,
-            "macs": rep.total.macs,
-            "mac_bytes": rep.total.mac_bytes,
-            "measured_ms": stats["median_s"] * 1e3,
-            "measured_p10_ms": stats["p10_s"] * 1e3,
-            "measured_p90_ms": stats["p90_s"] * 1e3,
-            "predicted_ms": rep.total.latency_s * 1e3,
-            "measured_batches_per_s": 1 / stats["median_s"],
-            "predicted_batches_per_s": 1 / rep.total.latency_s,
-        })
-    return {"hw": hw_path, "profile_source": hw.source, "batch": batch, "size": size,
-            "blocks": BLOCKS, "threads": 1, "rounds": rounds, "torch": torch.__version__,
-            "clock": WALL_CLOCK, "statistic": "median of the rounds' samples (p10-p90 spread)",
-            "rows": rows}
+        rows.append(
+            {
+                "guideline": guide,
+                "case": label,
+                "macs": rep.total.macs,
+                "mac_bytes": rep.total.mac_bytes,
+                "measured_ms": stats["median_s"] * 1e3,
+                "measured_p10_ms": stats["p10_s"] * 1e3,
+                "measured_p90_ms": stats["p90_s"] * 1e3,
+                "predicted_ms": rep.total.latency_s * 1e3,
+                "measured_batches_per_s": 1 / stats["median_s"],
+                "predicted_batches_per_s": 1 / rep.total.latency_s,
+            }
+        )
+    return {
+        "hw": hw_path,
+        "profile_source": hw.source,
+        "batch": batch,
+        "size": size,
+        "blocks": BLOCKS,
+        "threads": 1,
+        "rounds": rounds,
+        "torch": torch.__version__,
+        "clock": WALL_CLOCK,
+        "statistic": "median of the rounds' samples (p10-p90 spread)",
+        "rows": rows,
+    }
 
 
 def cases() -> list[tuple[str, str, list[tuple[int, int, int]]]]:
@@ -140,14 +152,16 @@ def to_markdown_gpu(res: dict[str, Any]) -> str:
         "network at 2451 and 1480 batches/s, so only slowdowns within a table compare). "
         f"Predicted: `costmodel.analyze` with `{res['hw']}`, `graph` runtime (the device "
         "chain: the paper timed device work, not an eager host). MACs = multiply-"
-        "accumulates (the paper's \"FLOPs\").",
+        'accumulates (the paper\'s "FLOPs").',
         "",
         "| guideline | case | MACs | MAC bytes | paper batches/s | predicted batches/s |",
         "|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        lines.append(f"| {r['guideline']} | {r['case']} | {r['macs']:,} | {r['mac_bytes']:,} | "
-                     f"{r['paper_batches_per_s']} | {r['predicted_batches_per_s']:.0f} |")
+        lines.append(
+            f"| {r['guideline']} | {r['case']} | {r['macs']:,} | {r['mac_bytes']:,} | "
+            f"{r['paper_batches_per_s']} | {r['predicted_batches_per_s']:.0f} |"
+        )
     for g in ("G1", "G2"):
         rows = [r for r in res["rows"] if r["guideline"] == g]
         paper = [r["paper_batches_per_s"] for r in rows]
@@ -168,7 +182,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"{res['clock']}, the median of {res['rounds']} interleaved rounds with the p10-p90 "
         "spread and the lower decile (p10, the statistic calibration fits) beside it; "
         f"predicted: `costmodel.analyze` with `{res['hw']}` ({res['profile_source']}). "
-        "MACs = multiply-accumulates (the paper's \"FLOPs\"); batches/s = 1 / median.",
+        'MACs = multiply-accumulates (the paper\'s "FLOPs"); batches/s = 1 / median.',
         "",
         "| guideline | case | MACs | MAC bytes | measured median ms | p10-p90 ms | "
         "predicted ms | measured batches/s | predicted batches/s | paper GPU batches/s |",
@@ -199,11 +213,17 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hw", default="experiments/results/calibrated_cpu.toml",
-                   help="profile to predict with (default: the calibrated CPU profile)")
-    p.add_argument("--gpu-only", action="store_true",
-                   help="time nothing: the paper's GTX 1080 Ti rates beside --gpu-hw's "
-                        "predictions (writes shufflenet_guidelines_gpu.{json,md})")
+    p.add_argument(
+        "--hw",
+        default="experiments/results/calibrated_cpu.toml",
+        help="profile to predict with (default: the calibrated CPU profile)",
+    )
+    p.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="time nothing: the paper's GTX 1080 Ti rates beside --gpu-hw's "
+        "predictions (writes shufflenet_guidelines_gpu.{json,md})",
+    )
     p.add_argument("--gpu-hw", default="gtx1080ti", help="GPU profile (default gtx1080ti)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--size", type=int, default=56, help="input height = width (paper: 56)")
@@ -211,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="experiments/results", help="output folder")
     args = p.parse_args(argv)
     if min(args.batch, args.size, args.rounds) < 1:
-        print("shufflenet_guidelines: --batch, --size and --rounds must be >= 1",
-              file=sys.stderr)
+        print("shufflenet_guidelines: --batch, --size and --rounds must be >= 1", file=sys.stderr)
         return 2
     prov = provenance_start("experiments/shufflenet_guidelines.py", argv)
     if args.gpu_only:

@@ -38,8 +38,10 @@ def reading(results: dict[str, Any]) -> list[str]:
     spread = results["spread"]
     halves = min(r["halves_spearman"] for r in spread.values())
     diffs = [r["median_abs_diff"] for r in spread.values()]
-    worst = min(((name, stat) for name, by in results.items() for stat in by),
-                key=lambda k: results[k[0]][k[1]]["spearman"])
+    worst = min(
+        ((name, stat) for name, by in results.items() for stat in by),
+        key=lambda k: results[k[0]][k[1]]["spearman"],
+    )
     return [
         f"Reading (computed from the table): within one run of the spread protocol the odd "
         f"and even rounds rank the networks alike to Spearman >= {halves:.3f} for every "
@@ -78,8 +80,9 @@ def agreement(a: list[float], b: list[float]) -> dict[str, float]:
 
     return {
         "spearman": float(spearmanr(a, b).statistic),
-        "median_abs_diff": float(statistics.median(abs(x / y - 1) for x, y in zip(a, b,
-                                                                              strict=True))),
+        "median_abs_diff": float(
+            statistics.median(abs(x / y - 1) for x, y in zip(a, b, strict=True))
+        ),
     }
 
 
@@ -108,9 +111,17 @@ def drift(arch: Any, seconds: float) -> list[dict[str, float]]:
             m(x)
             sync()
             per_s[sec].append(now() - t0)
-    return [{"second": i, "n": len(s), "p10_ms": lower_quantile(s, 0.1) * 1e3,
-             "median_ms": statistics.median(s) * 1e3, "p90_ms": lower_quantile(s, 0.9) * 1e3}
-            for i, s in enumerate(per_s) if s]
+    return [
+        {
+            "second": i,
+            "n": len(s),
+            "p10_ms": lower_quantile(s, 0.1) * 1e3,
+            "median_ms": statistics.median(s) * 1e3,
+            "p90_ms": lower_quantile(s, 0.9) * 1e3,
+        }
+        for i, s in enumerate(per_s)
+        if s
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [loops_protocol(archs), loops_protocol(archs)]
     results["loops"] = {"min": agreement(*runs)}
     for name, rounds, repeats in (("grouped", 10, 10), ("spread", 100, 1)):
-        two = [measure_samples(archs, 1, "cpu", rounds=rounds, repeats=repeats)
-               for _ in range(2)]
+        two = [measure_samples(archs, 1, "cpu", rounds=rounds, repeats=repeats) for _ in range(2)]
         results[name] = {}
         for stat, f in stats.items():
             between = agreement([f(s) for s in two[0]], [f(s) for s in two[1]])
@@ -156,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": prov.date_utc,
         "provenance": prov.to_dict(),
         "clock": WALL_CLOCK,
-        "torch": torch.__version__, "n": len(archs), "batch": 1, "threads": 1,
-        "results": results, "drift_arch": probe.to_string(), "drift": series,
+        "torch": torch.__version__,
+        "n": len(archs),
+        "batch": 1,
+        "threads": 1,
+        "results": results,
+        "drift_arch": probe.to_string(),
+        "drift": series,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.out)
@@ -183,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, by_stat in results.items():
         for stat, r in by_stat.items():
             halves = r.get("halves_spearman")
-            lines.append(f"| {name} | {stat} | {r['spearman']:.3f} | {r['median_abs_diff']:.1%} "
-                         f"| {'' if halves is None else f'{halves:.3f}'} |")
+            lines.append(
+                f"| {name} | {stat} | {r['spearman']:.3f} | {r['median_abs_diff']:.1%} "
+                f"| {'' if halves is None else f'{halves:.3f}'} |"
+            )
     lines += ["", *reading(results)]
     p10s = [s["p10_ms"] for s in series]
     meds = [s["median_ms"] for s in series]
@@ -196,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| second | forward passes | median ms | p10-p90 ms |",
         "|---|---|---|---|",
-        *[f"| {s['second']} | {s['n']} | {s['median_ms']:.3f} | "
-          f"{s['p10_ms']:.3f}-{s['p90_ms']:.3f} |" for s in series],
+        *[
+            f"| {s['second']} | {s['n']} | {s['median_ms']:.3f} | "
+            f"{s['p10_ms']:.3f}-{s['p90_ms']:.3f} |"
+            for s in series
+        ],
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')}")

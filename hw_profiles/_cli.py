@@ -80,8 +80,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        lines.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        lines.append(
+            "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -101,25 +105,38 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_summary(p) for p in profiles], indent=2))
         return 0
-    header = ["name", "type", "fp32 TFLOPS", "fp16 TFLOPS", "int8 TOPS", "GB/s", "GiB",
-              "ridge fp32 FLOP/B", "ridge fp16 FLOP/B"]
+    header = [
+        "name",
+        "type",
+        "fp32 TFLOPS",
+        "fp16 TFLOPS",
+        "int8 TOPS",
+        "GB/s",
+        "GiB",
+        "ridge fp32 FLOP/B",
+        "ridge fp16 FLOP/B",
+    ]
     rows = []
     for p in profiles:
         peaks = p.peak_ops_per_s
-        rows.append([
-            p.name,
-            p.device_type,
-            _tera(peaks.get("fp32")),
-            _tera(peaks.get("fp16")),
-            _tera(peaks.get("int8")),
-            f"{p.bandwidth_bytes_per_s / 1e9:g}",
-            f"{p.memory_bytes / _GIB:g}",
-            f"{p.ridge_point('fp32'):.1f}",
-            f"{p.ridge_point('fp16'):.1f}" if "fp16" in peaks else "-",
-        ])
+        rows.append(
+            [
+                p.name,
+                p.device_type,
+                _tera(peaks.get("fp32")),
+                _tera(peaks.get("fp16")),
+                _tera(peaks.get("int8")),
+                f"{p.bandwidth_bytes_per_s / 1e9:g}",
+                f"{p.memory_bytes / _GIB:g}",
+                f"{p.ridge_point('fp32'):.1f}",
+                f"{p.ridge_point('fp16'):.1f}" if "fp16" in peaks else "-",
+            ]
+        )
     print(_table(header, rows))
-    print("\nPeaks are dense datasheet figures (fp16 = tensor cores with fp32 accumulate where "
-          "present); ridge point = peak / bandwidth. `show NAME` gives sources and details.")
+    print(
+        "\nPeaks are dense datasheet figures (fp16 = tensor cores with fp32 accumulate where "
+        "present); ridge point = peak / bandwidth. `show NAME` gives sources and details."
+    )
     return 0
 
 
@@ -128,16 +145,22 @@ def _show_json(p: HardwareProfile) -> dict[str, Any]:
     d["path"] = p.path
     d["ridge_point_ops_per_byte"] = _ridge_points(p)
     d["efficiency_by_kernel_class"] = {
-        prec: {kc: dict(zip(("compute", "memory"), p.efficiency(kc, prec), strict=True))
-               for kc in KERNEL_CLASSES}
+        prec: {
+            kc: dict(zip(("compute", "memory"), p.efficiency(kc, prec), strict=True))
+            for kc in KERNEL_CLASSES
+        }
         for prec in p.peak_ops_per_s
     }
     return d
 
 
 def _has_efficiencies(p: HardwareProfile) -> bool:
-    return bool(p.compute_efficiency or p.memory_efficiency
-                or p.compute_efficiency_by_precision or p.memory_efficiency_by_precision)
+    return bool(
+        p.compute_efficiency
+        or p.memory_efficiency
+        or p.compute_efficiency_by_precision
+        or p.memory_efficiency_by_precision
+    )
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -183,8 +206,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         out.append("efficiency (fraction of peak compute / bandwidth reached):")
         out.append(_table(header, eff_rows))
     else:
-        out.append("efficiency: none set (1.0: layers run at the roofline; "
-                   "`python -m hw_profiles calibrate` measures them)")
+        out.append(
+            "efficiency: none set (1.0: layers run at the roofline; "
+            "`python -m hw_profiles calibrate` measures them)"
+        )
     print("\n".join(out))
     return 0
 
@@ -196,29 +221,55 @@ def _calibrate_parser() -> argparse.ArgumentParser:
         "runtime, per-kernel-class efficiency over a sweep of shapes), fit the latency "
         "model's parameters and write a hardware profile TOML.",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="what to calibrate (default: cpu)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="what to calibrate (default: cpu)"
+    )
     p.add_argument("--out", required=True, help="TOML file to write")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads while measuring, recorded in the profile (default 1)")
-    p.add_argument("--quick", action="store_true",
-                   help="a smaller sweep (about a minute on a CPU); for smoke tests")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads while measuring, recorded in the profile (default 1)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller sweep (about a minute on a CPU); for smoke tests",
+    )
     p.add_argument("--name", default=None, help="profile name (default calibrated-<device>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--space", default="cifar",
-                   help="search space of the calibration networks (drawn with the calibration "
-                   "seed): a name shipped with searchspace or a TOML path (default cifar)")
-    p.add_argument("--networks", type=int, default=None,
-                   help="calibration networks (default 40, --quick 4; 0: none)")
-    p.add_argument("--no-op-chains", dest="op_chains", action="store_false",
-                   help="do not time chains of one streaming op (BN, ReLU, add, pools) as "
-                   "networks; by default they show the fit what such an op costs inside a "
-                   "network, which a kernel timed alone overstates")
-    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
-                   help="CPU timing clock: wall (time.perf_counter, default) or thread (the "
-                   "thread's CPU time, one thread); validate with the same")
-    p.add_argument("--raw", default=None,
-                   help="also write the raw measurements (specs and times) to this JSON file")
+    p.add_argument(
+        "--space",
+        default="cifar",
+        help="search space of the calibration networks (drawn with the calibration "
+        "seed): a name shipped with searchspace or a TOML path (default cifar)",
+    )
+    p.add_argument(
+        "--networks",
+        type=int,
+        default=None,
+        help="calibration networks (default 40, --quick 4; 0: none)",
+    )
+    p.add_argument(
+        "--no-op-chains",
+        dest="op_chains",
+        action="store_false",
+        help="do not time chains of one streaming op (BN, ReLU, add, pools) as "
+        "networks; by default they show the fit what such an op costs inside a "
+        "network, which a kernel timed alone overstates",
+    )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="CPU timing clock: wall (time.perf_counter, default) or thread (the "
+        "thread's CPU time, one thread); validate with the same",
+    )
+    p.add_argument(
+        "--raw",
+        default=None,
+        help="also write the raw measurements (specs and times) to this JSON file",
+    )
     return p
 
 
@@ -269,7 +320,11 @@ def calibrate_main(argv: Sequence[str]) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     try:
         hw, calib = C.calibrate(
-            args.device, threads=args.threads, quick=args.quick, name=args.name, log=log,
+            args.device,
+            threads=args.threads,
+            quick=args.quick,
+            name=args.name,
+            log=log,
             raw_out=Path(args.raw) if args.raw else None,
             networks=searchspace.sample_architectures(space, n, C.CALIBRATION_SEED) if n else (),
             networks_from=f"{args.space} (seed {C.CALIBRATION_SEED})",
@@ -280,8 +335,10 @@ def calibrate_main(argv: Sequence[str]) -> int:
     except RuntimeError as e:
         print(f"calibrate: {e}", file=sys.stderr)
         return 1
-    header = ("Written by `python -m hw_profiles calibrate` (costmodel/_calibrate.py).\n"
-              "Measured ceilings; efficiencies, overheads and saturation constants fitted.")
+    header = (
+        "Written by `python -m hw_profiles calibrate` (costmodel/_calibrate.py).\n"
+        "Measured ceilings; efficiencies, overheads and saturation constants fitted."
+    )
     out = Path(args.out)
     out.write_text(profile_to_toml(hw, calib, header))
     loaded = load_fresh(out)  # the file must load with the schema it was written for
@@ -549,27 +606,42 @@ def _parser() -> argparse.ArgumentParser:
         "(unknown profile, invalid file), 1 failure.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p_list = sub.add_parser("list", help="table of the built-in profiles",
-                            description="One line per built-in profile: device type, fp32/fp16 "
-                            "peaks (TFLOPS), int8 peak (TOPS), bandwidth (GB/s), memory (GiB) "
-                            "and ridge points (FLOP/byte).")
+    p_list = sub.add_parser(
+        "list",
+        help="table of the built-in profiles",
+        description="One line per built-in profile: device type, fp32/fp16 "
+        "peaks (TFLOPS), int8 peak (TOPS), bandwidth (GB/s), memory (GiB) "
+        "and ridge points (FLOP/byte).",
+    )
     p_list.add_argument("--json", action="store_true", help="machine-readable output (SI units)")
-    p_show = sub.add_parser("show", help="every field of one profile",
-                            description="All fields of a profile: source, notes, peaks and "
-                            "ridge point per precision, runtime overheads, efficiencies.")
-    p_show.add_argument("profile", metavar="NAME_OR_PATH",
-                        help=f"a built-in name ({', '.join(available())}) "
-                        "or a path to a .toml file")
+    p_show = sub.add_parser(
+        "show",
+        help="every field of one profile",
+        description="All fields of a profile: source, notes, peaks and "
+        "ridge point per precision, runtime overheads, efficiencies.",
+    )
+    p_show.add_argument(
+        "profile",
+        metavar="NAME_OR_PATH",
+        help=f"a built-in name ({', '.join(available())}) or a path to a .toml file",
+    )
     p_show.add_argument("--json", action="store_true", help="machine-readable output (SI units)")
-    sub.add_parser("calibrate", add_help=False,
-                   help="measure this machine and write a profile "
-                   "(`calibrate --help` for its options)")
-    sub.add_parser("fit", add_help=False,
-                   help="fit a profile to a CSV of measured networks "
-                   "(`fit --help` for its options)")
-    sub.add_parser("rescale", add_help=False,
-                   help="bring a calibrated profile to the machine's speed now by timing "
-                   "a dozen calibration networks again (`rescale --help` for its options)")
+    sub.add_parser(
+        "calibrate",
+        add_help=False,
+        help="measure this machine and write a profile (`calibrate --help` for its options)",
+    )
+    sub.add_parser(
+        "fit",
+        add_help=False,
+        help="fit a profile to a CSV of measured networks (`fit --help` for its options)",
+    )
+    sub.add_parser(
+        "rescale",
+        add_help=False,
+        help="bring a calibrated profile to the machine's speed now by timing "
+        "a dozen calibration networks again (`rescale --help` for its options)",
+    )
     return parser
 
 

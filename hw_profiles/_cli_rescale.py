@@ -28,8 +28,10 @@ _DEVICES = {"cpu": "cpu", "gpu": "cuda", "soc": "cuda"}  # device_type -> where 
 # Below this median error on the timed probes, how the machine moved is not told apart from
 # how differently its networks drift (measured on the development VM, see --min-error).
 MIN_ERROR = 0.25
-HEADER = ("Written by `python -m hw_profiles rescale` (costmodel/_rescale.py): a calibrated\n"
-          "profile scaled to the machine's speed when [rescale] timed it again.")
+HEADER = (
+    "Written by `python -m hw_profiles rescale` (costmodel/_rescale.py): a calibrated\n"
+    "profile scaled to the machine's speed when [rescale] timed it again."
+)
 PROBES = 12  # calibration networks timed again: 5 at batch 1, 5 at batch 32, 2 at batch 8
 
 
@@ -42,36 +44,58 @@ def _parser() -> argparse.ArgumentParser:
         "convs and linear layers and apart from them for BatchNorms, activations, adds and "
         "pools, and write the profile scaled by those factors. For a machine whose speed "
         "drifts (a shared VM, a laptop on battery): cheaper than calibrating again.",
-        epilog="Exit codes: 0 ok, 2 usage error (bad path, bad space), 1 failure while "
-        "measuring.",
+        epilog="Exit codes: 0 ok, 2 usage error (bad path, bad space), 1 failure while measuring.",
     )
-    p.add_argument("--hw", required=True,
-                   help="a profile TOML written by `python -m hw_profiles calibrate` on this "
-                   "machine")
+    p.add_argument(
+        "--hw",
+        required=True,
+        help="a profile TOML written by `python -m hw_profiles calibrate` on this machine",
+    )
     p.add_argument("--out", required=True, help="TOML file to write")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="where to time (default: the device the profile was calibrated on)")
-    p.add_argument("--space", default="cifar",
-                   help="search space of the probe networks, drawn with the calibration "
-                   "seed (default cifar, calibrate's default)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved timing rounds per batch (default: validation's, 100 "
-                   "up to batch 8 and 20 above)")
-    p.add_argument("--min-error", type=float, default=MIN_ERROR,
-                   help="scale only when the profile is off by more than this on the timed "
-                   "networks and op chains (median absolute relative error; default "
-                   "%(default)s); below it the profile is written unscaled. Set on the "
-                   "development VM for the two-factor fit (--no-chains): with the profile off "
-                   "by 15-18 %% on the networks, scaling did not help other networks (median "
-                   "error 13.5 %% scaled, 9.8 %% unscaled); 0 always scales")
-    p.add_argument("--no-chains", action="store_true",
-                   help="skip the op chains (about a minute on a CPU) and fit two factors "
-                   "for all kernels alike, not four (fixed costs and throughput, of convs and "
-                   "linear layers apart from BatchNorms, activations, adds and pools)")
-    p.add_argument("--raw", default=None,
-                   help="also write every probe's layers and measured seconds to this JSON "
-                   "file (written before the fit, so a timing is never lost; "
-                   "costmodel._calibrate.spec_from_dict reads the layers back)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where to time (default: the device the profile was calibrated on)",
+    )
+    p.add_argument(
+        "--space",
+        default="cifar",
+        help="search space of the probe networks, drawn with the calibration "
+        "seed (default cifar, calibrate's default)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved timing rounds per batch (default: validation's, 100 "
+        "up to batch 8 and 20 above)",
+    )
+    p.add_argument(
+        "--min-error",
+        type=float,
+        default=MIN_ERROR,
+        help="scale only when the profile is off by more than this on the timed "
+        "networks and op chains (median absolute relative error; default "
+        "%(default)s); below it the profile is written unscaled. Set on the "
+        "development VM for the two-factor fit (--no-chains): with the profile off "
+        "by 15-18 %% on the networks, scaling did not help other networks (median "
+        "error 13.5 %% scaled, 9.8 %% unscaled); 0 always scales",
+    )
+    p.add_argument(
+        "--no-chains",
+        action="store_true",
+        help="skip the op chains (about a minute on a CPU) and fit two factors "
+        "for all kernels alike, not four (fixed costs and throughput, of convs and "
+        "linear layers apart from BatchNorms, activations, adds and pools)",
+    )
+    p.add_argument(
+        "--raw",
+        default=None,
+        help="also write every probe's layers and measured seconds to this JSON "
+        "file (written before the fit, so a timing is never lost; "
+        "costmodel._calibrate.spec_from_dict reads the layers back)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -140,9 +164,11 @@ def rescale_main(argv: Sequence[str]) -> int:
     device = args.device or calibration.get("device") or _DEVICES[hw.device_type]
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     chains = [] if args.no_chains else op_chains()
-    log(f"timing {PROBES} calibration networks, the reference network"
+    log(
+        f"timing {PROBES} calibration networks, the reference network"
         + (f" and {len(chains)} op chains at batches {list(CHAIN_BATCHES)}" if chains else "")
-        + f" on {device} ...")
+        + f" on {device} ..."
+    )
     try:
         rows, names, reference_now = _time_probes(probes, chains, reference, device, hw, args)
     except RuntimeError as e:
@@ -176,8 +202,12 @@ def rescale_main(argv: Sequence[str]) -> int:
 
 
 def _time_probes(
-    probes: Sequence[Any], chains: Sequence[Any], reference: Any, device: str,
-    hw: HardwareProfile, args: argparse.Namespace,
+    probes: Sequence[Any],
+    chains: Sequence[Any],
+    reference: Any,
+    device: str,
+    hw: HardwareProfile,
+    args: argparse.Namespace,
 ) -> tuple[list[tuple[Any, float]], list[str], dict[int, float]]:
     """(layers, seconds) of every probe, its name, and the reference's seconds per batch:
     the networks at calibration's batches, the chains at theirs, then the reference."""
@@ -186,7 +216,11 @@ def _time_probes(
     from costmodel._chains import CHAIN_BATCHES
 
     rows, reference_now = R.measure_probes(
-        probes, NETWORK_BATCHES, device, reference=reference, threads=hw.threads,
+        probes,
+        NETWORK_BATCHES,
+        device,
+        reference=reference,
+        threads=hw.threads,
         rounds=args.rounds,
     )
     at = [NETWORK_BATCHES[i % len(NETWORK_BATCHES)] for i in range(len(probes))]
@@ -211,7 +245,11 @@ def _write_raw(path: Path, names: Sequence[str], rows: Sequence[tuple[Any, float
 
 
 def _rescale_table(
-    path: str, device: str, probed: str, change: SpeedChange, calibration: Mapping[str, Any],
+    path: str,
+    device: str,
+    probed: str,
+    change: SpeedChange,
+    calibration: Mapping[str, Any],
     reference_now: Mapping[int, float],
 ) -> dict[str, Any]:
     table: dict[str, Any] = {
@@ -223,10 +261,15 @@ def _rescale_table(
         "networks": probed,
         "overhead_factor": round(change.overhead_factor, 4),
         "throughput_factor": round(change.throughput_factor, 4),
-        **({"streaming_overhead_factor": round(change.streaming_overhead_factor, 4),
-            "streaming_throughput_factor": round(change.streaming_throughput_factor, 4)}
-           if change.streaming_overhead_factor is not None
-           and change.streaming_throughput_factor is not None else {}),
+        **(
+            {
+                "streaming_overhead_factor": round(change.streaming_overhead_factor, 4),
+                "streaming_throughput_factor": round(change.streaming_throughput_factor, 4),
+            }
+            if change.streaming_overhead_factor is not None
+            and change.streaming_throughput_factor is not None
+            else {}
+        ),
         "median_abs_error_before": round(change.error_before, 4),
         "median_abs_error_after": round(change.error_after, 4),
     }
@@ -236,8 +279,9 @@ def _rescale_table(
     return table
 
 
-def _print_summary(change: SpeedChange, timed: str, out: Path, applied: bool,
-                   min_error: float) -> None:
+def _print_summary(
+    change: SpeedChange, timed: str, out: Path, applied: bool, min_error: float
+) -> None:
     print(f"{timed} timed: the profile was off by {change.error_before:.1%} (median), "
           f"scaled by {change.error_after:.1%}")  # fmt: skip
     kinds = "" if change.streaming_overhead_factor is None else "convs and linear: "
@@ -250,5 +294,7 @@ def _print_summary(change: SpeedChange, timed: str, out: Path, applied: bool,
     if applied:
         print(f"wrote {out}")
     else:
-        print(f"wrote {out} unscaled: {change.error_before:.1%} is within --min-error="
-              f"{min_error}, which the drift of a shared machine's networks exceeds")
+        print(
+            f"wrote {out} unscaled: {change.error_before:.1%} is within --min-error="
+            f"{min_error}, which the drift of a shared machine's networks exceeds"
+        )

@@ -140,12 +140,8 @@ class HardwareProfile:
     # precision-specific values override the defaults.
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)
     memory_efficiency: Mapping[str, float] = field(default_factory=dict)
-    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
-        default_factory=dict
-    )
-    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(
-        default_factory=dict
-    )
+    compute_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    memory_efficiency_by_precision: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # Shape dependence (costmodel/_latency.py); the defaults switch each term off.
     # A kernel whose working set (mac bytes) fits in ``cache_bytes`` moves at this rate.
     cache_bandwidth_bytes_per_s: float = 0.0
@@ -318,36 +314,80 @@ _TOP_KEYS = {
     **{k: float for k in SHAPE_KEYS},
 }
 _REQUIRED = (
-    "name", "source", "device_type", "memory_bytes", "bandwidth_bytes_per_s", "peak_ops_per_s"
+    "name",
+    "source",
+    "device_type",
+    "memory_bytes",
+    "bandwidth_bytes_per_s",
+    "peak_ops_per_s",
 )
 _RUNTIME_KEYS = {"kernel_overhead_s", "host_overhead_s", "class_host_overhead_s"}
 _CALIBRATION_KEYS = {
-    "date", "device", "host", "torch_version", "method", "validation",
-    "threads", "duration_s", "benchmarks", "fit_median_abs_error", "holdout_median_abs_error",
-    "networks", "op_chains", "network_fit_median_abs_error",
+    "date",
+    "device",
+    "host",
+    "torch_version",
+    "method",
+    "validation",
+    "threads",
+    "duration_s",
+    "benchmarks",
+    "fit_median_abs_error",
+    "holdout_median_abs_error",
+    "networks",
+    "op_chains",
+    "network_fit_median_abs_error",
     # Written by a calibration that fitted the cold-start constant of lone kernels (a method
     # tried and recorded under experiments/results/, not calibrate's default).
     "benchmark_cold_start_s",
-    "network_holdout_median_abs_error", "reference_arch", "reference_s", "allocator",
+    "network_holdout_median_abs_error",
+    "reference_arch",
+    "reference_s",
+    "allocator",
 }
 
 # What ``python -m hw_profiles fit`` records about the measurements it fitted.
 _FIT_KEYS = {
-    "base", "measurements", "sha256", "rows", "refused_rows", "date", "precision", "runtime",
-    "parameters", "prior", "fit_mdape", "fit_spearman", "cv_mdape", "cv_spearman", "cv_folds",
+    "base",
+    "measurements",
+    "sha256",
+    "rows",
+    "refused_rows",
+    "date",
+    "precision",
+    "runtime",
+    "parameters",
+    "prior",
+    "fit_mdape",
+    "fit_spearman",
+    "cv_mdape",
+    "cv_spearman",
+    "cv_folds",
 }
 
 # What ``python -m hw_profiles rescale`` records: the profile it scaled, the networks it
 # timed, the factors fitted to them and the errors before and after. The streaming factors
 # are there when BatchNorms, activations, adds and pools were given factors of their own.
 _RESCALE_KEYS = {
-    "base", "sha256", "date", "device", "host", "networks", "overhead_factor",
-    "throughput_factor", "streaming_overhead_factor", "streaming_throughput_factor",
-    "median_abs_error_before", "median_abs_error_after",
-    "reference_then_s", "reference_now_s", "applied",
+    "base",
+    "sha256",
+    "date",
+    "device",
+    "host",
+    "networks",
+    "overhead_factor",
+    "throughput_factor",
+    "streaming_overhead_factor",
+    "streaming_throughput_factor",
+    "median_abs_error_before",
+    "median_abs_error_after",
+    "reference_then_s",
+    "reference_now_s",
+    "applied",
     # Written by the first rescale, which fitted the reference network alone (a method tried
     # and recorded under experiments/results/, replaced by several networks).
-    "reference_arch", "fitted_ratio",
+    "reference_arch",
+    "fitted_ratio",
 }
 
 
@@ -448,13 +488,17 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
                 table["kernel_overhead_s"], f"runtime.{rt}.kernel_overhead_s", where, positive=False
             ),
             host_overhead_s=_number(
-                table.get("host_overhead_s", 0.0), f"runtime.{rt}.host_overhead_s", where,
+                table.get("host_overhead_s", 0.0),
+                f"runtime.{rt}.host_overhead_s",
+                where,
                 positive=False,
             ),
-            class_host_overhead_s=MappingProxyType({
-                k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
-                for k, v in per_class.items()
-            }),
+            class_host_overhead_s=MappingProxyType(
+                {
+                    k: _number(v, f"runtime.{rt}.class_host_overhead_s.{k}", where, positive=False)
+                    for k, v in per_class.items()
+                }
+            ),
         )
     for table, allowed in (("calibration", _CALIBRATION_KEYS), ("fit", _FIT_KEYS),
                            ("rescale", _RESCALE_KEYS)):  # fmt: skip
@@ -462,9 +506,7 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
             if k not in allowed:
                 raise _unknown(k, allowed, f"{where} [{table}]")
 
-    shape = {
-        k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()
-    }
+    shape = {k: _number(data.get(k, d), k, where, positive=False) for k, d in SHAPE_KEYS.items()}
     if shape["memory_compute_overlap"] > 1.0:
         raise ProfileError(
             f"{where}: memory_compute_overlap={shape['memory_compute_overlap']!r} "

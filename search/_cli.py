@@ -130,10 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(relative to the current directory; see below)",
     )
     run.add_argument("--out-dir", help=f"run directory (default: {DEFAULT_RUN_DIR})")
-    run.add_argument("--min-budget", type=float,
-                     help="[fidelity] smallest rung budget (epochs for the train estimator)")
-    run.add_argument("--max-budget", type=float,
-                     help="[fidelity] full budget a trial that is never stopped trains")
+    run.add_argument(
+        "--min-budget",
+        type=float,
+        help="[fidelity] smallest rung budget (epochs for the train estimator)",
+    )
+    run.add_argument(
+        "--max-budget",
+        type=float,
+        help="[fidelity] full budget a trial that is never stopped trains",
+    )
     run.add_argument("--eta", type=int, help="[fidelity] about 1 in eta trials goes on per rung")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     run.add_argument(

@@ -591,7 +591,6 @@ class _ModelEstimator(AccuracyEstimator):
             raw.update(cost_features(arch, costs))
         return {k: _finite(raw[k], k, arch) for k in kinds}
 
-
     def recipe(self) -> dict[str, Any]:
         """The config's training recipe, as ``train_and_evaluate`` and ``training_speed``
         take it (all but the epochs, which a reporter may change)."""

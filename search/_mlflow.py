@@ -510,8 +510,9 @@ def parent_params(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
             f"{t.name}={t.profile}:{t.precision}:b{t.batch}:{t.runtime}" for t in cfg.hardware
         ),
         "estimator": cfg.estimator.get("kind") or cfg.estimator.get("function") or "default",
-        "fidelity": "none" if cfg.fidelity is None else
-        f"min_budget={cfg.fidelity.min_budget:g} max_budget={cfg.fidelity.max_budget:g} "
+        "fidelity": "none"
+        if cfg.fidelity is None
+        else f"min_budget={cfg.fidelity.min_budget:g} max_budget={cfg.fidelity.max_budget:g} "
         f"eta={cfg.fidelity.eta}",
         "study": cfg.study_name,
         "storage": storage,

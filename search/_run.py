@@ -79,6 +79,7 @@ class RunResult:
                 "estimator, then the same command continues"
             )
         return note
+
     n_stopped: int = 0  # of n_finished: stopped at a rung budget ([fidelity]), PRUNED
 
     def budget_note(self, trials: int) -> str:

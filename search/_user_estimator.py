@@ -143,6 +143,7 @@ class FunctionEstimatorConfig:
 
 # ---------------------------------------------------------------- loading and checking
 
+
 def load_function(cfg: FunctionEstimatorConfig) -> Callable[..., Any]:
     """``FUNC`` of ``PATH.py``; EstimatorFunctionError naming the spec when it cannot be had."""
     spec = cfg.function

@@ -243,8 +243,10 @@ def _lower_cell(
             if acc is None and not zero_start:
                 acc = y
                 continue
-            acc = net.emit(name, "add", y) if acc is None else net.emit(
-                name, "add", acc, y, num_inputs=2
+            acc = (
+                net.emit(name, "add", y)
+                if acc is None
+                else net.emit(name, "add", acc, y, num_inputs=2)
             )
             adds += 1
         assert acc is not None  # every node has at least one edge

@@ -247,8 +247,7 @@ def _lower_hard_activation(out: list[LayerSpec], spec: LayerSpec, inputs: tuple[
     out.append(LayerSpec("relu6", shape, name=f"{n}.relu6", inputs=(f"{n}.add",)))
     last = f"{n}.relu6"
     if spec.op == "hardswish":  # x * relu6(x + 3)
-        out.append(LayerSpec("mul", shape, name=f"{n}.mul", inputs=(inputs[0], last),
-                             num_inputs=2))
+        out.append(LayerSpec("mul", shape, name=f"{n}.mul", inputs=(inputs[0], last), num_inputs=2))
         last = f"{n}.mul"
     out.append(LayerSpec("mul", shape, name=f"{n}.truediv", inputs=(last,)))  # / 6
     return f"{n}.truediv"

@@ -84,8 +84,9 @@ def _allowed_services() -> frozenset[str]:
     names = frozenset(n.strip() for n in raw.split(",") if n.strip())
     unknown = sorted(names - set(SERVICES))
     if unknown:
-        raise pytest.UsageError(f"{ALLOW_ENV}={raw!r}: {unknown[0]!r} is not a service; "
-                                f"services: {', '.join(SERVICES)}")
+        raise pytest.UsageError(
+            f"{ALLOW_ENV}={raw!r}: {unknown[0]!r} is not a service; services: {', '.join(SERVICES)}"
+        )
     return names
 
 
@@ -193,18 +194,30 @@ def _postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if reason:  # .ci/postgres.sh already tried and said why
             skip_service("postgres", f"no PostgreSQL server: {reason}")
         env_file = tmp_path_factory.mktemp("postgres") / "postgres.env"
-        started_env = {**os.environ, "ROOFNAS_PG_NO_INSTALL": "1",
-                       "ROOFNAS_PG_ENV_FILE": str(env_file)}
+        started_env = {
+            **os.environ,
+            "ROOFNAS_PG_NO_INSTALL": "1",
+            "ROOFNAS_PG_ENV_FILE": str(env_file),
+        }
         try:
-            proc = subprocess.run(["bash", str(POSTGRES_SH), "start"], env=started_env,
-                                  capture_output=True, text=True, timeout=120, check=False)
+            proc = subprocess.run(
+                ["bash", str(POSTGRES_SH), "start"],
+                env=started_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             skip_service("postgres", f"no PostgreSQL server: .ci/postgres.sh start failed: {exc}")
         url = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if not url.startswith("postgresql://"):
-            skip_service("postgres", "no PostgreSQL server: ROOFNAS_TEST_POSTGRES_URL is unset "
-                         f"and .ci/postgres.sh start could not start one: "
-                         f"{proc.stderr.strip()[-400:]}")
+            skip_service(
+                "postgres",
+                "no PostgreSQL server: ROOFNAS_TEST_POSTGRES_URL is unset "
+                f"and .ci/postgres.sh start could not start one: "
+                f"{proc.stderr.strip()[-400:]}",
+            )
     try:
         _pg_connect(_with_database(url, "postgres")).close()
     except Exception as exc:
@@ -213,8 +226,13 @@ def _postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         if started_env is not None:
-            subprocess.run(["bash", str(POSTGRES_SH), "stop"], env=started_env,
-                           capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                ["bash", str(POSTGRES_SH), "stop"],
+                env=started_env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
 
 
 @pytest.fixture
@@ -248,8 +266,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}: "
-                               f"{log_path.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with code {proc.returncode}: "
+                f"{log_path.read_text(errors='replace')[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -257,8 +277,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"mlflow server at {url} not healthy after {timeout_s} s: "
-                       f"{log_path.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"mlflow server at {url} not healthy after {timeout_s} s: "
+        f"{log_path.read_text(errors='replace')[-2000:]}"
+    )
 
 
 def _stop_process_group(proc: subprocess.Popen) -> None:
@@ -275,20 +297,39 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def start_mlflow_server(backend_store_uri: str, artifact_root: Path, log_path: Path,
-                        timeout_s: float = 120.0) -> Iterator[str]:
+def start_mlflow_server(
+    backend_store_uri: str, artifact_root: Path, log_path: Path, timeout_s: float = 120.0
+) -> Iterator[str]:
     """Runs `mlflow server` (one worker, no job execution) on 127.0.0.1; yields its URL."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "mlflow", "server",
-           "--backend-store-uri", backend_store_uri,
-           "--default-artifact-root", str(artifact_root),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--default-artifact-root",
+        str(artifact_root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(log_path, "wb") as log:
         # Own process group: the server forks workers; SIGTERM to the group stops them all.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=str(artifact_root.parent))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=str(artifact_root.parent),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log_path, timeout_s)
@@ -303,6 +344,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow_server")
     artifacts = root / "artifacts"
     artifacts.mkdir()
-    with start_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", artifacts,
-                             root / "server.log") as url:
+    with start_mlflow_server(
+        f"sqlite:///{root / 'mlflow.db'}", artifacts, root / "server.log"
+    ) as url:
         yield url

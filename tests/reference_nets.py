@@ -41,8 +41,9 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 class ConvBNActivation(nn.Sequential):
     """torchvision's Conv2dNormActivation with ReLU6: conv (no bias), BN, ReLU6."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1
+    ) -> None:
         super().__init__(
             nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
             nn.BatchNorm2d(cout),
@@ -144,8 +145,11 @@ class ResNet18(nn.Module):
         cin = 64
         for i, cout in enumerate((64, 128, 256, 512), start=1):
             stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride),
-                                                     BasicBlock(cout, cout)))
+            setattr(
+                self,
+                f"layer{i}",
+                nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)),
+            )
             cin = cout
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, num_classes)
@@ -165,8 +169,12 @@ class CifarNet(nn.Module):
         layers: list[nn.Module] = []
         cin = 3
         for cout in (32, 64, 128):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -182,8 +190,9 @@ class ShuffleUnit(nn.Module):
     3x3 depthwise, 1x1 group conv, residual add. Stride-2 units drop the shortcut
     (the paper concatenates an avg-pooled shortcut; concat has no formula yet)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, groups: int,
-                 first_groups: int | None = None) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, groups: int, first_groups: int | None = None
+    ) -> None:
         super().__init__()
         mid = cout // 4
         g1 = groups if first_groups is None else first_groups
@@ -210,9 +219,13 @@ class ShuffleNetV1Like(nn.Module):
     """ShuffleNet V1 (g=3, 1x) layout: 24-channel stem, stages of 240/480/960 channels
     with 4/8/4 units; see ``ShuffleUnit`` for the one deviation from the paper."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3,
-                 channels: tuple[int, ...] = (240, 480, 960),
-                 repeats: tuple[int, ...] = (4, 8, 4)) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        groups: int = 3,
+        channels: tuple[int, ...] = (240, 480, 960),
+        repeats: tuple[int, ...] = (4, 8, 4),
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 24, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)

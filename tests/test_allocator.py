@@ -80,8 +80,10 @@ def test_a_onednn_conv_faults_its_output_and_two_reorder_temporaries() -> None:
 def test_an_in_place_activation_writes_no_tensor() -> None:
     def net(inplace: bool) -> list[LayerSpec]:
         shape = (32, 64, 80, 80)  # 50 MiB per tensor
-        return [LayerSpec("batchnorm2d", shape, name="bn", inputs=("input",)),
-                LayerSpec("relu", shape, name="act", inputs=("bn",), inplace=inplace)]
+        return [
+            LayerSpec("batchnorm2d", shape, name="bn", inputs=("input",)),
+            LayerSpec("relu", shape, name="act", inputs=("bn",), inplace=inplace),
+        ]
 
     assert fresh(net(inplace=False)) == [52_428_800, 52_428_800]
     assert fresh(net(inplace=True)) == [52_428_800, 0]
@@ -96,8 +98,12 @@ def test_small_networks_fault_nothing_and_gpus_skip_the_model() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["conv", "relu", "relu_"]), min_size=1, max_size=12),
-       st.integers(1, 64), st.integers(16, 128), st.integers(8, 96))
+@given(
+    st.lists(st.sampled_from(["conv", "relu", "relu_"]), min_size=1, max_size=12),
+    st.integers(1, 64),
+    st.integers(16, 128),
+    st.integers(8, 96),
+)
 def test_fresh_bytes_lie_between_the_mapped_ones_and_all_allocated(
     kinds: list[str], n: int, c: int, size: int
 ) -> None:
@@ -123,9 +129,14 @@ class _Block(nn.Module):
     def __init__(self, inplace: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(24, 144, 1, bias=False), nn.BatchNorm2d(144), nn.ReLU(inplace),
-            nn.Conv2d(144, 144, 5, padding=2, groups=144, bias=False), nn.BatchNorm2d(144),
-            nn.ReLU(inplace), nn.Conv2d(144, 24, 1, bias=False), nn.BatchNorm2d(24),
+            nn.Conv2d(24, 144, 1, bias=False),
+            nn.BatchNorm2d(144),
+            nn.ReLU(inplace),
+            nn.Conv2d(144, 144, 5, padding=2, groups=144, bias=False),
+            nn.BatchNorm2d(144),
+            nn.ReLU(inplace),
+            nn.Conv2d(144, 24, 1, bias=False),
+            nn.BatchNorm2d(24),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +198,10 @@ def test_a_heap_trimmed_every_pass_faults_what_linux_counts() -> None:
         counts.append(_counted("blocks", (32, 24, 32, 32)))
         if abs(counts[-1] - modelled) <= 0.15 * modelled:
             return
-    pytest.fail(f"modelled {modelled / MiB:.1f} MiB per pass, counted "
-                f"{[round(c / MiB, 1) for c in counts]} MiB")
+    pytest.fail(
+        f"modelled {modelled / MiB:.1f} MiB per pass, counted "
+        f"{[round(c / MiB, 1) for c in counts]} MiB"
+    )
 
 
 def test_the_tracer_marks_activations_that_write_in_place() -> None:
@@ -225,7 +238,6 @@ def test_estimate_costs_the_whole_network_where_fresh_pages_count() -> None:
         assert estimate(arch, hw=hw, batch=64).total.latency_s == want
 
 
-
 def test_the_same_layers_wired_differently_fault_differently() -> None:
     """Lifetimes come from ``inputs``: three 25 MiB ReLUs in a chain reuse each other's
     memory (at most 50 MiB free at the top, under the 64 MiB trim point); three that all
@@ -234,8 +246,12 @@ def test_the_same_layers_wired_differently_fault_differently() -> None:
     shape = (1, 1, 2560, 2560)  # 6,553,600 x 4 B = 25 MiB
 
     def net(chain: bool) -> list[LayerSpec]:
-        return [LayerSpec("relu", shape, name=f"r{i}",
-                          inputs=(f"r{i - 1}" if chain and i else "input",)) for i in range(3)]
+        return [
+            LayerSpec(
+                "relu", shape, name=f"r{i}", inputs=(f"r{i - 1}" if chain and i else "input",)
+            )
+            for i in range(3)
+        ]
 
     assert fresh(net(chain=True)) == [0, 0, 0]
     assert fresh(net(chain=False)) == [25 * MiB] * 3

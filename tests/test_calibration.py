@@ -40,21 +40,41 @@ def true_cpu_profile() -> Any:
                     "kernel_overhead_s": 0.0,
                     "host_overhead_s": 4e-6,
                     "class_host_overhead_s": {
-                        "dense_conv": 12e-6, "pointwise_conv": 8e-6, "group_conv": 80e-6,
-                        "depthwise_conv": 90e-6, "linear": 5e-6, "batchnorm": 10e-6,
-                        "activation": 0.5e-6, "elementwise": 1e-6, "pooling": 3e-6,
-                        "max_pooling": 5e-6, "global_pooling": 2e-6,
+                        "dense_conv": 12e-6,
+                        "pointwise_conv": 8e-6,
+                        "group_conv": 80e-6,
+                        "depthwise_conv": 90e-6,
+                        "linear": 5e-6,
+                        "batchnorm": 10e-6,
+                        "activation": 0.5e-6,
+                        "elementwise": 1e-6,
+                        "pooling": 3e-6,
+                        "max_pooling": 5e-6,
+                        "global_pooling": 2e-6,
                     },
                 },
             },
             "compute_efficiency": {
-                "dense_conv": 0.6, "pointwise_conv": 0.7, "group_conv": 0.3,
-                "depthwise_conv": 0.15, "linear": 0.8, "pooling": 0.01, "max_pooling": 0.004,
+                "dense_conv": 0.6,
+                "pointwise_conv": 0.7,
+                "group_conv": 0.3,
+                "depthwise_conv": 0.15,
+                "linear": 0.8,
+                "pooling": 0.01,
+                "max_pooling": 0.004,
             },
             "memory_efficiency": {
-                "dense_conv": 0.5, "pointwise_conv": 0.6, "group_conv": 0.5,
-                "depthwise_conv": 0.4, "linear": 0.7, "batchnorm": 0.5, "activation": 0.8,
-                "elementwise": 0.7, "pooling": 0.4, "max_pooling": 0.4, "global_pooling": 0.6,
+                "dense_conv": 0.5,
+                "pointwise_conv": 0.6,
+                "group_conv": 0.5,
+                "depthwise_conv": 0.4,
+                "linear": 0.7,
+                "batchnorm": 0.5,
+                "activation": 0.8,
+                "elementwise": 0.7,
+                "pooling": 0.4,
+                "max_pooling": 0.4,
+                "global_pooling": 0.6,
             },
         },
         "<truth>",
@@ -64,7 +84,9 @@ def true_cpu_profile() -> Any:
 def start_profile(truth: Any) -> Any:
     """What calibration knows before fitting: the measured ceilings, no fitted part."""
     d = {
-        "name": "start", "source": "synthetic", "device_type": "cpu",
+        "name": "start",
+        "source": "synthetic",
+        "device_type": "cpu",
         "memory_bytes": truth.memory_bytes,
         "bandwidth_bytes_per_s": truth.bandwidth_bytes_per_s,
         "cache_bytes": truth.cache_bytes,
@@ -98,9 +120,19 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
     assert fit.n_networks == len(nets) >= 4
     assert fit.network_holdout_median_abs_error < 1e-3
     # Fixed costs per class are identifiable from the many overhead-bound shapes.
-    for cls in ("dense_conv", "pointwise_conv", "depthwise_conv", "group_conv", "linear",
-                "batchnorm", "activation", "elementwise", "pooling", "max_pooling",
-                "global_pooling"):
+    for cls in (
+        "dense_conv",
+        "pointwise_conv",
+        "depthwise_conv",
+        "group_conv",
+        "linear",
+        "batchnorm",
+        "activation",
+        "elementwise",
+        "pooling",
+        "max_pooling",
+        "global_pooling",
+    ):
         assert hw.runtime("eager").host_s(cls) == pytest.approx(
             truth.runtime("eager").host_s(cls), rel=2e-3
         ), cls
@@ -110,8 +142,14 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
     # compute efficiency of memory-bound classes) hardly moves a prediction: not asserted.
     # Windowed pools at these efficiencies are compute-bound too (an average 3x3 window:
     # 9 ops / (70e9 x 0.01) = 12.9 ns an output against 8 B / (12e9 x 0.4) = 1.7 ns).
-    for cls, eff in (("dense_conv", 0.6), ("pointwise_conv", 0.7), ("group_conv", 0.3),
-                     ("depthwise_conv", 0.15), ("pooling", 0.01), ("max_pooling", 0.004)):
+    for cls, eff in (
+        ("dense_conv", 0.6),
+        ("pointwise_conv", 0.7),
+        ("group_conv", 0.3),
+        ("depthwise_conv", 0.15),
+        ("pooling", 0.01),
+        ("max_pooling", 0.004),
+    ):
         assert hw.compute_efficiency[cls] == pytest.approx(eff, rel=2e-3), cls
 
 
@@ -142,8 +180,7 @@ def test_sweep_is_seeded_and_covers_every_kernel_class() -> None:
     assert a == b
     assert {kernel_class(s) for s in a} == set(KERNEL_CLASSES) - {"native_conv"}
     full = shape_sweep(quick=False)
-    assert any(s.op == "avgpool2d" and s.stride == (1, 1) and s.kernel_size == (3, 3)
-               for s in full)
+    assert any(s.op == "avgpool2d" and s.stride == (1, 1) and s.kernel_size == (3, 3) for s in full)
     assert any(s.op == "maxpool2d" and s.stride == (1, 1) for s in full)
     assert any(s.op == "mul" and s.num_inputs == 1 for s in full)
     assert any(s.op == "mul" and s.other_shape for s in full)
@@ -220,15 +257,19 @@ def test_chain_rows_pull_streaming_fixed_costs_to_what_a_network_pays() -> None:
     truth = true_cpu_profile()
     streaming = {"batchnorm", "activation", "elementwise", "pooling", "max_pooling"}
     specs = shape_sweep(quick=True, seed=21)
-    cold = [predict_single(s, truth, "fp32")
-            + (15e-6 if latency_class(s, "none", 1) in streaming else 0.0) for s in specs]
+    cold = [
+        predict_single(s, truth, "fp32")
+        + (15e-6 if latency_class(s, "none", 1) in streaming else 0.0)
+        for s in specs
+    ]
     pairs = [(chain, tuple(chain.lower(b))) for chain in op_chains() for b in (1, 32)]
     rows = [(sp, sum(predict_single(s, truth, "fp32") for s in sp)) for _, sp in pairs]
     relu = [row for (chain, _), row in zip(pairs, rows, strict=True) if chain.op == "relu"]
 
     def chain_error(hw: Any) -> float:
         return statistics.median(
-            abs(sum(predict_single(s, hw, "fp32") for s in sp) / t - 1) for sp, t in relu)
+            abs(sum(predict_single(s, hw, "fp32") for s in sp) / t - 1) for sp, t in relu
+        )
 
     alone = fit_profile(start_profile(truth), specs, cold).profile
     with_chains = fit_profile(start_profile(truth), specs, cold, nets=rows).profile
@@ -257,12 +298,17 @@ def test_cold_start_constant_of_lone_kernels_is_fitted_apart_from_fixed_costs() 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--out", "x.toml", "--threads", "0"], ["--out", "x.json"],
-     ["--device", "tpu", "--out", "x.toml"], ["--out", "x.toml", "--space", "missing.toml"],
-     ["--out", "x.toml", "--networks", "-1"]],
+    [
+        ["--out", "x.toml", "--threads", "0"],
+        ["--out", "x.json"],
+        ["--device", "tpu", "--out", "x.toml"],
+        ["--out", "x.toml", "--space", "missing.toml"],
+        ["--out", "x.toml", "--networks", "-1"],
+    ],
 )
-def test_calibrate_usage_errors_exit_2(argv: list[str], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_calibrate_usage_errors_exit_2(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         raise SystemExit(main(argv))
@@ -283,15 +329,22 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_measuring(
 
 def test_summary_statistics() -> None:
     # predicted = measured * (1.05, 0.8, 1.0, 1.3): errors 5%, 20%, 0%, 30%
-    pts = [ValidationPoint(f"a{i}", m, m * f, 0)
-           for i, (m, f) in enumerate([(1.0, 1.05), (2.0, 0.8), (3.0, 1.0), (4.0, 1.3)])]
+    pts = [
+        ValidationPoint(f"a{i}", m, m * f, 0)
+        for i, (m, f) in enumerate([(1.0, 1.05), (2.0, 0.8), (3.0, 1.0), (4.0, 1.3)])
+    ]
     s = summarize(pts)
     assert s.spearman == pytest.approx(1.0)  # predicted 1.05, 1.6, 3.0, 5.2 keep the order
     assert s.kendall == pytest.approx(1.0)
     assert s.median_abs_error == pytest.approx(0.125)  # median of 0, 0.05, 0.2, 0.3
     assert s.within_10 == 0.5 and s.within_25 == 0.75
-    swapped = summarize([ValidationPoint("a", 1.0, 2.0, 0), ValidationPoint("b", 2.0, 1.0, 0),
-                         ValidationPoint("c", 3.0, 3.0, 0)])
+    swapped = summarize(
+        [
+            ValidationPoint("a", 1.0, 2.0, 0),
+            ValidationPoint("b", 2.0, 1.0, 0),
+            ValidationPoint("c", 3.0, 3.0, 0),
+        ]
+    )
     assert swapped.spearman == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least 3"):
         summarize(pts[:2])
@@ -300,15 +353,29 @@ def test_summary_statistics() -> None:
 def test_schema_shape_keys_defaults_and_errors() -> None:
     from hw_profiles import ProfileError
 
-    base = {"name": "x", "source": "s", "device_type": "cpu", "memory_bytes": 1,
-            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9}}
+    base = {
+        "name": "x",
+        "source": "s",
+        "device_type": "cpu",
+        "memory_bytes": 1,
+        "bandwidth_bytes_per_s": 1e9,
+        "peak_ops_per_s": {"fp32": 1e9},
+    }
     hw = parse_profile(base)
     # Defaults switch every correction off: the bare roofline plus fixed costs.
-    assert (hw.cache_bandwidth_bytes_per_s, hw.saturation_output_elements,
-            hw.saturation_reduction_elements, hw.wave_output_elements,
-            hw.unaligned_channels_efficiency, hw.memory_compute_overlap) == (0, 0, 0, 0, 1, 1)
-    for key, bad in (("memory_compute_overlap", 1.5), ("unaligned_channels_efficiency", 0.0),
-                     ("saturation_output_elements", -1.0)):
+    assert (
+        hw.cache_bandwidth_bytes_per_s,
+        hw.saturation_output_elements,
+        hw.saturation_reduction_elements,
+        hw.wave_output_elements,
+        hw.unaligned_channels_efficiency,
+        hw.memory_compute_overlap,
+    ) == (0, 0, 0, 0, 1, 1)
+    for key, bad in (
+        ("memory_compute_overlap", 1.5),
+        ("unaligned_channels_efficiency", 0.0),
+        ("saturation_output_elements", -1.0),
+    ):
         with pytest.raises(ProfileError, match=key):
             parse_profile({**base, key: bad})
     with pytest.raises(ProfileError, match="saturation_output_element"):
@@ -321,8 +388,14 @@ def test_schema_shape_keys_defaults_and_errors() -> None:
 def test_schema_conv_dispatch_and_threads() -> None:
     from hw_profiles import ProfileError
 
-    base = {"name": "x", "source": "s", "device_type": "cpu", "memory_bytes": 1,
-            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9}}
+    base = {
+        "name": "x",
+        "source": "s",
+        "device_type": "cpu",
+        "memory_bytes": 1,
+        "bandwidth_bytes_per_s": 1e9,
+        "peak_ops_per_s": {"fp32": 1e9},
+    }
     hw = parse_profile(base)
     assert (hw.conv_dispatch, hw.threads, hw.cache_falloff_exponent) == ("none", 1, 0.0)
     hw = parse_profile({**base, "conv_dispatch": "pytorch_cpu", "threads": 4})
@@ -347,8 +420,7 @@ def test_lower_quantile_matches_numpy() -> None:
         lower_quantile([1.0], 1.5)
 
     @settings(max_examples=60, deadline=None)
-    @given(xs=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=50),
-           q=st.floats(0.0, 1.0))
+    @given(xs=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=50), q=st.floats(0.0, 1.0))
     def prop(xs: list[float], q: float) -> None:
         assert lower_quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)), rel=1e-9)
 
@@ -358,8 +430,12 @@ def test_lower_quantile_matches_numpy() -> None:
 def test_calibration_table_with_reference_round_trips(tmp_path: Path) -> None:
     truth = true_cpu_profile()
     path = tmp_path / "p.toml"
-    calib = {"date": "2026-01-01", "reference_arch": "in_c3_h32_w32_n10:x",
-             "reference_s": {"b1": 0.004, "b32": 0.09}, "allocator": "default"}
+    calib = {
+        "date": "2026-01-01",
+        "reference_arch": "in_c3_h32_w32_n10:x",
+        "reference_s": {"b1": 0.004, "b32": 0.09},
+        "allocator": "default",
+    }
     path.write_text(profile_to_toml(truth, calib))
     assert "reference_s = { b1 = 0.004, b32 = 0.09 }" in path.read_text()
     assert load_fresh(path).to_dict() == {**truth.to_dict(), "source": truth.source}

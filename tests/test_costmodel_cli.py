@@ -52,8 +52,12 @@ PARAMS = 322
 
 def _expected_model() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
     )
 
 
@@ -77,8 +81,16 @@ def test_table(nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "MACs = multiply-accumulates" in out and "FLOPs = 2 x MACs" in out
     header = next(line for line in out.splitlines() if line.startswith("name"))
-    for column in ("kind", "output shape", "params", "MACs", "MAC bytes", "intensity", "bound",
-                   "latency_us"):
+    for column in (
+        "kind",
+        "output shape",
+        "params",
+        "MACs",
+        "MAC bytes",
+        "intensity",
+        "bound",
+        "latency_us",
+    ):
         assert column in header
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isdigit()}
     assert rows["0"][1:4] == ["conv2d", "1x8x16x16", "216"]
@@ -89,8 +101,23 @@ def test_table(nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_matches_profile(nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([f"{nets}:build", "--input", "2,3,16,16", "--hw", "t4", "--precision", "int8",
-                 "--runtime", "graph", "--json"]) == 0
+    assert (
+        main(
+            [
+                f"{nets}:build",
+                "--input",
+                "2,3,16,16",
+                "--hw",
+                "t4",
+                "--precision",
+                "int8",
+                "--runtime",
+                "graph",
+                "--json",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     rep = costmodel.profile(_expected_model(), (2, 3, 16, 16), "t4", "int8", "graph")
     assert got == json.loads(rep.to_json())
@@ -98,8 +125,9 @@ def test_json_matches_profile(nets: Path, capsys: pytest.CaptureFixture[str]) ->
     assert got["unsupported"] == []
 
 
-def test_class_factory_and_toml_path(nets: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_class_factory_and_toml_path(
+    nets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     toml = tmp_path / "mine.toml"
     toml.write_text(
         'name = "mine"\nsource = "a test"\ndevice_type = "gpu"\nmemory_bytes = 1000000\n'
@@ -143,8 +171,9 @@ def test_unsupported_warns_and_is_in_json(nets: Path, capsys: pytest.CaptureFixt
         (["{nets}:build", "--input", "1,3"], "input_shape=(1, 3)"),
     ],
 )
-def test_bad_input_exits_2_naming_the_value(nets: Path, capsys: pytest.CaptureFixture[str],
-                                            args: list[str], message: str) -> None:
+def test_bad_input_exits_2_naming_the_value(
+    nets: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     assert run_cli([a.format(nets=nets, dir=nets.parent) for a in args]) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -167,8 +196,18 @@ def test_validate_unknown_profile_exits_2(capsys: pytest.CaptureFixture[str]) ->
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["--help"]) == 0
     helptext = capsys.readouterr().out
-    for option in ("--input", "--hw", "--precision", "--runtime", "--json", "--plot",
-                   "--strict", "multiply-accumulates", "FLOPs = 2 x MACs", "validate"):
+    for option in (
+        "--input",
+        "--hw",
+        "--precision",
+        "--runtime",
+        "--json",
+        "--plot",
+        "--strict",
+        "multiply-accumulates",
+        "FLOPs = 2 x MACs",
+        "validate",
+    ):
         assert option in helptext
 
 
@@ -176,23 +215,29 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subprocess_json(nets: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "costmodel", f"{nets}:build", "--input", "1,3,8,8", "--json"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["total"]["params"] == PARAMS
 
 
 def test_plot_networks_api(tmp_path: Path) -> None:
-    reps = [costmodel.profile(nn.Sequential(nn.Conv2d(3, c, 3), nn.ReLU()), (1, 3, 16, 16))
-            for c in (4, 8, 16)]
-    out = costmodel.plot_roofline_networks(reps, ["a", "b", "c"], "t4", "fp32",
-                                           tmp_path / "nets.png", highlight=[2])
+    reps = [
+        costmodel.profile(nn.Sequential(nn.Conv2d(3, c, 3), nn.ReLU()), (1, 3, 16, 16))
+        for c in (4, 8, 16)
+    ]
+    out = costmodel.plot_roofline_networks(
+        reps, ["a", "b", "c"], "t4", "fp32", tmp_path / "nets.png", highlight=[2]
+    )
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"len\(reports\)=3.*len\(labels\)=2"):
         costmodel.plot_roofline_networks(reps, ["a", "b"], "t4", "fp32", tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"highlight=\[3\]"):
-        costmodel.plot_roofline_networks(reps, list("abc"), "t4", "fp32", tmp_path / "x.png",
-                                         highlight=[3])
+        costmodel.plot_roofline_networks(
+            reps, list("abc"), "t4", "fp32", tmp_path / "x.png", highlight=[3]
+        )
     with pytest.raises(ValueError, match=r"precision='fp16' but some reports.*'fp32'"):
         costmodel.plot_roofline_networks(reps, list("abc"), "t4", "fp16", tmp_path / "x.png")
     with pytest.raises(FileNotFoundError, match="does not exist"):

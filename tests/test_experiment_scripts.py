@@ -72,7 +72,12 @@ def run_script(name: str, *args: str, timeout: int = 600) -> None:
     env.pop("MLFLOW_TRACKING_URI")
     proc = subprocess.run(
         [sys.executable, str(EXP / name), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
 
@@ -84,10 +89,24 @@ def keys(path: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_bench_estimate(tmp_path: Path) -> None:
-    run_script("bench_estimate.py", "--spaces", "cifar", "--measure", "5", "--baseline", "2",
-               "--warmup", "5", "--repeats", "1", "--out", str(tmp_path))
+    run_script(
+        "bench_estimate.py",
+        "--spaces",
+        "cifar",
+        "--measure",
+        "5",
+        "--baseline",
+        "2",
+        "--warmup",
+        "5",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     assert {"command", "date", "loadavg_start", "loadavg_end", "spaces", "fixed"} <= keys(
-        tmp_path / "bench_estimate.json")
+        tmp_path / "bench_estimate.json"
+    )
     assert (tmp_path / "bench_estimate.md").read_text().startswith("# costmodel.estimate")
 
 
@@ -95,8 +114,14 @@ def test_bench_estimate(tmp_path: Path) -> None:
 def test_bench_search_overhead_and_its_markdown(tmp_path: Path) -> None:
     run_script("bench_search_overhead.py", "--trials", "5", "--out", str(tmp_path))
     doc = keys(tmp_path / "bench_search_overhead.json")
-    assert {"command", "date", "load_avg_at_start", "load_avg_at_end", "journal, MLflow off",
-            "journal, MLflow on"} <= doc
+    assert {
+        "command",
+        "date",
+        "load_avg_at_start",
+        "load_avg_at_end",
+        "journal, MLflow off",
+        "journal, MLflow on",
+    } <= doc
     md = (tmp_path / "bench_search_overhead.md").read_text()
     assert "Command: `PYTHONPATH=. python experiments/bench_search_overhead.py --trials 5" in md
     # --md-only regenerates the same report from the JSON alone.
@@ -107,9 +132,23 @@ def test_bench_search_overhead_and_its_markdown(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_workers(tmp_path: Path) -> None:
-    run_script("bench_workers.py", "--trials", "4", "--proxy-trials", "2", "--train-trials", "1",
-               "--workers", "1", "--storages", "journal", "--objectives", "analytic",
-               "--out", str(tmp_path / "bench_workers"))
+    run_script(
+        "bench_workers.py",
+        "--trials",
+        "4",
+        "--proxy-trials",
+        "2",
+        "--train-trials",
+        "1",
+        "--workers",
+        "1",
+        "--storages",
+        "journal",
+        "--objectives",
+        "analytic",
+        "--out",
+        str(tmp_path / "bench_workers"),
+    )
     assert {"meta", "rows"} <= keys(tmp_path / "bench_workers.json")
     assert provenance_problems((tmp_path / "bench_workers.md").read_text()) == []
 
@@ -118,7 +157,8 @@ def test_bench_workers(tmp_path: Path) -> None:
 def test_bench_private_apis(tmp_path: Path) -> None:
     run_script("bench_private_apis.py", "--trials", "5", "--children", "3", "--out", str(tmp_path))
     assert {"journal", "mlflow_sqlite", "load_avg_at_start"} <= keys(
-        tmp_path / "bench_private_apis.json")
+        tmp_path / "bench_private_apis.json"
+    )
 
 
 @pytest.mark.slow
@@ -126,11 +166,25 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
     out = tmp_path / "ranking_truth"
     small = ("--archs", "3", "--pilot-archs", "3", "--epochs", "1", "--tse-epochs", "1",
              "--out", str(out))  # fmt: skip
-    run_script("ranking_truth.py", *small, "--protocols", "n1000_e3_b64,n1000_e6_b64",
-               "--workers", "1")
+    run_script(
+        "ranking_truth.py", *small, "--protocols", "n1000_e3_b64,n1000_e6_b64", "--workers", "1"
+    )
     doc = keys(out.with_suffix(".json"))
-    assert {"command", "date_utc", "host", "torch", "loadavg_start", "loadavg_end", "workers",
-            "pilot", "protocol", "truth", "correlations", "cifar10", "rows"} <= doc
+    assert {
+        "command",
+        "date_utc",
+        "host",
+        "torch",
+        "loadavg_start",
+        "loadavg_end",
+        "workers",
+        "pilot",
+        "protocol",
+        "truth",
+        "correlations",
+        "cifar10",
+        "rows",
+    } <= doc
     run_script("ranking_truth.py", *small, "--timing", "--timing-archs", "2")
     res = json.loads(out.with_suffix(".json").read_text())
     assert {"timing", "recommendation"} <= set(res)
@@ -160,10 +214,19 @@ def test_ranking_truth_and_its_timing_pass(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_compare_counters(tmp_path: Path) -> None:
     # Peers that are not installed are skipped by the script (and listed in its report).
-    run_script("compare_counters.py", "--repeats", "1", "--only", "ReLU", "CIFAR convnet",
-               "--out", str(tmp_path))
+    run_script(
+        "compare_counters.py",
+        "--repeats",
+        "1",
+        "--only",
+        "ReLU",
+        "CIFAR convnet",
+        "--out",
+        str(tmp_path),
+    )
     assert {"command", "provenance", "versions", "cases", "skipped_peers"} <= keys(
-        tmp_path / "compare_counters.json")
+        tmp_path / "compare_counters.json"
+    )
     assert provenance_problems((tmp_path / "compare_counters.md").read_text()) == []
 
 
@@ -171,15 +234,23 @@ def test_compare_counters(tmp_path: Path) -> None:
 def test_timing_protocol(tmp_path: Path) -> None:
     out = tmp_path / "protocol"
     run_script("timing_protocol.py", "--n", "3", "--drift-s", "1", "--out", str(out))
-    assert {"command", "date", "provenance", "results", "drift"} <= keys(
-        out.with_suffix(".json"))
+    assert {"command", "date", "provenance", "results", "drift"} <= keys(out.with_suffix(".json"))
     assert provenance_problems(out.with_suffix(".md").read_text()) == []
 
 
 @pytest.mark.slow
 def test_shufflenet_guidelines(tmp_path: Path) -> None:
-    run_script("shufflenet_guidelines.py", "--hw", "t4", "--size", "14", "--rounds", "2",
-               "--out", str(tmp_path))
+    run_script(
+        "shufflenet_guidelines.py",
+        "--hw",
+        "t4",
+        "--size",
+        "14",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     doc = json.loads((tmp_path / "shufflenet_guidelines.json").read_text())
     assert {"hw", "rows", "command", "rounds", "provenance", "clock"} <= set(doc)
     row = doc["rows"][0]
@@ -207,8 +278,10 @@ def test_regenerated_report_says_how_it_was_made(name: str) -> None:
 def test_provenance_check_rejects_a_report_without_header() -> None:
     assert len(provenance_problems("# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")) == 4
     undated = "# Title\n\nCommand: `python x.py`\n\nwall clock, median of 5.\n"
-    assert provenance_problems(undated) == ["no date in the header",
-                                            "no load average in the header"]
+    assert provenance_problems(undated) == [
+        "no date in the header",
+        "no load average in the header",
+    ]
 
 
 def test_provenance_header_passes_the_check() -> None:
@@ -303,8 +376,19 @@ def test_moasha_vs_full(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY_SPACE)
     (tmp_path / "moasha.toml").write_text(RUN_CONFIG)
     out = tmp_path / "moasha_vs_full"
-    run_script("moasha_vs_full.py", "--config", str(tmp_path / "moasha.toml"), "--dataset",
-               "digits", "--candidates", "6", "--max-budget", "3", "--out", str(out))
+    run_script(
+        "moasha_vs_full.py",
+        "--config",
+        str(tmp_path / "moasha.toml"),
+        "--dataset",
+        "digits",
+        "--candidates",
+        "6",
+        "--max-budget",
+        "3",
+        "--out",
+        str(out),
+    )
     doc = json.loads(out.with_suffix(".json").read_text())
     assert {"meta", "seeds"} <= set(doc)
     seed = doc["seeds"][0]
@@ -319,8 +403,18 @@ def test_nb201_layer_kinds(tmp_path: Path) -> None:
     run_script("nb201_layer_kinds.py", "layers", "--hw", "t4", "--rounds", "1")
     nets = tmp_path / "nets.txt"
     nets.write_text("|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|\n")
-    run_script("nb201_layer_kinds.py", "networks", "--hw", "t4", "--networks", str(nets),
-               "--batch", "1", "--rounds", "1")
+    run_script(
+        "nb201_layer_kinds.py",
+        "networks",
+        "--hw",
+        "t4",
+        "--networks",
+        str(nets),
+        "--batch",
+        "1",
+        "--rounds",
+        "1",
+    )
 
 
 @pytest.mark.slow
@@ -396,5 +490,6 @@ def test_cpu_page_faults(tmp_path: Path) -> None:
     (cell,) = doc["cells"]
     assert cell["summary"]["n"] == len(cell["rows"]) == 20
     assert {"counted_bytes", "heap_model_bytes", "outputs_over_threshold_bytes"} <= set(
-        cell["rows"][0])
+        cell["rows"][0]
+    )
     assert provenance_problems((tmp_path / "pf.md").read_text()) == []

@@ -217,8 +217,9 @@ def _nb201_code_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """NB201's InferCell.forward: each node is Python's ``sum()``, which starts from 0."""
     nodes = [x]
     for j in (1, 2, 3):
-        nodes.append(sum(self.layers[e](nodes[src]) for e, (node, src) in enumerate(EDGES)
-                         if node == j))
+        nodes.append(
+            sum(self.layers[e](nodes[src]) for e, (node, src) in enumerate(EDGES) if node == j)
+        )
     return nodes[-1]
 
 

@@ -115,11 +115,18 @@ def _cpu_with_class_costs() -> HardwareProfile:
     eager = RuntimeParams(
         kernel_overhead_s=0.0,
         host_overhead_s=9e-6,
-        class_host_overhead_s=MappingProxyType({
-            "dense_conv": 70e-6, "pointwise_conv": 80e-6, "native_conv": 16e-6,
-            "depthwise_conv": 61e-6,
-            "linear": 15e-6, "batchnorm": 5.5e-6, "activation": 5.6e-6, "max_pooling": 24e-6,
-        }),
+        class_host_overhead_s=MappingProxyType(
+            {
+                "dense_conv": 70e-6,
+                "pointwise_conv": 80e-6,
+                "native_conv": 16e-6,
+                "depthwise_conv": 61e-6,
+                "linear": 15e-6,
+                "batchnorm": 5.5e-6,
+                "activation": 5.6e-6,
+                "max_pooling": 24e-6,
+            }
+        ),
     )
     return dataclasses.replace(
         hw_profiles.load("rtx2080ti"),

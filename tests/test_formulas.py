@@ -43,8 +43,9 @@ def test_seed_standard_conv() -> None:
 
 
 def test_seed_group_conv() -> None:
-    c = count(LayerSpec("conv2d", (1, 16, 32, 32), out_channels=32, kernel_size=3, padding=1,
-                        groups=4))
+    c = count(
+        LayerSpec("conv2d", (1, 16, 32, 32), out_channels=32, kernel_size=3, padding=1, groups=4)
+    )
     assert c.params == 3 * 3 * 16 * 32 // 4 == 1_152
     # kh*kw*cin*cout*H*W/g = 4,718,592 / 4 = 1,179,648
     assert c.macs == 1_179_648
@@ -53,8 +54,9 @@ def test_seed_group_conv() -> None:
 
 
 def test_seed_depthwise_conv() -> None:
-    c = count(LayerSpec("conv2d", (1, 32, 32, 32), out_channels=32, kernel_size=3, padding=1,
-                        groups=32))
+    c = count(
+        LayerSpec("conv2d", (1, 32, 32, 32), out_channels=32, kernel_size=3, padding=1, groups=32)
+    )
     assert c.params == 3 * 3 * 32 == 288
     # kh*kw*cout*H*W = 3*3*32*32*32 = 294,912
     assert c.macs == 294_912
@@ -79,8 +81,9 @@ def test_seed_fc() -> None:
 
 
 def test_bias_is_counted_and_reported_apart() -> None:
-    with_bias = LayerSpec("conv2d", (1, 16, 32, 32), out_channels=32, kernel_size=3, padding=1,
-                          bias=True)
+    with_bias = LayerSpec(
+        "conv2d", (1, 16, 32, 32), out_channels=32, kernel_size=3, padding=1, bias=True
+    )
     c = count(with_bias)
     assert c.params == 4_608 + 32
     assert c.bias_params == 32
@@ -101,8 +104,7 @@ def test_batchnorm_counts() -> None:
 
 @pytest.mark.parametrize(
     ("op", "ops_per_element"),
-    [("relu", 1), ("relu6", 2), ("hardsigmoid", 3), ("hardswish", 4), ("sigmoid", 4),
-     ("silu", 5)],
+    [("relu", 1), ("relu6", 2), ("hardsigmoid", 3), ("hardswish", 4), ("sigmoid", 4), ("silu", 5)],
 )
 def test_activation_counts(op: str, ops_per_element: int) -> None:
     c = count(LayerSpec(op, (2, 8, 4, 4)))
@@ -118,8 +120,9 @@ def test_pool_counts() -> None:
     av = count(LayerSpec("avgpool2d", (1, 16, 32, 32), kernel_size=2, stride=2))
     assert av.other_ops == 4_096 * 4 == 16_384  # 3 adds + 1 divide per output
     # 3x3 stride 2 padding 1 on 112: floor((112 + 2 - 2 - 1) / 2) + 1 = 56 (ResNet stem)
-    assert count(LayerSpec("maxpool2d", (1, 64, 112, 112), kernel_size=3, stride=2,
-                           padding=1)).out_shape == (1, 64, 56, 56)
+    assert count(
+        LayerSpec("maxpool2d", (1, 64, 112, 112), kernel_size=3, stride=2, padding=1)
+    ).out_shape == (1, 64, 56, 56)
     gp = count(LayerSpec("global_avgpool2d", (1, 16, 8, 8)))
     assert gp.out_shape == (1, 16, 1, 1)
     assert gp.other_ops == 16 * 64 == 1_024
@@ -230,9 +233,16 @@ def conv_specs(draw: st.DrawFn, groups: int | None = None) -> LayerSpec:
     cout = g * draw(st.integers(1, 4))
     k = draw(st.integers(1, 5))
     size = draw(st.integers(k, 20))
-    return LayerSpec("conv2d", (draw(st.integers(1, 3)), cin, size, size), out_channels=cout,
-                     kernel_size=k, stride=draw(st.integers(1, 3)),
-                     padding=draw(st.integers(0, 2)), groups=g, bias=draw(st.booleans()))
+    return LayerSpec(
+        "conv2d",
+        (draw(st.integers(1, 3)), cin, size, size),
+        out_channels=cout,
+        kernel_size=k,
+        stride=draw(st.integers(1, 3)),
+        padding=draw(st.integers(0, 2)),
+        groups=g,
+        bias=draw(st.booleans()),
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -246,10 +256,23 @@ def test_flops_are_twice_macs(spec: LayerSpec) -> None:
 @given(conv_specs(groups=1), st.sampled_from([2, 3, 4]))
 def test_group_conv_macs_are_standard_over_g(spec: LayerSpec, g: int) -> None:
     n, c, h, w = spec.in_shape
-    std = LayerSpec("conv2d", (n, c * g, h, w), out_channels=spec.out_channels * g,
-                    kernel_size=spec.kernel_size, stride=spec.stride, padding=spec.padding)
-    grouped = LayerSpec("conv2d", std.in_shape, out_channels=std.out_channels, groups=g,
-                        kernel_size=spec.kernel_size, stride=spec.stride, padding=spec.padding)
+    std = LayerSpec(
+        "conv2d",
+        (n, c * g, h, w),
+        out_channels=spec.out_channels * g,
+        kernel_size=spec.kernel_size,
+        stride=spec.stride,
+        padding=spec.padding,
+    )
+    grouped = LayerSpec(
+        "conv2d",
+        std.in_shape,
+        out_channels=std.out_channels,
+        groups=g,
+        kernel_size=spec.kernel_size,
+        stride=spec.stride,
+        padding=spec.padding,
+    )
     assert count(grouped).macs * g == count(std).macs
     assert count(grouped).params * g == count(std).params
     assert count(grouped).out_shape == count(std).out_shape

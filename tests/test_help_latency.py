@@ -61,8 +61,10 @@ def tables(tmp_path: Path, mod: ModuleType) -> None:
     rows = []
     for i, s in enumerate(NB201):
         specs = NB201Net.from_string(s).eager_layers(1)
-        own = {"1080ti_1": costmodel.analyze(specs, "gtx1080ti").total.latency_s,
-               "gold_6226": costmodel.analyze(specs, "xeon-gold-6226").total.latency_s}
+        own = {
+            "1080ti_1": costmodel.analyze(specs, "gtx1080ti").total.latency_s,
+            "gold_6226": costmodel.analyze(specs, "xeon-gold-6226").total.latency_s,
+        }
         rows.append([i, s, *[own[c] * 1e3 if c in own else 1.0 + i for c in cols]])
     write(tmp_path / nb.csv, ["arch_idx", "arch_str", *cols], rows)
     ofa = mod.SPACES["ofa"]

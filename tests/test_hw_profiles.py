@@ -18,8 +18,20 @@ from hw_profiles import _cli as hw_cli
 from hw_profiles._cli import main as cli_main
 
 BUILT_INS = [
-    "a100", "gtx1080ti", "h100", "h200", "jetson-orin", "l4",
-    "rtx2080ti", "rtx3090", "rtx4090", "t4", "titan-rtx", "titan-x-pascal", "titan-xp", "v100",
+    "a100",
+    "gtx1080ti",
+    "h100",
+    "h200",
+    "jetson-orin",
+    "l4",
+    "rtx2080ti",
+    "rtx3090",
+    "rtx4090",
+    "t4",
+    "titan-rtx",
+    "titan-x-pascal",
+    "titan-xp",
+    "v100",
 ]
 
 MINIMAL_TOML = """\
@@ -75,7 +87,10 @@ def test_built_in_loads_with_source_and_complete_fields(name: str) -> None:
 def test_t4_has_the_seed_figures_exactly() -> None:
     p = load("t4")
     assert dict(p.peak_ops_per_s) == {
-        "fp32": 8.1e12, "fp16": 65e12, "int8": 130e12, "int4": 260e12,
+        "fp32": 8.1e12,
+        "fp16": 65e12,
+        "int8": 130e12,
+        "int4": 260e12,
     }
     assert p.bandwidth_bytes_per_s == 300e9
     assert p.memory_bytes == 16 * 2**30
@@ -189,8 +204,11 @@ def test_unknown_profile_name_lists_known_ones() -> None:
 def test_unknown_key_is_named_with_a_suggestion() -> None:
     d = _doc()
     d["bandwidth"] = d.pop("bandwidth_bytes_per_s")
-    with pytest.raises(ProfileError, match=r"unknown key 'bandwidth'.*did you mean "
-                                           r"'bandwidth_bytes_per_s'"):
+    with pytest.raises(
+        ProfileError,
+        match=r"unknown key 'bandwidth'.*did you mean "
+        r"'bandwidth_bytes_per_s'",
+    ):
         parse_profile(d)
     with pytest.raises(ProfileError, match=r"unknown key 'memory_gb'.*'memory_bytes'"):
         parse_profile(_doc(memory_gb=16))
@@ -224,8 +242,10 @@ def test_wrong_types_are_rejected() -> None:
         ({"peak_ops_per_s": {"fp32": -1.0}}, r"peak_ops_per_s.fp32=-1.0 must be > 0"),
         ({"peak_ops_per_s": {"fp32": float("inf")}}, r"peak_ops_per_s.fp32=inf must be a finite"),
         ({"cache_bytes": -4}, r"cache_bytes=-4 must be >= 0"),
-        ({"runtime": {"eager": {"kernel_overhead_s": -1e-6}}},
-         r"runtime.eager.kernel_overhead_s=-1e-06 must be >= 0"),
+        (
+            {"runtime": {"eager": {"kernel_overhead_s": -1e-6}}},
+            r"runtime.eager.kernel_overhead_s=-1e-06 must be >= 0",
+        ),
     ],
 )
 def test_negative_and_zero_numbers_are_rejected(overrides: dict[str, Any], pattern: str) -> None:
@@ -255,10 +275,12 @@ def test_efficiency_above_one_or_misplaced_is_rejected() -> None:
 
 
 def test_efficiency_lookup_precision_overrides_default() -> None:
-    p = parse_profile(_doc(
-        compute_efficiency={"dense_conv": 0.65, "fp16": {"dense_conv": 0.43}},
-        memory_efficiency={"batchnorm": 0.59},
-    ))
+    p = parse_profile(
+        _doc(
+            compute_efficiency={"dense_conv": 0.65, "fp16": {"dense_conv": 0.43}},
+            memory_efficiency={"batchnorm": 0.59},
+        )
+    )
     assert p.efficiency("dense_conv", "fp32") == (0.65, 1.0)
     assert p.efficiency("dense_conv", "fp16") == (0.43, 1.0)
     assert p.efficiency("batchnorm", "fp16") == (1.0, 0.59)
@@ -290,11 +312,13 @@ def test_unknown_runtime_is_rejected() -> None:
     eff=st.floats(min_value=1e-6, max_value=1.0),
 )
 def test_valid_numbers_round_trip(peak: float, bandwidth: float, eff: float) -> None:
-    p = parse_profile(_doc(
-        peak_ops_per_s={"fp32": peak},
-        bandwidth_bytes_per_s=bandwidth,
-        compute_efficiency={"pooling": eff},
-    ))
+    p = parse_profile(
+        _doc(
+            peak_ops_per_s={"fp32": peak},
+            bandwidth_bytes_per_s=bandwidth,
+            compute_efficiency={"pooling": eff},
+        )
+    )
     assert p.peak("fp32") == peak
     assert p.ridge_point("fp32") == peak / bandwidth
     assert p.efficiency("pooling", "fp32") == (eff, 1.0)
@@ -305,12 +329,19 @@ def test_pooling_kernels_take_pooling_values_unless_set() -> None:
     value of their own wins, and the class's own default beats its parent's per-precision
     value. Fails if a profile written before the split prices a max pool at efficiency 1.0
     or drops its host cost, or if the split classes cannot be given their own values."""
-    p = parse_profile(_doc(
-        compute_efficiency={"pooling": 0.2, "global_pooling": 0.9, "fp16": {"pooling": 0.1}},
-        memory_efficiency={"pooling": 0.3},
-        runtime={"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 1e-6,
-                           "class_host_overhead_s": {"pooling": 4e-6, "max_pooling": 0.0}}},
-    ))
+    p = parse_profile(
+        _doc(
+            compute_efficiency={"pooling": 0.2, "global_pooling": 0.9, "fp16": {"pooling": 0.1}},
+            memory_efficiency={"pooling": 0.3},
+            runtime={
+                "eager": {
+                    "kernel_overhead_s": 0.0,
+                    "host_overhead_s": 1e-6,
+                    "class_host_overhead_s": {"pooling": 4e-6, "max_pooling": 0.0},
+                }
+            },
+        )
+    )
     assert hw_profiles.PARENT_CLASS == {"max_pooling": "pooling", "global_pooling": "pooling"}
     assert p.efficiency("max_pooling", "fp32") == (0.2, 0.3)
     assert p.efficiency("max_pooling", "fp16") == (0.1, 0.3)
@@ -408,11 +439,19 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_dash_m_entry_point() -> None:
-    ok = subprocess.run([sys.executable, "-m", "hw_profiles", "list", "--json"],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "hw_profiles", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0 and len(json.loads(ok.stdout)) == len(hw_profiles.available())
-    bad = subprocess.run([sys.executable, "-m", "hw_profiles", "show", "nope"],
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "hw_profiles", "show", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2 and "known:" in bad.stderr
 
 

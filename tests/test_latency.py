@@ -41,8 +41,9 @@ def make_profile(**over: Any) -> Any:
     return parse_profile(doc, "<test>")
 
 
-def conv(cin: int = 16, cout: int = 32, hw: int = 32, k: int = 3, n: int = 1, g: int = 1,
-         **kw: Any) -> LayerSpec:
+def conv(
+    cin: int = 16, cout: int = 32, hw: int = 32, k: int = 3, n: int = 1, g: int = 1, **kw: Any
+) -> LayerSpec:
     return LayerSpec("conv2d", (n, cin, hw, hw), cout, k, 1, k // 2, groups=g, **kw)
 
 
@@ -120,8 +121,13 @@ def test_bound_labels() -> None:
 
 
 def test_class_host_overhead() -> None:
-    doc_rt = {"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 4e-6,
-                        "class_host_overhead_s": {"depthwise_conv": 90e-6}}}
+    doc_rt = {
+        "eager": {
+            "kernel_overhead_s": 0.0,
+            "host_overhead_s": 4e-6,
+            "class_host_overhead_s": {"depthwise_conv": 90e-6},
+        }
+    }
     hw = make_profile(device_type="cpu", runtime=doc_rt)
     dw = conv(32, 32, 8, g=32)
     # CPU: host cost adds to the kernel: 4 us + 90 us extra for a depthwise conv
@@ -178,7 +184,13 @@ def _bigger(prof: Any, **scale: float) -> Any:
     which=st.sampled_from(["peak", "bw", "cbw"]),
 )
 def test_latency_never_rises_when_peak_or_bandwidth_rises(
-    layer: str, c: int, size: int, n: int, precision: str, device: str, factor: float,
+    layer: str,
+    c: int,
+    size: int,
+    n: int,
+    precision: str,
+    device: str,
+    factor: float,
     which: str,
 ) -> None:
     specs = {
@@ -225,13 +237,18 @@ def test_gpu_eager_latency_between_max_and_sum_of_host_and_device(
     prev = "input"
     for i, s in enumerate(sizes):
         name = f"l{i}"
-        net.append(conv(cs[i], cs[i], s, n=n, name=name, inputs=(prev,)) if i % 2 == 0
-                   else LayerSpec("relu", (n, cs[i], s, s), name=name, inputs=(prev,)))
+        net.append(
+            conv(cs[i], cs[i], s, n=n, name=name, inputs=(prev,))
+            if i % 2 == 0
+            else LayerSpec("relu", (n, cs[i], s, s), name=name, inputs=(prev,))
+        )
         prev = name
     rep = analyze(net, prof, "fp32", "eager")
     counts = [count(s) for s in net]
-    times = [roofline_time(s, c, 4 * c.mac_elements, prof, "fp32", "eager")
-             for s, c in zip(net, counts, strict=True)]
+    times = [
+        roofline_time(s, c, 4 * c.mac_elements, prof, "fp32", "eager")
+        for s, c in zip(net, counts, strict=True)
+    ]
     host = sum(t.host_s for t in times)
     dev = sum(t.device_s for t in times)
     assert max(host, dev) * (1 - 1e-12) <= rep.total.latency_s <= (host + dev) * (1 + 1e-12)
@@ -255,8 +272,10 @@ def test_estimate_equals_analyze_with_fusion_and_shape_factors() -> None:
         pytest.skip("searchspace zoo not available")
     arch = searchspace.mobilenet_v2()
     prof = make_profile(
-        cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=3e11,
-        saturation_output_elements=5000.0, saturation_reduction_elements=20.0,
+        cache_bytes=1 << 20,
+        cache_bandwidth_bytes_per_s=3e11,
+        saturation_output_elements=5000.0,
+        saturation_reduction_elements=20.0,
     )
     for rt in ("eager", "fused"):
         for batch in (1, 8):
@@ -274,13 +293,13 @@ def test_output_channel_saturation_and_cpu_simd_lanes() -> None:
     # 24 -> 24, g=4: 1,536 outputs x (6 x 9) = 82,944 MACs = 165,888 FLOPs; N = 6: 6 / 14;
     # 6 input and 6 output channels per group fill 6 of 8 lanes each: x (6/8)^2 on a CPU.
     assert kt(conv(24, 24, 8, g=4), cpu).compute_s == pytest.approx(
-        165888 / (1e12 * 6 / 14 * (6 / 8) ** 2))
+        165888 / (1e12 * 6 / 14 * (6 / 8) ** 2)
+    )
     # A GPU at fp32 has no lane factor, and tensor-core alignment only applies at fp16.
     assert kt(conv(24, 24, 8, g=4), gpu).compute_s == pytest.approx(165888 / (1e12 * 6 / 14))
     # 90 channels: ceil(90 / 8) = 12 vectors of 8, 90 / 96 used (the paper's 1:2 G1 row).
     wide = LayerSpec("conv2d", (1, 90, 8, 8), 96, 1)  # 64 x 96 outputs x 90 = 552,960 MACs
-    assert kt(wide, cpu).compute_s == pytest.approx(
-        1105920 / (1e12 * 96 / 104 * 90 / 96))
+    assert kt(wide, cpu).compute_s == pytest.approx(1105920 / (1e12 * 96 / 104 * 90 / 96))
     # Depthwise runs its own kernel, not a GEMM over channels: neither factor.
     dw = conv(32, 32, 8, g=32)
     assert kt(dw, cpu).compute_s == pytest.approx(2 * count(dw).macs / 1e12)
@@ -290,8 +309,9 @@ def test_cache_falloff_blends_cache_and_dram_bandwidth() -> None:
     from costmodel._latency import memory_bandwidth
 
     step = make_profile(cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12)
-    smooth = make_profile(cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12,
-                          cache_falloff_exponent=2.0)
+    smooth = make_profile(
+        cache_bytes=1 << 20, cache_bandwidth_bytes_per_s=1e12, cache_falloff_exponent=2.0
+    )
     # relu on 1x32x64x64: in + out = 2 x 131,072 x 4 B = 1,048,576 B = cache_bytes,
     # so half the traffic hits: 1,048,576 x (0.5 / 1e12 + 0.5 / 1e11) s.
     at = LayerSpec("relu", (1, 32, 64, 64))
@@ -306,8 +326,13 @@ def test_cache_falloff_blends_cache_and_dram_bandwidth() -> None:
 def test_native_conv_class_only_where_the_profile_models_pytorch_dispatch() -> None:
     from costmodel._kinds import latency_class
 
-    rt = {"eager": {"kernel_overhead_s": 0.0, "host_overhead_s": 5e-6,
-                    "class_host_overhead_s": {"dense_conv": 80e-6, "native_conv": 20e-6}}}
+    rt = {
+        "eager": {
+            "kernel_overhead_s": 0.0,
+            "host_overhead_s": 5e-6,
+            "class_host_overhead_s": {"dense_conv": 80e-6, "native_conv": 20e-6},
+        }
+    }
     plain = make_profile(device_type="cpu", runtime=rt)
     torch_cpu = make_profile(device_type="cpu", runtime=rt, conv_dispatch="pytorch_cpu")
     small = conv(8, 8, 8)  # 3x3, batch 1, 512 input elements: PyTorch runs it natively
@@ -322,9 +347,12 @@ def test_native_conv_class_only_where_the_profile_models_pytorch_dispatch() -> N
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.sampled_from([1, 1, 2, 16]), c=st.sampled_from([4, 8, 16, 48]),
-    size=st.sampled_from([2, 7, 16, 32]), k=st.sampled_from([1, 3, 5]),
-    stride=st.sampled_from([1, 2]), groups=st.sampled_from(["1", "2", "dw"]),
+    n=st.sampled_from([1, 1, 2, 16]),
+    c=st.sampled_from([4, 8, 16, 48]),
+    size=st.sampled_from([2, 7, 16, 32]),
+    k=st.sampled_from([1, 3, 5]),
+    stride=st.sampled_from([1, 2]),
+    groups=st.sampled_from(["1", "2", "dw"]),
     threads=st.sampled_from([1, 1, 2]),
 )
 def test_pytorch_cpu_dispatch_rule_matches_the_installed_torch(
@@ -352,8 +380,9 @@ def test_pytorch_cpu_dispatch_rule_matches_the_installed_torch(
 
 
 def test_fresh_page_cost_for_outputs_above_the_mmap_threshold() -> None:
-    hw = make_profile(device_type="cpu", mmap_threshold_bytes=float(32 * 2**20),
-                      page_fault_s_per_byte=1e-9)
+    hw = make_profile(
+        device_type="cpu", mmap_threshold_bytes=float(32 * 2**20), page_fault_s_per_byte=1e-9
+    )
     small = LayerSpec("relu", (1, 64, 256, 256))  # 4,194,304 x 4 B = 16 MiB output: reused
     big = LayerSpec("relu", (1, 256, 256, 256))  # 16,777,216 x 4 B = 64 MiB output: fresh
     off = make_profile(device_type="cpu")

@@ -1,4 +1,5 @@
-"""The house style is enforced, not hoped for: ruff (config in pyproject.toml) must pass."""
+"""The house style is enforced, not hoped for: ruff (config in pyproject.toml) must pass,
+both the linter and the formatter's check."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ruff_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff_clean(command: list[str]) -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    done = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
+    done = subprocess.run([ruff, *command, str(ROOT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

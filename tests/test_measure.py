@@ -165,8 +165,9 @@ def test_cuda_clock_synchronises_the_device(monkeypatch: pytest.MonkeyPatch) -> 
     assert syncs[0] == 2 + 2 * 2  # probe, then two samples, each between two syncs
 
 
-@pytest.mark.parametrize("runtime,compiler", [("graph", "freeze"),
-                                              ("fused", "optimize_for_inference")])
+@pytest.mark.parametrize(
+    "runtime,compiler", [("graph", "freeze"), ("fused", "optimize_for_inference")]
+)
 def test_cpu_graph_and_fused_runtimes_time_the_compiled_module(
     runtime: str, compiler: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,13 +212,17 @@ def test_validate_on_cuda_graph_through_the_seam(monkeypatch: pytest.MonkeyPatch
 
     dev = FakeDevice()
     _pretend_cuda(monkeypatch)
-    nets = [NB201Net.from_string(s) for s in (
-        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|",
-        "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
-        "|nor_conv_1x1~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
-    )]
+    nets = [
+        NB201Net.from_string(s)
+        for s in (
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|",
+            "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
+            "|nor_conv_1x1~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
+        )
+    ]
     reference = NB201Net.from_string(
-        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|none~1|none~2|")
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|none~1|none~2|"
+    )
     seconds = iter([3e-3, 1e-3, 2e-3, 4e-3])
 
     def fake_capture(model: Any, x: Any) -> Any:

@@ -68,8 +68,16 @@ def conv_cases(draw: st.DrawFn) -> tuple[nn.Conv2d, tuple[int, ...]]:
     pad = draw(st.integers(0, 2))
     h, w = draw(st.integers(1, 14)), draw(st.integers(1, 14))
     assume(h + 2 * pad >= dil * (kh - 1) + 1 and w + 2 * pad >= dil * (kw - 1) + 1)
-    conv = nn.Conv2d(cin, cout, (kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                     padding=pad, dilation=dil, groups=g, bias=draw(st.booleans()))
+    conv = nn.Conv2d(
+        cin,
+        cout,
+        (kh, kw),
+        stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        padding=pad,
+        dilation=dil,
+        groups=g,
+        bias=draw(st.booleans()),
+    )
     return conv, (draw(st.integers(1, 2)), cin, h, w)
 
 
@@ -88,8 +96,12 @@ def test_conv_matches_pytorch(case: tuple[nn.Conv2d, tuple[int, ...]]) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 32), st.integers(1, 32), st.booleans(),
-       st.lists(st.integers(1, 4), min_size=1, max_size=3))
+@given(
+    st.integers(1, 32),
+    st.integers(1, 32),
+    st.booleans(),
+    st.lists(st.integers(1, 4), min_size=1, max_size=3),
+)
 def test_linear_matches_pytorch(fin: int, fout: int, bias: bool, lead: list[int]) -> None:
     fc = nn.Linear(fin, fout, bias=bias)
     shape = (*lead, fin)  # 2-D, 3-D and 4-D inputs: every leading dim is a row
@@ -224,8 +236,9 @@ def test_shared_relu_module_gets_suffixed_names() -> None:
 
 
 def test_peak_activation_bytes_on_a_chain() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+    )
     rep = profile(model, (1, 3, 8, 8))
     # elements live: input 192; conv writes 512 (192 + 512 = 704), input dies;
     # relu writes 512 while conv's 512 is read (1,024 = peak), conv's dies;
@@ -282,8 +295,16 @@ def test_functional_pool_and_mean_variants() -> None:
 
     specs, unsupported = trace_layers(Fn(), (2, 4, 8, 8))
     assert unsupported == ()
-    assert [s.name for s in specs] == ["hardswish", "maxpool2d", "silu", "avgpool2d", "relu6",
-                                       "global_avgpool2d", "global_avgpool2d_1", "flatten"]
+    assert [s.name for s in specs] == [
+        "hardswish",
+        "maxpool2d",
+        "silu",
+        "avgpool2d",
+        "relu6",
+        "global_avgpool2d",
+        "global_avgpool2d_1",
+        "flatten",
+    ]
     assert specs[1].kernel_size == (2, 2) and specs[1].stride == (2, 2)
     assert specs[3].padding == (1, 1) and specs[3].stride == (1, 1)
 
@@ -332,7 +353,10 @@ def test_scalar_arithmetic_is_one_kernel_per_operator() -> None:
     specs, unsupported = trace_layers(OFAHswish(), (2, 4, 8, 8))
     assert unsupported == ()
     assert [(s.name, s.op, s.num_inputs) for s in specs] == [
-        ("add", "add", 1), ("relu6", "relu6", 1), ("mul", "mul", 2), ("truediv", "mul", 1),
+        ("add", "add", 1),
+        ("relu6", "relu6", 1),
+        ("mul", "mul", 2),
+        ("truediv", "mul", 1),
     ]
     assert specs[2].inputs == ("input", "relu6") and specs[3].inputs == ("mul",)
     rep = profile(OFAHswish(), (2, 4, 8, 8))
@@ -352,9 +376,9 @@ def test_differences_quotients_and_broadcast_sums() -> None:
             self.bias = nn.Parameter(torch.zeros(1, 4, 1, 1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = 1.0 - x                  # rsub with a scalar
-            z = torch.sub(x, y) / y      # tensor difference, tensor quotient
-            return -(z + self.bias)      # broadcast sum, negation
+            y = 1.0 - x  # rsub with a scalar
+            z = torch.sub(x, y) / y  # tensor difference, tensor quotient
+            return -(z + self.bias)  # broadcast sum, negation
 
     specs, unsupported = trace_layers(Arith(), (2, 4, 8, 8))
     assert unsupported == ()
@@ -379,8 +403,10 @@ def test_sum_with_alpha_or_outer_broadcast_is_unsupported() -> None:
 
     _, unsupported = trace_layers(Odd2(), (1, 2, 4, 4))
     assert "sub (sub: alpha=2)" in unsupported
-    assert any(u.startswith("add (add: broadcasting add: operands of shapes [(1, 2, 4, 1), "
-                            "(1, 2, 1, 4)]") for u in unsupported), unsupported
+    assert any(
+        u.startswith("add (add: broadcasting add: operands of shapes [(1, 2, 4, 1), (1, 2, 1, 4)]")
+        for u in unsupported
+    ), unsupported
 
 
 def test_fx_failure_falls_back_to_hooks_with_a_warning() -> None:
@@ -411,9 +437,16 @@ def test_training_flags_are_restored() -> None:
 
 
 def test_formula_shape_mismatch_is_an_internal_error() -> None:
-    site = _Site("node:x", "conv", (1, 3, 8, 8), (1, 4, 7, 7), ("input",), (),
-                 _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3),
-                                   "padding": (1, 1)}), "Conv2d")
+    site = _Site(
+        "node:x",
+        "conv",
+        (1, 3, 8, 8),
+        (1, 4, 7, 7),
+        ("input",),
+        (),
+        _Layer("conv2d", {"out_channels": 4, "kernel_size": (3, 3), "padding": (1, 1)}),
+        "Conv2d",
+    )
     with pytest.raises(TraceInternalError, match=r"out_shape=\(1, 4, 8, 8\).*\(1, 4, 7, 7\)"):
         _to_specs([site])
 
@@ -467,8 +500,9 @@ def test_written_out_channel_shuffles_cost_as_channel_shuffle(how: str) -> None:
     ref = profile(ShuffleBy("module", groups=3), shape)
     rep = profile(ShuffleBy(how, groups=3), shape)
     assert rep.unsupported == ()
-    assert [(lc.op, lc.in_shape, lc.out_shape) for lc in rep.layers] == \
-        [(lc.op, lc.in_shape, lc.out_shape) for lc in ref.layers]
+    assert [(lc.op, lc.in_shape, lc.out_shape) for lc in rep.layers] == [
+        (lc.op, lc.in_shape, lc.out_shape) for lc in ref.layers
+    ]
     shuffle = next(lc for lc in rep.layers if lc.op == "channel_shuffle")
     # one permutation copy: read and write 2*12*5*5 = 600 elements each
     assert shuffle.mac_elements == 1200
@@ -488,10 +522,16 @@ def test_lookalike_reshapes_stay_unsupported(how: str) -> None:
 
 def test_shufflenet_v2_split_concat_and_shuffle() -> None:
     rep = profile(family("shufflenet_v2_x1_0")(), (1, 3, 224, 224))
-    unit = {lc.name.removeprefix("stages.0.1."): lc for lc in rep.layers
-            if lc.name.startswith("stages.0.1.")}
-    assert [unit[k].op for k in ("split", "concat", "channel_shuffle")] == \
-        ["split", "concat", "channel_shuffle"]
+    unit = {
+        lc.name.removeprefix("stages.0.1."): lc
+        for lc in rep.layers
+        if lc.name.startswith("stages.0.1.")
+    }
+    assert [unit[k].op for k in ("split", "concat", "channel_shuffle")] == [
+        "split",
+        "concat",
+        "channel_shuffle",
+    ]
     # chunk is a view: no kernel, no traffic
     assert (unit["split"].mac_elements, unit["split"].kernel_class) == (0, "view")
     # concat and shuffle each read and write the unit's 116 x 28 x 28 = 90,944 elements
@@ -522,8 +562,9 @@ class Joins(nn.Module):
 
 def test_concat_and_split_other_than_channels_are_unsupported() -> None:
     rep = profile(Joins("cat_batch"), (2, 12, 4, 4))
-    assert rep.unsupported == ("cat (cat: dim=0 (only the channel dim 1 of (N, C, H, W) "
-                               "is costed))",)
+    assert rep.unsupported == (
+        "cat (cat: dim=0 (only the channel dim 1 of (N, C, H, W) is costed))",
+    )
     rep = profile(Joins("chunk_height"), (2, 12, 4, 4))
     assert any("chunk: dim=2" in u for u in rep.unsupported), rep.unsupported
     rep = profile(Joins("split_channels"), (2, 12, 4, 4))
@@ -566,8 +607,12 @@ def test_untraceable_channel_shuffle_module_is_recognised_by_what_it_does() -> N
         rep = profile(ResidualWith(family("ChannelShuffle")(3)), shape)
     ref = profile(ResidualWith(nn.ChannelShuffle(3)), shape)
     assert rep.unsupported == ()
-    assert [(lc.name, lc.op) for lc in rep.layers] == \
-        [("a", "conv2d"), ("middle", "channel_shuffle"), ("b", "conv2d"), ("add", "add")]
+    assert [(lc.name, lc.op) for lc in rep.layers] == [
+        ("a", "conv2d"),
+        ("middle", "channel_shuffle"),
+        ("b", "conv2d"),
+        ("add", "add"),
+    ]
     assert rep.total == ref.total
     specs, _ = trace_layers(ResidualWith(family("ChannelShuffle")(3)), shape)
     assert next(s for s in specs if s.name == "middle").groups == 3
@@ -604,14 +649,22 @@ class SliceSplitUnit(nn.Module):
 def test_channel_slices_are_free_views() -> None:
     rep = profile(SliceSplitUnit(), (2, 16, 4, 4))
     assert rep.unsupported == ()
-    assert [lc.op for lc in rep.layers] == \
-        ["split", "split", "conv2d", "relu", "concat", "channel_shuffle"]
+    assert [lc.op for lc in rep.layers] == [
+        "split",
+        "split",
+        "conv2d",
+        "relu",
+        "concat",
+        "channel_shuffle",
+    ]
     assert [lc.mac_elements for lc in rep.layers if lc.op == "split"] == [0, 0]
     specs, _ = trace_layers(SliceSplitUnit(), (2, 16, 4, 4))
     by_op = {s.op: s for s in specs}
     assert by_op["concat"].inputs == ("split", "relu")  # x1 straight from its slice
+
     # a slice of anything but whole channels stays unsupported
     class Rows(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.relu(x[:, :, 1:])
+
     assert profile(Rows(), (1, 4, 4, 4)).unsupported == ("getitem (getitem)",)

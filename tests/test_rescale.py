@@ -45,8 +45,9 @@ def _latency(h: HardwareProfile, specs: Sequence[Any]) -> float:
     return analyze(specs, h, "fp32", "eager").total.latency_s
 
 
-def _planted_rows(hw: HardwareProfile, nets: Sequence[Sequence[Any]], a: float,
-                  c: float) -> list[tuple[Sequence[Any], float]]:
+def _planted_rows(
+    hw: HardwareProfile, nets: Sequence[Sequence[Any]], a: float, c: float
+) -> list[tuple[Sequence[Any], float]]:
     """(layers, time) as a machine with fixed costs x a and throughput x c would time them."""
     moved = scale_profile(hw, a, c)
     return [(specs, _latency(moved, specs)) for specs in nets]
@@ -57,7 +58,8 @@ def test_scaling_multiplies_every_fixed_cost_and_every_seconds_per_op_and_byte(
 ) -> None:
     moved = scale_profile(hw, 0.5, 3.0)
     assert moved.runtime("eager").host_s("dense_conv") == pytest.approx(
-        0.5 * hw.runtime("eager").host_s("dense_conv"))
+        0.5 * hw.runtime("eager").host_s("dense_conv")
+    )
     assert moved.peak("fp32") == pytest.approx(hw.peak("fp32") / 3)
     assert moved.bandwidth_bytes_per_s == pytest.approx(hw.bandwidth_bytes_per_s / 3)
     assert moved.page_fault_s_per_byte == pytest.approx(3 * hw.page_fault_s_per_byte)
@@ -72,8 +74,13 @@ def test_scaling_multiplies_every_fixed_cost_and_every_seconds_per_op_and_byte(
 
 @pytest.mark.parametrize("a, c, sa, sc", [(0.5, 3.0, 2.0, 1.5), (2.0, 0.7, 0.5, 1.3)])
 def test_streaming_kernels_take_their_own_factors(
-    hw: HardwareProfile, layers: dict[int, list[Any]], a: float, c: float, sa: float,
-    sc: float, tmp_path: Path,
+    hw: HardwareProfile,
+    layers: dict[int, list[Any]],
+    a: float,
+    c: float,
+    sa: float,
+    sc: float,
+    tmp_path: Path,
 ) -> None:
     moved = scale_profile(hw, a, c, streaming_overhead_factor=sa, streaming_throughput_factor=sc)
     for b in (1, 32):
@@ -97,8 +104,9 @@ def test_streaming_kernels_take_their_own_factors(
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
-def test_scaling_refuses_a_factor_that_is_not_a_positive_number(hw: HardwareProfile,
-                                                               bad: float) -> None:
+def test_scaling_refuses_a_factor_that_is_not_a_positive_number(
+    hw: HardwareProfile, bad: float
+) -> None:
     with pytest.raises(ValueError, match="throughput_factor="):
         scale_profile(hw, 1.0, bad)
 
@@ -113,8 +121,11 @@ def test_fit_recovers_planted_factors_from_networks_at_three_batches(
     assert change.throughput_factor == pytest.approx(c, rel=0.01)
     assert change.error_after < 0.005
     assert change.error_before == pytest.approx(
-        statistics.median(abs(p / m - 1) for p, m in zip(
-            change.predicted_before_s, change.measured_s, strict=True)))
+        statistics.median(
+            abs(p / m - 1)
+            for p, m in zip(change.predicted_before_s, change.measured_s, strict=True)
+        )
+    )
 
 
 def test_fit_recovers_four_planted_factors_from_networks_and_op_chains(
@@ -137,8 +148,9 @@ def test_fit_recovers_four_planted_factors_from_networks_and_op_chains(
         fit_speed_change(hw, rows, streaming=True, scale=scale_profile)
 
 
-def test_one_network_gives_one_factor_for_everything(hw: HardwareProfile,
-                                                     layers: dict[int, list[Any]]) -> None:
+def test_one_network_gives_one_factor_for_everything(
+    hw: HardwareProfile, layers: dict[int, list[Any]]
+) -> None:
     before = _latency(hw, layers[1])
     change = fit_speed_change(hw, [(layers[1], 0.75 * before)])
     assert change.overhead_factor == pytest.approx(0.75, rel=1e-4)
@@ -146,8 +158,9 @@ def test_one_network_gives_one_factor_for_everything(hw: HardwareProfile,
     assert change.predicted_after_s[0] == pytest.approx(0.75 * before, rel=1e-4)
 
 
-def test_fit_names_what_is_missing_or_wrong(hw: HardwareProfile,
-                                            layers: dict[int, list[Any]]) -> None:
+def test_fit_names_what_is_missing_or_wrong(
+    hw: HardwareProfile, layers: dict[int, list[Any]]
+) -> None:
     with pytest.raises(ValueError, match="rows is empty"):
         fit_speed_change(hw, [])
     with pytest.raises(ValueError, match=r"\(1, 0.0\)"):
@@ -163,29 +176,39 @@ def test_probes_and_the_reference_are_timed_at_their_batches() -> None:
     assert all(0 < t < 10 for t in [*reference_s.values(), *(t for _, t in rows)])
 
 
-def _fake_measure(hw: HardwareProfile, a: float, c: float, asked: list[Any],
-                  **streaming: float) -> Any:
+def _fake_measure(
+    hw: HardwareProfile, a: float, c: float, asked: list[Any], **streaming: float
+) -> Any:
     """measure_probes on a machine whose speed moved by the factors ``scale_profile`` takes."""
     moved = scale_profile(hw, a, c, **streaming)
 
-    def fake(networks: Sequence[Any], batches: Sequence[int], device: str,
-             **kw: Any) -> tuple[list[tuple[Sequence[Any], float]], dict[int, float]]:
+    def fake(
+        networks: Sequence[Any], batches: Sequence[int], device: str, **kw: Any
+    ) -> tuple[list[tuple[Sequence[Any], float]], dict[int, float]]:
         reference = kw.get("reference")
-        asked.append((len(networks), list(batches), device, kw["threads"],
-                      reference and str(reference)))
+        asked.append(
+            (len(networks), list(batches), device, kw["threads"], reference and str(reference))
+        )
         at = [batches[i % len(batches)] for i in range(len(networks))]
         # Grouped by batch, in the order measure_networks times them.
-        nets = [tuple(n.lower(b)) for b in sorted(set(at))
-                for n, nb in zip(networks, at, strict=True) if nb == b]
-        ref = ({b: _latency(moved, REFERENCE.lower(b)) for b in set(batches)}
-               if reference else {})
+        nets = [
+            tuple(n.lower(b))
+            for b in sorted(set(at))
+            for n, nb in zip(networks, at, strict=True)
+            if nb == b
+        ]
+        ref = {b: _latency(moved, REFERENCE.lower(b)) for b in set(batches)} if reference else {}
         return [(specs, _latency(moved, specs)) for specs in nets], ref
+
     return fake
 
 
 def test_rescale_writes_a_profile_at_the_speed_it_measured(
-    tmp_path: Path, hw: HardwareProfile, layers: dict[int, list[Any]],
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    hw: HardwareProfile,
+    layers: dict[int, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     asked: list[Any] = []
     monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 0.5, 1.2, asked))
@@ -193,8 +216,18 @@ def test_rescale_writes_a_profile_at_the_speed_it_measured(
     shutil.copy(CALIBRATED, base)
     out = tmp_path / "sub" / "now.toml"
     raw = tmp_path / "probes.json"
-    argv = ["rescale", "--hw", str(base), "--out", str(out), "--json", "--min-error", "0",
-            "--raw", str(raw)]
+    argv = [
+        "rescale",
+        "--hw",
+        str(base),
+        "--out",
+        str(out),
+        "--json",
+        "--min-error",
+        "0",
+        "--raw",
+        str(raw),
+    ]
     assert main(argv) == 0
     probes = json.loads(raw.read_text())["probes"]
     assert len(probes) == 12 + 2 * len(op_chains()) + 3
@@ -202,9 +235,11 @@ def test_rescale_writes_a_profile_at_the_speed_it_measured(
         assert p["probe"].endswith(f" b{p['layers'][0]['in_shape'][0]}"), p["probe"]
     assert [p["probe"].split(" ")[0] for p in probes[-3:]] == ["reference"] * 3
     chains = len(op_chains())
-    assert asked == [(12, [1, 32, 1, 32, 8], "cpu", hw.threads, str(REFERENCE)),
-                     (chains, [1], "cpu", hw.threads, None),
-                     (chains, [32], "cpu", hw.threads, None)]
+    assert asked == [
+        (12, [1, 32, 1, 32, 8], "cpu", hw.threads, str(REFERENCE)),
+        (chains, [1], "cpu", hw.threads, None),
+        (chains, [32], "cpu", hw.threads, None),
+    ]
     doc = json.loads(capsys.readouterr().out)
     assert doc["rescale"]["overhead_factor"] == pytest.approx(0.5, rel=0.01)
     assert doc["rescale"]["throughput_factor"] == pytest.approx(1.2, rel=0.01)
@@ -220,9 +255,12 @@ def test_rescale_writes_a_profile_at_the_speed_it_measured(
         assert _latency(rescaled, layers[b]) == pytest.approx(planted[b], rel=0.01), b
 
 
-def test_rescale_prints_what_moved(tmp_path: Path, hw: HardwareProfile,
-                                   monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_rescale_prints_what_moved(
+    tmp_path: Path,
+    hw: HardwareProfile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.4, 1.4, []))
     out = tmp_path / "now.toml"
     assert main(["rescale", "--hw", str(CALIBRATED), "--out", str(out)]) == 0
@@ -230,8 +268,9 @@ def test_rescale_prints_what_moved(tmp_path: Path, hw: HardwareProfile,
     # 12 probes, the reference at its three batches and 25 op chains at each of two batches;
     # every one 40% slower than predicted: off by 1 - 1 / 1.4 = 28.6%, over the default
     # --min-error of 25%.
-    assert ("15 networks and 50 op chains timed: the profile was off by 28.6% (median), "
-            "scaled by 0.0%") in text
+    assert (
+        "15 networks and 50 op chains timed: the profile was off by 28.6% (median), scaled by 0.0%"
+    ) in text
     assert "convs and linear: fixed costs x1.400, seconds per op and byte x1.400" in text
     assert "activations, adds and pools: fixed costs x1.400, seconds per op and byte x1.400" in text
     assert f"wrote {out}\n" in text
@@ -239,14 +278,26 @@ def test_rescale_prints_what_moved(tmp_path: Path, hw: HardwareProfile,
 
 
 def test_no_chains_fits_two_factors_to_the_networks_alone(
-    tmp_path: Path, hw: HardwareProfile, layers: dict[int, list[Any]],
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    hw: HardwareProfile,
+    layers: dict[int, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     asked: list[Any] = []
     monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 0.8, 1.3, asked))
     out = tmp_path / "now.toml"
-    argv = ["rescale", "--hw", str(CALIBRATED), "--out", str(out), "--no-chains", "--json",
-            "--min-error", "0"]
+    argv = [
+        "rescale",
+        "--hw",
+        str(CALIBRATED),
+        "--out",
+        str(out),
+        "--no-chains",
+        "--json",
+        "--min-error",
+        "0",
+    ]
     assert main(argv) == 0
     assert [n for n, *_ in asked] == [12]  # no op chain timed
     table = json.loads(capsys.readouterr().out)["rescale"]
@@ -254,18 +305,24 @@ def test_no_chains_fits_two_factors_to_the_networks_alone(
     assert "op chains" not in table["networks"]
     assert table["overhead_factor"] == pytest.approx(0.8, rel=0.01)
     assert _latency(load_fresh(out), layers[8]) == pytest.approx(
-        _latency(scale_profile(hw, 0.8, 1.3), layers[8]), rel=0.01)
+        _latency(scale_profile(hw, 0.8, 1.3), layers[8]), rel=0.01
+    )
 
 
 def test_the_chains_tell_streaming_kernels_apart(
-    tmp_path: Path, hw: HardwareProfile, layers: dict[int, list[Any]],
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    hw: HardwareProfile,
+    layers: dict[int, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     planted = {"streaming_overhead_factor": 1.6, "streaming_throughput_factor": 1.2}
     monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.2, 1.5, [], **planted))
     out = tmp_path / "now.toml"
-    assert main(["rescale", "--hw", str(CALIBRATED), "--out", str(out), "--json",
-                 "--min-error", "0"]) == 0
+    assert (
+        main(["rescale", "--hw", str(CALIBRATED), "--out", str(out), "--json", "--min-error", "0"])
+        == 0
+    )
     table = json.loads(capsys.readouterr().out)["rescale"]
     assert table["streaming_overhead_factor"] == pytest.approx(1.6, rel=0.02)
     assert table["streaming_throughput_factor"] == pytest.approx(1.2, rel=0.02)
@@ -273,12 +330,16 @@ def test_the_chains_tell_streaming_kernels_apart(
     moved = scale_profile(hw, 1.2, 1.5, **planted)
     for b in BATCHES:
         assert _latency(load_fresh(out), layers[b]) == pytest.approx(
-            _latency(moved, layers[b]), rel=0.02), b
+            _latency(moved, layers[b]), rel=0.02
+        ), b
 
 
 def test_a_drift_within_min_error_writes_the_profile_unscaled(
-    tmp_path: Path, hw: HardwareProfile, layers: dict[int, list[Any]],
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    hw: HardwareProfile,
+    layers: dict[int, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(_rescale, "measure_probes", _fake_measure(hw, 1.1, 1.1, []))
     out = tmp_path / "now.toml"
@@ -291,20 +352,26 @@ def test_a_drift_within_min_error_writes_the_profile_unscaled(
     assert doc["rescale"]["overhead_factor"] == pytest.approx(1.1, rel=1e-3)  # recorded
     assert _latency(load_fresh(out), layers[1]) == pytest.approx(_latency(hw, layers[1]))
     assert calibration_reference(str(out), str(REFERENCE)) == calibration_reference(
-        str(CALIBRATED), str(REFERENCE))
+        str(CALIBRATED), str(REFERENCE)
+    )
 
 
 @pytest.mark.parametrize(
     "case, message",
-    [("builtin", "--hw='t4' is not a file"),
-     ("bad_space", "--space"),
-     ("bad_out", "must end in .toml"),
-     ("rounds", "--rounds=0 must be >= 1"),
-     ("min_error", "--min-error=1.0 must be in [0, 1)"),
-     ("raw", "--raw='x.csv' must end in .json")],
+    [
+        ("builtin", "--hw='t4' is not a file"),
+        ("bad_space", "--space"),
+        ("bad_out", "must end in .toml"),
+        ("rounds", "--rounds=0 must be >= 1"),
+        ("min_error", "--min-error=1.0 must be in [0, 1)"),
+        ("raw", "--raw='x.csv' must end in .json"),
+    ],
 )
 def test_rescale_usage_errors_exit_2_before_measuring(
-    case: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(_rescale, "measure_probes", lambda *a, **k: pytest.fail("measured"))
@@ -327,8 +394,14 @@ def test_rescale_usage_errors_exit_2_before_measuring(
 
 
 def test_schema_rejects_an_unknown_rescale_key() -> None:
-    data = {"name": "x", "source": "test", "device_type": "cpu", "memory_bytes": 1,
-            "bandwidth_bytes_per_s": 1e9, "peak_ops_per_s": {"fp32": 1e9},
-            "rescale": {"overhead_factr": 1.0}}
+    data = {
+        "name": "x",
+        "source": "test",
+        "device_type": "cpu",
+        "memory_bytes": 1,
+        "bandwidth_bytes_per_s": 1e9,
+        "peak_ops_per_s": {"fp32": 1e9},
+        "rescale": {"overhead_factr": 1.0},
+    }
     with pytest.raises(ProfileError, match="did you mean 'overhead_factor'"):
         parse_profile(data, "test")

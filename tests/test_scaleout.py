@@ -134,25 +134,44 @@ def _config(tmp_path: Path, **replace: str) -> Path:
     return path
 
 
-def _search(args: list[str], env: dict[str, str], cwd: Path,
-            timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+def _search(
+    args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "search", *args], env=env, cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "search", *args],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _load(storage: str, study: str) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=open_storage(storage))
 
 
-def _kill_a_worker_mid_trial(storage: str, study: str, procs: list[Any],
-                             timeout_s: float = 180, *, sampled: bool = False,
-                             after_done: int = 0) -> tuple[int, int]:
+def _kill_a_worker_mid_trial(
+    storage: str,
+    study: str,
+    procs: list[Any],
+    timeout_s: float = 180,
+    *,
+    sampled: bool = False,
+    after_done: int = 0,
+) -> tuple[int, int]:
     """SIGKILLs the worker process running some trial; returns (trial number, pid).
 
     ``sampled``: only once the trial's constraints are in the storage, i.e. after it sampled
@@ -168,8 +187,10 @@ def _kill_a_worker_mid_trial(storage: str, study: str, procs: list[Any],
         except KeyError:  # not created yet
             time.sleep(0.3)
             continue
-        done = Counter(t.system_attrs.get(WORKER_ATTR)
-                       for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        done = Counter(
+            t.system_attrs.get(WORKER_ATTR)
+            for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        )
         for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.system_attrs.get(WORKER_ATTR)  # set just before the test sleep
             if sampled and not t.constraints:
@@ -206,8 +227,12 @@ def _assert_exact_budget(study: optuna.Study, total: int) -> list[optuna.trial.F
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
     assert states[TrialState.RUNNING] == 0 and states[TrialState.WAITING] == 0, states
-    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            and not t.system_attrs.get(SURPLUS_ATTR)]
+    done = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        and not t.system_attrs.get(SURPLUS_ATTR)
+    ]
     assert len(done) == total, (len(done), states)
     assert all(t.state == TrialState.COMPLETE for t in done)
     return trials
@@ -297,8 +322,9 @@ def test_optimize_shared_stops_at_the_global_budget_across_calls(tmp_path: Path)
     study = _study(storage)
     # Two "workers" in turn on one storage: together they make the budget, not 2 x 7.
     s1 = optimize_shared(study, _objective, total_trials=7)
-    s2 = optimize_shared(_load(str(tmp_path / "j.journal"), study.study_name), _objective,
-                         total_trials=7)
+    s2 = optimize_shared(
+        _load(str(tmp_path / "j.journal"), study.study_name), _objective, total_trials=7
+    )
     assert s1.finished and s2.finished and s2.done == 7
     assert len(study.trials) == 7
 
@@ -387,13 +413,35 @@ def test_sigkilled_worker_trial_is_failed_retried_and_nothing_is_lost_or_doubled
     storage = str(tmp_path / "optuna.journal")
     out = tmp_path / "run"
     (tmp_path / "tiny.toml").write_text(TINY_SPACE)
-    cfg = _config(tmp_path, **{'space = "cifar"': f'space = "{tmp_path / "tiny.toml"}"',
-                               'kind = "none"': TRAIN_SLOWLY})
+    cfg = _config(
+        tmp_path,
+        **{'space = "cifar"': f'space = "{tmp_path / "tiny.toml"}"', 'kind = "none"': TRAIN_SLOWLY},
+    )
     env = _env(**FAST_HEARTBEAT)
-    args = ["run", "--config", str(cfg), "--workers", "3", "--trials", "6",
-            "--study", "s", "--storage", storage, "--out-dir", str(out), "--quiet", "--json"]
-    parent = subprocess.Popen([sys.executable, "-m", "search", *args], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "run",
+        "--config",
+        str(cfg),
+        "--workers",
+        "3",
+        "--trials",
+        "6",
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(out),
+        "--quiet",
+        "--json",
+    ]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "search", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         killed, _pid = _kill_a_worker_mid_trial(storage, "s", [parent], sampled=True)
         stdout, stderr = parent.communicate(timeout=300)
@@ -437,8 +485,16 @@ def test_mlflow_server_down_keeps_every_trial_and_sync_logs_each_once(tmp_path: 
     assert len(logged) == 6
 
     store = f"sqlite:///{tmp_path / 'later.db'}"
-    sync = ["sync-mlflow", "--study", "s", "--storage", storage, "--out-dir", str(tmp_path),
-            "--json"]
+    sync = [
+        "sync-mlflow",
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(tmp_path),
+        "--json",
+    ]
     first = _search(sync, _env(MLFLOW_TRACKING_URI=store), tmp_path)
     second = _search(sync, _env(MLFLOW_TRACKING_URI=store), tmp_path)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
@@ -449,16 +505,27 @@ def test_mlflow_server_down_keeps_every_trial_and_sync_logs_each_once(tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_different_config_on_an_existing_study_is_refused(tmp_path: Path,
-                                                           workers: str) -> None:
+def test_a_different_config_on_an_existing_study_is_refused(tmp_path: Path, workers: str) -> None:
     storage = str(tmp_path / "optuna.journal")
-    base = ["run", "--study", "s", "--storage", storage, "--out-dir", str(tmp_path / "run"),
-            "--no-mlflow", "--quiet", "--trials", "3"]
+    base = [
+        "run",
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(tmp_path / "run"),
+        "--no-mlflow",
+        "--quiet",
+        "--trials",
+        "3",
+    ]
     first = _search([*base, "--config", str(_config(tmp_path))], _env(), tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     other = _config(tmp_path, **{"params = 1e9": "params = 2e9"})
-    second = _search([*base, "--config", str(other), "--workers", workers, "--trials", "6"],
-                     _env(), tmp_path)
+    second = _search(
+        [*base, "--config", str(other), "--workers", workers, "--trials", "6"], _env(), tmp_path
+    )
     assert second.returncode == 1, second.stderr[-2000:]
     assert "another config" in second.stderr and "fingerprint" in second.stderr
     assert len(_load(storage, "s").trials) == 3  # nothing mixed in
@@ -484,10 +551,28 @@ def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
     """
     storage, server, tmp = pg_study_env["storage"], pg_study_env["mlflow"], pg_study_env["dir"]
     env = _env(ROOFNAS_TEST_TRIAL_SLEEP_S="1.5", MLFLOW_TRACKING_URI=server, **FAST_HEARTBEAT)
-    cfg = _config(tmp, **{"flush_every_trials = 2": "flush_every_trials = 1000",
-                          "flush_every_s = 1": "flush_every_s = 3600"})
-    args = ["run", "--config", str(cfg), "--trials", "12", "--study", "pg",
-            "--storage", storage, "--out-dir", str(tmp / "run"), "--quiet", "--json"]
+    cfg = _config(
+        tmp,
+        **{
+            "flush_every_trials = 2": "flush_every_trials = 1000",
+            "flush_every_s = 1": "flush_every_s = 3600",
+        },
+    )
+    args = [
+        "run",
+        "--config",
+        str(cfg),
+        "--trials",
+        "12",
+        "--study",
+        "pg",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(tmp / "run"),
+        "--quiet",
+        "--json",
+    ]
     # Three separate workers, as on three machines: each `search run` on the same study.
     procs = [_start(args, env, tmp, tmp / f"worker{i}.log") for i in range(3)]
     try:
@@ -520,13 +605,24 @@ def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
     finished = _logged(trials)
     victim = {t.number: t for t in trials}[killed].system_attrs[WORKER_ATTR]
     # The killed trial (FAIL) and the ones its worker completed before (one at least).
-    unsynced = {t.number for t in trials
-                if t.number in finished and t.system_attrs.get(WORKER_ATTR) == victim}
+    unsynced = {
+        t.number
+        for t in trials
+        if t.number in finished and t.system_attrs.get(WORKER_ATTR) == victim
+    }
     assert killed in unsynced and len(unsynced) >= 2, unsynced
     before = _mlflow_children(server, parent)
     assert before == Counter(finished - unsynced), f"before sync-mlflow: {before}"
-    sync = ["sync-mlflow", "--study", "pg", "--storage", storage, "--out-dir", str(tmp / "run"),
-            "--json"]
+    sync = [
+        "sync-mlflow",
+        "--study",
+        "pg",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(tmp / "run"),
+        "--json",
+    ]
     first = _search(sync, env, tmp)
     after = _mlflow_children(server, parent)
     second = _search(sync, env, tmp)
@@ -544,8 +640,9 @@ def test_three_workers_on_postgres_and_an_mlflow_server_agree_after_a_kill(
 @pytest.mark.postgres
 def test_budget_is_global_on_postgres_with_three_processes(postgres_url: str) -> None:
     """Three worker processes (toy objective) on one PostgreSQL study: exactly the budget."""
-    optuna.create_study(storage=open_storage(postgres_url), study_name="toy",
-                        directions=["minimize", "minimize"])
+    optuna.create_study(
+        storage=open_storage(postgres_url), study_name="toy", directions=["minimize", "minimize"]
+    )
     code = (
         "import optuna, sys\n"
         "from search._budget import optimize_shared\n"
@@ -557,8 +654,12 @@ def test_budget_is_global_on_postgres_with_three_processes(postgres_url: str) ->
         "    return x, 1 - x\n"
         "optimize_shared(st, f, total_trials=40)\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, postgres_url], env=_env(),
-                              stderr=subprocess.PIPE) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres_url], env=_env(), stderr=subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
     errs = [p.communicate(timeout=180)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
     trials = _assert_exact_budget(_load(postgres_url, "toy"), 40)
@@ -569,11 +670,31 @@ def test_budget_is_global_on_postgres_with_three_processes(postgres_url: str) ->
 def test_ctrl_c_stops_every_local_worker_after_its_running_trial(tmp_path: Path) -> None:
     storage = str(tmp_path / "optuna.journal")
     env = _env(ROOFNAS_TEST_TRIAL_SLEEP_S="1", **FAST_HEARTBEAT)
-    args = ["run", "--config", str(_config(tmp_path)), "--workers", "2", "--trials", "40",
-            "--study", "s", "--storage", storage, "--out-dir", str(tmp_path / "run"),
-            "--no-mlflow", "--quiet", "--json"]
-    parent = subprocess.Popen([sys.executable, "-m", "search", *args], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "run",
+        "--config",
+        str(_config(tmp_path)),
+        "--workers",
+        "2",
+        "--trials",
+        "40",
+        "--study",
+        "s",
+        "--storage",
+        storage,
+        "--out-dir",
+        str(tmp_path / "run"),
+        "--no-mlflow",
+        "--quiet",
+        "--json",
+    ]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "search", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and parent.poll() is None:

@@ -93,9 +93,7 @@ def test_same_seed_gives_the_same_trials(tmp_path: Path, local: bool) -> None:
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["shared-sampler", "local-sampler"])
-def test_rerun_continues_the_study_and_counts_finished_trials(
-    tmp_path: Path, local: bool
-) -> None:
+def test_rerun_continues_the_study_and_counts_finished_trials(tmp_path: Path, local: bool) -> None:
     kw: dict[str, Any] = dict(progress=False, write_artifacts=False, local_sampler=local)
     first = run_study(tiny(tmp_path, trials=6), **kw)
     before = [t.params for t in load_existing_study("tiny", first.storage).get_trials()]
@@ -261,7 +259,11 @@ def test_e2e_exported_architecture_runs_in_a_fresh_interpreter(
     )
     env = {**os.environ, "PYTHONPATH": ""}
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

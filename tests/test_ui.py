@@ -169,8 +169,15 @@ def test_ctrl_c_handled_by_another_thread_still_stops_the_wait() -> None:
         "child.kill()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=60, check=True, preexec_fn=_as_a_terminal_starts_it).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        preexec_fn=_as_a_terminal_starts_it,
+    ).stdout
 
     assert out.strip() and float(out) < 5.0, out  # a blocking wait takes the child's 30 s
 
@@ -181,8 +188,10 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     killed, well inside the time the Ctrl-C test above allows (STOP_S)."""
     from search._cli import _stop_group
 
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('ready', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
     try:

@@ -358,9 +358,10 @@ def test_two_files_with_one_name_do_not_collide(tmp_path: Path) -> None:
 
 def test_a_function_file_can_import_the_modules_beside_it(tmp_path: Path) -> None:
     write(tmp_path / "est" / "roofnas_test_neighbour.py", "VALUE = 0.25\n")
-    est = write(tmp_path / "est" / "estimator.py",
-                "from roofnas_test_neighbour import VALUE\n\n"
-                "def f(model, arch):\n    return VALUE\n")
+    est = write(
+        tmp_path / "est" / "estimator.py",
+        "from roofnas_test_neighbour import VALUE\n\ndef f(model, arch):\n    return VALUE\n",
+    )
     assert fn_of_path(est)(None, None) == 0.25
     assert str(est.parent) not in sys.path  # only while the file is imported
 
@@ -524,8 +525,9 @@ def test_an_edited_estimator_file_cannot_continue_the_study(tmp_path: Path) -> N
     from search._study import ATTR_FINGERPRINT, StudyMismatchError, create_or_load_study
 
     est = write(tmp_path / "est.py", "def f(model, arch):\n    return 1.0\n")
-    cfg = load_config().with_overrides(estimator=f"{est}:f",
-                                       storage=str(tmp_path / "j.journal"), study="s")
+    cfg = load_config().with_overrides(
+        estimator=f"{est}:f", storage=str(tmp_path / "j.journal"), study="s"
+    )
     study = create_or_load_study(cfg)
     assert create_or_load_study(cfg).user_attrs[ATTR_FINGERPRINT] == cfg.fingerprint()
     write(est, "def f(model, arch):\n    return 0.5\n")

@@ -27,13 +27,29 @@ def test_measure_samples_takes_rounds_times_repeats_samples() -> None:
     assert all(t > 0 for s in samples for t in s)
 
 
-def test_validate_writes_both_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                         ) -> None:
+def test_validate_writes_both_statistics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The default statistic is the wall-clock median, with the p10-p90 spread and the lower
     decile beside it: fails if validation reverts to the thread clock or the lower decile
     as its first statistic, or if the spread is not p10 <= median <= p90."""
-    argv = ["--hw", "t4", "--device", "cpu", "--space", str(SPACE), "--n", "3",
-            "--rounds", "3", "--min-ms", "0.1", "--out", str(tmp_path), "--json"]
+    argv = [
+        "--hw",
+        "t4",
+        "--device",
+        "cpu",
+        "--space",
+        str(SPACE),
+        "--n",
+        "3",
+        "--rounds",
+        "3",
+        "--min-ms",
+        "0.1",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
@@ -65,8 +81,18 @@ def test_validate_networks_file_and_heldout_set(tmp_path: Path) -> None:
     listed = [str(n) for n in nets[:3]]
     f = tmp_path / "nets.txt"
     f.write_text("# three NB201 cells\n" + "\n".join(listed) + "\n")
-    argv = ["--hw", "t4", "--networks", str(f), "--rounds", "2", "--min-ms", "0.1",
-            "--out", str(tmp_path)]
+    argv = [
+        "--hw",
+        "t4",
+        "--networks",
+        str(f),
+        "--rounds",
+        "2",
+        "--min-ms",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     doc = json.loads((tmp_path / "validation_cpu_nets_b1.json").read_text())
     assert [p["arch"] for p in doc["points"]] == listed
@@ -117,17 +143,34 @@ def test_validate_a_file_of_user_modules(tmp_path: Path) -> None:
     assert isinstance(net, ModuleNetwork) and net.input_shape == (4, 6, 6)
     assert str(net) == "models.py:shuffled 4x6x6"
     rep = profile(net.build(), (3, 4, 6, 6))
-    assert [s.op for s in net.lower(3)] == [lc.op for lc in rep.layers] == \
-        ["conv2d", "channel_shuffle", "conv2d", "concat"]
-    argv = ["--hw", "t4", "--networks", str(f), "--rounds", "2", "--min-ms", "0.1",
-            "--batch", "2", "--out", str(tmp_path)]
+    assert (
+        [s.op for s in net.lower(3)]
+        == [lc.op for lc in rep.layers]
+        == ["conv2d", "channel_shuffle", "conv2d", "concat"]
+    )
+    argv = [
+        "--hw",
+        "t4",
+        "--networks",
+        str(f),
+        "--rounds",
+        "2",
+        "--min-ms",
+        "0.1",
+        "--batch",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     doc = json.loads((tmp_path / "validation_cpu_nets_b2.json").read_text())
     assert [p["arch"] for p in doc["points"]] == lines
     assert all(p["predicted_s"] > 0 for p in doc["points"])
-    for line, why in [("models.py:shuffled", "needs its input shape"),
-                      ("models.py:nope 4x6x6", "factory 'nope' is not a callable"),
-                      ("models.py:stacked 4x6x6", r"\[.1 \(Softmax\).\]")]:
+    for line, why in [
+        ("models.py:shuffled", "needs its input shape"),
+        ("models.py:nope 4x6x6", "factory 'nope' is not a callable"),
+        ("models.py:stacked 4x6x6", r"\[.1 \(Softmax\).\]"),
+    ]:
         f.write_text(line + "\n")
         with pytest.raises(ValueError, match=why):
             [n.lower(1) for n in read_networks(f)]
@@ -148,10 +191,12 @@ def test_development_list_and_held_out_set_share_no_network() -> None:
     assert sum(isinstance(n, NB201Net) for n in read_networks(DEV_LIST_FILE)) == 22
 
 
-@pytest.mark.parametrize("flag,value", [("--quantile", "1.5"), ("--rounds", "0"),
-                                        ("--min-ms", "0")])
-def test_validate_rejects_bad_protocol_values(flag: str, value: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "flag,value", [("--quantile", "1.5"), ("--rounds", "0"), ("--min-ms", "0")]
+)
+def test_validate_rejects_bad_protocol_values(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--hw", "t4", flag, value]) == 2
     assert f"{flag}={value}" in capsys.readouterr().err
 
@@ -177,19 +222,33 @@ def test_lower_quantile_ignores_a_slow_burst() -> None:
     assert lower_quantile(samples, 0.5) == pytest.approx(5.3225e-3)
 
 
-def test_speed_factor_from_the_calibration_reference(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_speed_factor_from_the_calibration_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from costmodel._validate import calibration_reference
     from hw_profiles._schema import DATA_DIR
 
     prof = tmp_path / "cal.toml"
-    prof.write_text((DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
-                    f'reference_arch = "{REFERENCE_ARCH}"\n'
-                    "reference_s = { b1 = 0.004, b32 = 0.09 }\n")
+    prof.write_text(
+        (DATA_DIR / "t4.toml").read_text() + "\n[calibration]\n"
+        f'reference_arch = "{REFERENCE_ARCH}"\n'
+        "reference_s = { b1 = 0.004, b32 = 0.09 }\n"
+    )
     assert calibration_reference(str(prof), REFERENCE_ARCH) == {1: 0.004, 32: 0.09}
     assert calibration_reference("t4", REFERENCE_ARCH) == {}  # a datasheet profile has none
-    argv = ["--hw", str(prof), "--space", str(SPACE), "--n", "3", "--rounds", "3",
-            "--out", str(tmp_path), "--json"]
+    argv = [
+        "--hw",
+        str(prof),
+        "--space",
+        str(SPACE),
+        "--n",
+        "3",
+        "--rounds",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads((tmp_path / "validation_cpu_b1.json").read_text())
     factor = doc["meta"]["speed_factor"]
@@ -220,7 +279,8 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network(whe
     plain = dataclasses.replace(hw, conv_dispatch="none")
     assert rep.total.latency_s > 0
     assert costmodel.estimate(arch, hw=plain, batch=1).total.latency_s != pytest.approx(
-        rep.total.latency_s, rel=1e-3)
+        rep.total.latency_s, rel=1e-3
+    )
 
 
 def test_shufflenet_guidelines_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,18 +291,28 @@ def test_shufflenet_guidelines_script_runs(tmp_path: Path, monkeypatch: pytest.M
     # (for experiments/_provenance.py).
     monkeypatch.syspath_prepend(str(root / "experiments"))
     spec = importlib.util.spec_from_file_location(
-        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py")
+        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    argv = ["--hw", str(root / "experiments" / "results" / "calibrated_cpu.toml"),
-            "--size", "4", "--rounds", "2", "--out", str(tmp_path)]
+    argv = [
+        "--hw",
+        str(root / "experiments" / "results" / "calibrated_cpu.toml"),
+        "--size",
+        "4",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert mod.main(argv) == 0
     res = json.loads((tmp_path / "shufflenet_guidelines.json").read_text())
     assert [r["guideline"] for r in res["rows"]] == ["G1"] * 4 + ["G2"] * 4
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in res["rows"])
-    assert all(r["measured_p10_ms"] <= r["measured_ms"] <= r["measured_p90_ms"]
-               for r in res["rows"])
+    assert all(
+        r["measured_p10_ms"] <= r["measured_ms"] <= r["measured_p90_ms"] for r in res["rows"]
+    )
 
 
 def test_unseen_families_list_traces_completely() -> None:
@@ -252,8 +322,9 @@ def test_unseen_families_list_traces_completely() -> None:
     from costmodel._cli import read_networks
     from costmodel._user_model import ModuleNetwork
 
-    nets = read_networks(Path(__file__).resolve().parents[1] / "experiments"
-                         / "unseen_families.txt")
+    nets = read_networks(
+        Path(__file__).resolve().parents[1] / "experiments" / "unseen_families.txt"
+    )
     assert len(nets) == 20 and all(isinstance(n, ModuleNetwork) for n in nets)
     ops_seen: set[str] = set()
     for net in nets:

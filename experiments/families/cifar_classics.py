@@ -25,8 +25,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -36,8 +37,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], widths: tuple[int, ...],
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self, blocks: tuple[int, ...], widths: tuple[int, ...], num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -58,8 +60,21 @@ class ResNet(nn.Module):
 
 class MobileNetV1(nn.Module):
     # (out channels, stride) of the 13 depthwise-separable blocks, CIFAR strides
-    CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
-           (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+    CFG = (
+        (64, 1),
+        (128, 2),
+        (128, 1),
+        (256, 2),
+        (256, 1),
+        (512, 2),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (1024, 2),
+        (1024, 1),
+    )
 
     def __init__(self, width: float = 1.0, num_classes: int = 10) -> None:
         super().__init__()
@@ -70,9 +85,14 @@ class MobileNetV1(nn.Module):
         cin = c0
         for cout, stride in self.CFG:
             cout = int(cout * width)
-            layers += [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
-                       nn.BatchNorm2d(cin), nn.ReLU(),
-                       nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            layers += [
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.ReLU(),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
             cin = cout
         self.layers = nn.Sequential(*layers)
         self.linear = nn.Linear(cin, num_classes)
@@ -96,8 +116,7 @@ class InvertedResidual(nn.Module):
         self.bn3 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride == 1 and cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -108,8 +127,15 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expansion, out channels, blocks, stride), CIFAR strides (first two stages at 32 x 32)
-    CFG = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-           (6, 160, 3, 2), (6, 320, 1, 1))
+    CFG = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 1),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, width: float = 1.0, num_classes: int = 10) -> None:
         super().__init__()

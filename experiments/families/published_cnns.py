@@ -20,11 +20,41 @@ from torch import nn
 
 # (kernel, expansion, groups) of the nine candidate ops; None is "skip".
 FBNET_OPS: tuple[tuple[int, int, int] | None, ...] = (
-    (3, 1, 1), (3, 1, 2), (3, 3, 1), (3, 6, 1), (5, 1, 1), (5, 1, 2), (5, 3, 1), (5, 6, 1), None,
+    (3, 1, 1),
+    (3, 1, 2),
+    (3, 3, 1),
+    (3, 6, 1),
+    (5, 1, 1),
+    (5, 1, 2),
+    (5, 3, 1),
+    (5, 6, 1),
+    None,
 )
 # 22 searchable layers: output channels and stride (CIFAR: three stride-2 stages, 32 -> 4).
-FBNET_CHANNELS = (16, 24, 24, 24, 24, 32, 32, 32, 32, 64, 64, 64, 64,
-                  112, 112, 112, 112, 184, 184, 184, 184, 352)
+FBNET_CHANNELS = (
+    16,
+    24,
+    24,
+    24,
+    24,
+    32,
+    32,
+    32,
+    32,
+    64,
+    64,
+    64,
+    64,
+    112,
+    112,
+    112,
+    112,
+    184,
+    184,
+    184,
+    184,
+    352,
+)
 FBNET_STRIDES = (1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1)
 
 
@@ -46,13 +76,18 @@ class FBNetBlock(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, e: int, g: int, stride: int) -> None:
         super().__init__()
         mid = cin * e
-        self.pw = nn.Sequential(nn.Conv2d(cin, mid, 1, groups=g, bias=False),
-                                nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
+        self.pw = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, groups=g, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True)
+        )
         self.shuffle = ChannelShuffle(g) if g > 1 else nn.Identity()
-        self.dw = nn.Sequential(nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False),
-                                nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
-        self.pwl = nn.Sequential(nn.Conv2d(mid, cout, 1, groups=g, bias=False),
-                                 nn.BatchNorm2d(cout))
+        self.dw = nn.Sequential(
+            nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+        )
+        self.pwl = nn.Sequential(
+            nn.Conv2d(mid, cout, 1, groups=g, bias=False), nn.BatchNorm2d(cout)
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,8 +98,9 @@ class FBNetBlock(nn.Module):
 class FBNet(nn.Module):
     def __init__(self, ops: tuple[int, ...], num_classes: int = 100) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)
+        )
         layers: list[nn.Module] = []
         cin = 16
         for op, cout, stride in zip(ops, FBNET_CHANNELS, FBNET_STRIDES, strict=True):
@@ -75,8 +111,9 @@ class FBNet(nn.Module):
                 layers.append(FBNetBlock(cin, cout, *choice, stride))
             cin = cout
         self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Conv2d(cin, 1504, 1, bias=False), nn.BatchNorm2d(1504),
-                                  nn.ReLU(inplace=True))
+        self.head = nn.Sequential(
+            nn.Conv2d(cin, 1504, 1, bias=False), nn.BatchNorm2d(1504), nn.ReLU(inplace=True)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(1504, num_classes)
 
@@ -108,8 +145,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _dw_bn(channels: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False),
-            nn.BatchNorm2d(channels)]
+    return [
+        nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+    ]
 
 
 def _pw_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -121,10 +160,16 @@ class TorchvisionUnit(nn.Module):
         super().__init__()
         self.stride = stride
         half = oup // 2
-        self.branch1 = (nn.Sequential(*_dw_bn(inp, stride), *_pw_bn_relu(inp, half))
-                        if stride > 1 else nn.Sequential())
-        self.branch2 = nn.Sequential(*_pw_bn_relu(inp if stride > 1 else half, half),
-                                     *_dw_bn(half, stride), *_pw_bn_relu(half, half))
+        self.branch1 = (
+            nn.Sequential(*_dw_bn(inp, stride), *_pw_bn_relu(inp, half))
+            if stride > 1
+            else nn.Sequential()
+        )
+        self.branch2 = nn.Sequential(
+            *_pw_bn_relu(inp if stride > 1 else half, half),
+            *_dw_bn(half, stride),
+            *_pw_bn_relu(half, half),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -141,8 +186,9 @@ class SliceUnit(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         half = channels // 2
-        self.branch = nn.Sequential(*_pw_bn_relu(half, half), *_dw_bn(half, 1),
-                                    *_pw_bn_relu(half, half))
+        self.branch = nn.Sequential(
+            *_pw_bn_relu(half, half), *_dw_bn(half, 1), *_pw_bn_relu(half, half)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.size(1) // 2
@@ -153,8 +199,10 @@ class SliceUnit(nn.Module):
 
 # torchvision's stage widths per width multiplier (Ma et al., Table 5).
 SHUFFLENET_V2_WIDTHS = {
-    "x0_5": (24, 48, 96, 192, 1024), "x1_0": (24, 116, 232, 464, 1024),
-    "x1_5": (24, 176, 352, 704, 1024), "x2_0": (24, 244, 488, 976, 2048),
+    "x0_5": (24, 48, 96, 192, 1024),
+    "x1_0": (24, 116, 232, 464, 1024),
+    "x1_5": (24, 176, 352, 704, 1024),
+    "x2_0": (24, 244, 488, 976, 2048),
 }
 
 
@@ -162,15 +210,20 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, widths: tuple[int, ...], cifar: bool, num_classes: int = 1000) -> None:
         super().__init__()
         stride = 1 if cifar else 2
-        self.conv1 = nn.Sequential(nn.Conv2d(3, widths[0], 3, stride, 1, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, stride, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
         self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
         stages: list[nn.Module] = []
         cin = widths[0]
         for repeats, cout in zip((4, 8, 4), widths[1:4], strict=True):
             units: list[nn.Module] = [TorchvisionUnit(cin, cout, 2)]
-            units += [SliceUnit(cout) if cifar else TorchvisionUnit(cout, cout, 1)
-                      for _ in range(repeats - 1)]
+            units += [
+                SliceUnit(cout) if cifar else TorchvisionUnit(cout, cout, 1)
+                for _ in range(repeats - 1)
+            ]
             stages.append(nn.Sequential(*units))
             cin = cout
         self.stages = nn.Sequential(*stages)
@@ -188,8 +241,9 @@ def _factories() -> dict[str, Callable[[], nn.Module]]:
         made[f"fbnet_{seed}"] = lambda s=seed: FBNet(fbnet_ops(s)).eval()
     for name, widths in SHUFFLENET_V2_WIDTHS.items():
         made[f"shufflenet_v2_{name}"] = lambda w=widths: ShuffleNetV2(w, cifar=False).eval()
-        made[f"shufflenet_v2_cifar_{name}"] = (
-            lambda w=widths: ShuffleNetV2(w, cifar=True, num_classes=10).eval())
+        made[f"shufflenet_v2_cifar_{name}"] = lambda w=widths: ShuffleNetV2(
+            w, cifar=True, num_classes=10
+        ).eval()
     return made
 
 
