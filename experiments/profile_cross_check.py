@@ -13,7 +13,8 @@ with a uniform drift, its level error does.
         --out experiments/results/epyc_op_chains/profile_cross_check.md
 
 Nothing is timed: it reads ``validation_cpu_{set}_b{batch}.json`` files that ``costmodel
-validate`` wrote, for the development list, the held-out list and the unseen families.
+validate`` wrote, for the development list, the held-out list, the unseen families, the
+CIFAR classics and the single-operation diagnostic networks (``pure_networks.txt``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from searchspace import reference_architecture  # noqa: E402
 
 Scale = Callable[[HardwareProfile, float, float], HardwareProfile]
 SETS = (("devlist", DEV_LIST_FILE), ("heldout", HELDOUT_FILE),
-        ("unseen_families", ROOT / "experiments" / "unseen_families.txt"))  # fmt: skip
+        ("unseen_families", ROOT / "experiments" / "unseen_families.txt"),
+        ("cifar_classics", ROOT / "experiments" / "cifar_classics.txt"),
+        ("pure_networks", ROOT / "experiments" / "pure_networks.txt"))  # fmt: skip
 
 
 def _pair(text: str) -> tuple[str, Path]:
@@ -122,11 +125,22 @@ def _session_agreement(sessions: list[tuple[str, Path]]) -> list[str]:
     return lines
 
 
+def reference_times(path: Path) -> dict[str, float]:
+    """The reference network's times per batch when ``path`` was calibrated. A profile refitted
+    from a session's recorded timings (``allocator_refit.py``) has none of its own: those
+    timings are its session's, so the session's ``calibrated_cpu.toml`` holds them."""
+    ref = calibration_table(str(path)).get("reference_s", {})
+    session = path.with_name("calibrated_cpu.toml")
+    if not ref and session != path and session.exists():
+        ref = calibration_table(str(session)).get("reference_s", {})
+    return ref
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(__doc__, argv)
     profiles = [(label, load_fresh(path)) for label, path in args.profile]
     # Each profile's reference-network times per batch when it was calibrated.
-    refs = [calibration_table(str(path)).get("reference_s", {}) for _, path in args.profile]
+    refs = [reference_times(path) for _, path in args.profile]
     head = (
         "| set | batch | measured in | "
         + " | ".join(
@@ -137,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     lines = [head, "|" + "---|" * (3 + 4 * len(profiles))]
     for name, listing in SETS:
+        if all(validation_doc(f, name, b) is None for _, f in args.session for b in (1, 32)):
+            continue
         nets = read_networks(listing)
         # Each profile at each session's speed while it measured this set (None: not measured).
         moved = {(i, label): rescaled_to_session(hw, ref, folder, name)
                  for i, ((_, hw), ref) in enumerate(zip(profiles, refs, strict=True))
                  for label, folder in args.session}  # fmt: skip
         for b in (1, 32):
+            if all(validation_doc(folder, name, b) is None for _, folder in args.session):
+                continue  # no session measured it: predicting it would cost minutes for nothing
             preds = [predict(nets, b, hw) for _, hw in profiles]
             for label, folder in args.session:
                 doc = validation_doc(folder, name, b)

@@ -493,3 +493,28 @@ def test_cpu_page_faults(tmp_path: Path) -> None:
         cell["rows"][0]
     )
     assert provenance_problems((tmp_path / "pf.md").read_text()) == []
+
+
+def test_profile_cross_check_predicts_only_measured_sets_and_finds_a_refits_reference(
+    tmp_path: Path,
+) -> None:
+    """One session that measured one set: one row. A refitted profile (no reference times of
+    its own) takes its session's, so its 'at its calibration speed' factor is the morning
+    calibration's reference time over the session's."""
+    session = tmp_path / "session"
+    session.mkdir()
+    recorded = RESULTS / "epyc_2026-12-02_evening" / "validation_cpu_pure_networks_b1.json"
+    shutil.copy(recorded, session)
+    evening = RESULTS / "epyc_2026-12-02_evening" / "calibrated_cpu.toml"
+    refit = RESULTS / "epyc_2026-12-02" / "calibrated_cpu_heap_model.toml"
+    out = tmp_path / "cc.md"
+    run_script("profile_cross_check.py", "--profile", f"evening={evening}", "--profile",
+               f"refit={refit}", "--session", f"s={session}", "--out", str(out))  # fmt: skip
+    rows = [ln.split(" | ") for ln in out.read_text().splitlines() if ln.startswith("| pure")]
+    assert len(rows) == 1  # the other sets and batch 32 were measured by no session
+    (row,) = rows
+    doc = json.loads(recorded.read_text())
+    # The evening profile predicted these very timings when they were taken.
+    assert row[3] == f"{doc['summary_vs_median']['spearman']:.3f}"
+    # 4.06111 ms: the morning calibration's reference network at batch 1 (its TOML).
+    assert row[9].endswith(f"(x{0.00406111 / doc['meta']['reference_s']:.2f})")
