@@ -708,7 +708,8 @@ def _mdape(pred: Sequence[float], meas: Sequence[float]) -> float:
 
 
 def _spearman(pred: Sequence[float], meas: Sequence[float]) -> float:
-    if len(pred) < 3:
+    # Undefined below three rows or when either side is constant (no order to correlate).
+    if len(pred) < 3 or len(set(pred)) < 2 or len(set(meas)) < 2:
         return float("nan")
     return float(spearmanr(pred, meas).statistic)
 

@@ -19,6 +19,7 @@ from costmodel._fit import (
     HEAVY_HOST_CLASSES,
     SPLIT_GROUPS,
     MeasuredNetwork,
+    _spearman,
     fit_networks,
     predict_networks,
 )
@@ -447,3 +448,14 @@ def test_fit_cli_costs_family_strings_as_their_own_code_runs(tmp_path: Path) -> 
     # NAS-Bench-201's node sums start from 0 (Python's sum()): 45 `0 + x` layers more
     assert low.specs == nb.eager_layers(2) and low.extra_kernels == 0
     assert len(low.specs) == len(nb.lower(2)) + 45
+
+
+@pytest.mark.filterwarnings("error")
+def test_spearman_is_undefined_without_an_order_on_either_side() -> None:
+    # Rank correlation needs three rows and two distinct values on each side; scipy would
+    # warn and give nan, the fit report says nan without the warning.
+    assert _spearman([1.0, 2.0, 3.0], [2.0, 4.0, 9.0]) == pytest.approx(1.0)
+    assert _spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    for pred, meas in [([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [5.0] * 3),
+                       ([1.0, 2.0], [1.0, 2.0])]:  # fmt: skip
+        assert _spearman(pred, meas) != _spearman(pred, meas)  # nan
