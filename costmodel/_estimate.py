@@ -218,6 +218,20 @@ class _EstimateReport(CostReport):
                              self.input_shape, self.unsupported))  # fmt: skip
 
 
+def _whole_network(
+    arch: Lowerable, batch: int, ctx: _Context, precision: str, runtime: str
+) -> CostReport:
+    """``arch``'s full layer list costed in one piece (no segment cache)."""
+    return analyze(
+        arch.lower(batch),
+        ctx.hw,
+        precision,
+        runtime,
+        input_shape=(batch, *arch.input_shape),
+        model=ctx.model,
+    )
+
+
 def estimate(
     arch: Lowerable,
     hw: str | HardwareProfile = "t4",
@@ -241,28 +255,14 @@ def estimate(
         segments = arch.segments
     except AttributeError:
         if hasattr(arch, "input_shape") and callable(getattr(arch, "lower", None)):
-            return analyze(
-                arch.lower(batch),
-                ctx.hw,
-                precision,
-                runtime,
-                input_shape=(batch, *arch.input_shape),
-                model=ctx.model,
-            )
+            return _whole_network(arch, batch, ctx, precision, runtime)
         raise TypeError(
             f"arch={arch!r} must lower itself to layer specs (input_shape and "
             "lower(batch)), e.g. a searchspace.Architecture"
         ) from None
     if getattr(ctx.model, "whole_network", lambda hw: False)(ctx.hw):
         # A layer's cost depends on the layers around it: segments cannot be costed alone.
-        return analyze(
-            arch.lower(batch),
-            ctx.hw,
-            precision,
-            runtime,
-            input_shape=(batch, *arch.input_shape),
-            model=ctx.model,
-        )
+        return _whole_network(arch, batch, ctx, precision, runtime)
     cache = ctx.cache
     segs = []
     for part in segments():
