@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     lines = [head, "|" + "---|" * (3 + 4 * len(profiles))]
     for name, listing in SETS:
-        if all(validation_doc(f, name, b) is None for _, f in args.session for b in (1, 32)):
+        # What each session measured of this set, read once (None: not measured).
+        docs = {(label, b): validation_doc(folder, name, b)
+                for label, folder in args.session for b in (1, 32)}  # fmt: skip
+        if all(d is None for d in docs.values()):
             continue
         nets = read_networks(listing)
         # Each profile at each session's speed while it measured this set (None: not measured).
@@ -159,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                  for i, ((_, hw), ref) in enumerate(zip(profiles, refs, strict=True))
                  for label, folder in args.session}  # fmt: skip
         for b in (1, 32):
-            if all(validation_doc(folder, name, b) is None for _, folder in args.session):
+            if all(docs[label, b] is None for label, _ in args.session):
                 continue  # no session measured it: predicting it would cost minutes for nothing
             preds = [predict(nets, b, hw) for _, hw in profiles]
-            for label, folder in args.session:
-                doc = validation_doc(folder, name, b)
+            for label, _ in args.session:
+                doc = docs[label, b]
                 if doc is None:
                     continue
                 measured = _times(doc)
