@@ -276,3 +276,39 @@ def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
             specs.append(spec)
             made += 1
     return specs
+
+
+# Working sets past a CPU's last-level cache: the sweep above stays mostly inside it
+# (its largest layers are CIFAR-size), so it cannot show how a class slows when its
+# bytes come from DRAM, which ImageNet-size inputs at batch 32 need.
+_SPILL_CHANNELS = [24, 32, 48, 64, 96, 128, 160, 240, 272]
+_SPILL_SIZES = [28, 32, 44, 56, 72, 88]
+_SPILL_BYTES = (16 << 20, 128 << 20)  # fp32 mac bytes, from above any cache this runs on
+_SPILL_PER_CLASS = 4
+
+
+def spill_sweep(seed: int = CALIBRATION_SEED + 1, max_macs: float = 3e8) -> list[LayerSpec]:
+    """Layers of every class but linear at batch 32 whose working set is 16-128 MiB (seeded)."""
+    rng = random.Random(seed)
+    specs: list[LayerSpec] = []
+    for cls in (c for c in _PER_CLASS if c != "linear"):
+        made = tries = 0
+        while made < _SPILL_PER_CLASS and tries < 5000:
+            tries += 1
+            c, h = rng.choice(_SPILL_CHANNELS), rng.choice(_SPILL_SIZES)
+            co = rng.choice(_SPILL_CHANNELS)
+            k = rng.choice([3, 3, 5]) if cls in ("dense_conv", "depthwise_conv") else 1
+            s = rng.choice([1, 1, 1, 2])
+            try:
+                spec = _DRAWS[cls](rng, (32, c, h, h), co, k, s)
+                if spec is None:
+                    continue
+                n = count(spec)
+            except ValueError:
+                continue
+            fits = n.macs <= max_macs and _SPILL_BYTES[0] <= 4 * n.mac_elements <= _SPILL_BYTES[1]
+            if not fits or spec in specs:
+                continue
+            specs.append(spec)
+            made += 1
+    return specs

@@ -49,6 +49,8 @@ profile without them is the bare roofline plus fixed costs:
    streams at ``cache_bandwidth_bytes_per_s`` instead of DRAM bandwidth; with
    ``cache_falloff_exponent`` > 0 the cache's share falls smoothly with the
    working set (a CPU's effective share of a shared last-level cache is fitted).
+   ``cache_model = "ceilings"`` makes the cache and DRAM two ceilings instead of one
+   blended bandwidth (``memory_time_s``).
 6. Fresh memory (CPU): PyTorch's CPU allocator has no cache, and a tensor on
    pages the OS has just handed out faults on every page it writes
    (``page_fault_s_per_byte``; 0.8 ns/B, 3.2 us per 4 KiB page on the
@@ -194,14 +196,40 @@ def memory_bandwidth(mac_bytes: int, hw: HardwareProfile) -> float:
     bandwidth is the harmonic blend 1 / (h / cache_bw + (1 - h) / dram_bw).
     """
     bw = hw.bandwidth_bytes_per_s
-    cache_bw = max(bw, hw.cache_bandwidth_bytes_per_s)
     if hw.cache_bandwidth_bytes_per_s <= 0 or hw.cache_bytes <= 0:
         return bw
+    hit = cache_hit_share(mac_bytes, hw)
+    return 1.0 / (hit / max(bw, hw.cache_bandwidth_bytes_per_s) + (1.0 - hit) / bw)
+
+
+def cache_hit_share(mac_bytes: int, hw: HardwareProfile) -> float:
+    """The share of a kernel's traffic its profile's cache serves (0 without a cache)."""
+    if hw.cache_bandwidth_bytes_per_s <= 0 or hw.cache_bytes <= 0:
+        return 0.0
     p = hw.cache_falloff_exponent
     if p <= 0:
-        return cache_bw if mac_bytes <= hw.cache_bytes else bw
-    hit = 1.0 / (1.0 + (mac_bytes / hw.cache_bytes) ** p)
-    return 1.0 / (hit / cache_bw + (1.0 - hit) / bw)
+        return 1.0 if mac_bytes <= hw.cache_bytes else 0.0
+    return 1.0 / (1.0 + (mac_bytes / hw.cache_bytes) ** p)
+
+
+def memory_time_s(mac_bytes: int, memory_efficiency: float, hw: HardwareProfile) -> float:
+    """Seconds to move ``mac_bytes`` at the class's ``memory_efficiency``.
+
+    ``cache_model = "blend"``: at that fraction of ``memory_bandwidth``. ``"ceilings"``
+    (a hierarchical roofline; Ilic, Pratas, Sousa, "Cache-aware Roofline model", IEEE
+    CAL 2014): the kernel streams at that fraction of the cache bandwidth, and the
+    traffic the cache misses can move no faster than DRAM. A kernel far below the
+    cache's rate (a pooling window looped one output at a time) then takes as long
+    on a working set past the cache as inside it, where the blend slows it by the
+    whole cache / DRAM ratio.
+    """
+    if hw.cache_model == "blend" or hw.cache_bandwidth_bytes_per_s <= 0 or hw.cache_bytes <= 0:
+        return mac_bytes / (memory_bandwidth(mac_bytes, hw) * memory_efficiency)
+    cache_bw = max(hw.bandwidth_bytes_per_s, hw.cache_bandwidth_bytes_per_s)
+    miss = 1.0 - cache_hit_share(mac_bytes, hw)
+    return max(
+        mac_bytes / (cache_bw * memory_efficiency), miss * mac_bytes / hw.bandwidth_bytes_per_s
+    )
 
 
 def roofline_time(
@@ -225,7 +253,7 @@ def roofline_time(
     _, me = hw.efficiency(cls, precision)
     ops = macs_to_flops(counts.macs) + counts.other_ops
     compute_s = ops / (hw.peak(precision) * compute_efficiency(spec, counts, hw, precision, cls))
-    memory_s = mac_bytes / (memory_bandwidth(mac_bytes, hw) * me)
+    memory_s = memory_time_s(mac_bytes, me, hw)
     rt = hw.runtime(runtime)
     overhead_s = rt.kernel_overhead_s
     host_s = rt.host_s(cls)

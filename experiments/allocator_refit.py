@@ -24,8 +24,10 @@ lower to exactly the recorded layers, or the script stops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +72,23 @@ def calibration_networks(raw: dict[str, Any]) -> list[NetworkRow]:
     return rows
 
 
-def refit(folder: Path, hold: tuple[str, ...] = ()) -> HardwareProfile:
+def refit(
+    folder: Path,
+    hold: tuple[str, ...] = (),
+    cache_model: str = "blend",
+    extra_benchmarks: Sequence[dict[str, Any]] = (),
+) -> HardwareProfile:
+    """The session's recorded calibration fitted again with the current model; optionally
+    with another ``cache_model`` and more benchmarks (raw records: spec, time_s)."""
     raw = json.loads((folder / "calibration_cpu_raw.json").read_text())
-    specs = [C.spec_from_dict(b["spec"]) for b in raw["benchmarks"]]
-    times = [b["time_s"] for b in raw["benchmarks"]]
+    benchmarks = [*raw["benchmarks"], *extra_benchmarks]
+    specs = [C.spec_from_dict(b["spec"]) for b in benchmarks]
+    times = [b["time_s"] for b in benchmarks]
     chains = [(tuple(C.spec_from_dict(s) for s in c["layers"]), c["time_s"])
               for c in raw.get("op_chains", [])]  # fmt: skip
     base = C._base_profile("cpu", 1, None, "refit", Ceilings(**raw["ceilings"]),
                            raw["overheads_s"])  # fmt: skip
+    base = dataclasses.replace(base, cache_model=cache_model)
     fit = fit_profile(base, specs, times, nets=[*calibration_networks(raw), *chains], hold=hold)
     return C._with_graph_class_costs(fit.profile)
 

@@ -73,6 +73,12 @@ def _lookup_chain(kernel_class: str) -> tuple[str, ...]:
 # How a profile's runtime picks a convolution algorithm: "none" (one class per
 # conv kind) or "pytorch_cpu" (PyTorch's CPU dispatch between oneDNN and native).
 CONV_DISPATCH = ("none", "pytorch_cpu")
+# How a kernel's memory time uses the cache (costmodel._latency.memory_time_s):
+# "blend": its class efficiency scales one bandwidth, the cache's and DRAM's blended by
+# the share of traffic the cache serves; "ceilings": its class efficiency scales the
+# cache bandwidth (the rate the kernel itself streams at) and DRAM caps the traffic
+# that misses (a hierarchical roofline).
+CACHE_MODELS = ("blend", "ceilings")
 
 DATA_DIR = Path(__file__).with_name("data")
 
@@ -185,6 +191,8 @@ class HardwareProfile:
     # profile describes (PyTorch's dispatch depends on them).
     conv_dispatch: str = "none"
     threads: int = 1
+    # How memory time uses the cache (CACHE_MODELS).
+    cache_model: str = "blend"
     path: str = ""
 
     def peak(self, precision: str) -> float:
@@ -251,6 +259,7 @@ class HardwareProfile:
             **{k: getattr(self, k) for k in SHAPE_KEYS},
             "conv_dispatch": self.conv_dispatch,
             "threads": self.threads,
+            "cache_model": self.cache_model,
         }
 
 
@@ -311,6 +320,7 @@ _TOP_KEYS = {
     "rescale": dict,
     "conv_dispatch": str,
     "threads": int,
+    "cache_model": str,
     **{k: float for k in SHAPE_KEYS},
 }
 _REQUIRED = (
@@ -522,6 +532,11 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         raise ProfileError(
             f"{where}: conv_dispatch={conv_dispatch!r} is not one of {list(CONV_DISPATCH)}"
         )
+    cache_model = data.get("cache_model", "blend")
+    if cache_model not in CACHE_MODELS:
+        raise ProfileError(
+            f"{where}: cache_model={cache_model!r} is not one of {list(CACHE_MODELS)}"
+        )
     threads = int(data.get("threads", 1))
     if threads < 1:
         raise ProfileError(f"{where}: threads={threads!r} must be >= 1")
@@ -547,6 +562,7 @@ def parse_profile(data: Mapping[str, Any], where: str = "<profile>") -> Hardware
         **shape,
         conv_dispatch=conv_dispatch,
         threads=threads,
+        cache_model=cache_model,
         path=where,
     )
 

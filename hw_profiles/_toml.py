@@ -40,6 +40,7 @@ def profile_to_toml(
     lines.append(f"cache_bytes = {hw.cache_bytes}")
     lines.append(f"conv_dispatch = {_fmt(hw.conv_dispatch)}")
     lines.append(f"threads = {hw.threads}")
+    lines.append(f"cache_model = {_fmt(hw.cache_model)}")
     for k in SHAPE_KEYS:
         lines.append(f"{k} = {_fmt(float(getattr(hw, k)))}")
     lines += ["", "[peak_ops_per_s]"]

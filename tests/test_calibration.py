@@ -186,6 +186,21 @@ def test_sweep_is_seeded_and_covers_every_kernel_class() -> None:
     assert any(s.op == "mul" and s.other_shape for s in full)
 
 
+def test_spill_sweep_leaves_the_cache_for_every_streaming_and_conv_class() -> None:
+    """Every class but linear gets layers at batch 32 whose fp32 working set (mac bytes)
+    is 16-128 MiB, past a CPU's last-level cache; seeded and without repeats."""
+    from costmodel._bench import spill_sweep
+    from costmodel._formulas import count
+
+    a = spill_sweep()
+    assert a == spill_sweep() and a != spill_sweep(seed=3)
+    assert len(set(a)) == len(a)
+    assert {kernel_class(s) for s in a} == set(KERNEL_CLASSES) - {"native_conv", "linear"}
+    for s in a:
+        assert s.in_shape[0] == 32
+        assert 16 << 20 <= 4 * count(s).mac_elements <= 128 << 20, s
+
+
 def test_every_sweep_layer_runs_as_its_benchmark() -> None:
     """Each benchmarked layer runs and writes a tensor of the shape its formula counts:
     fails if a benchmark (e.g. mul's) runs another kind of layer than the spec says."""
@@ -404,6 +419,10 @@ def test_schema_conv_dispatch_and_threads() -> None:
         parse_profile({**base, "conv_dispatch": "onednn"})
     with pytest.raises(ProfileError, match=r"threads=0 must be >= 1"):
         parse_profile({**base, "threads": 0})
+    assert hw.cache_model == "blend"  # the default: profiles written before it keep their model
+    assert parse_profile({**base, "cache_model": "ceilings"}).cache_model == "ceilings"
+    with pytest.raises(ProfileError, match=r"cache_model='lru' is not one of"):
+        parse_profile({**base, "cache_model": "lru"})
 
 
 def test_lower_quantile_matches_numpy() -> None:

@@ -182,6 +182,7 @@ def _bigger(prof: Any, **scale: float) -> Any:
     device=st.sampled_from(["gpu", "cpu"]),
     factor=st.floats(1.0, 100.0),
     which=st.sampled_from(["peak", "bw", "cbw"]),
+    cache_model=st.sampled_from(["blend", "ceilings"]),
 )
 def test_latency_never_rises_when_peak_or_bandwidth_rises(
     layer: str,
@@ -192,6 +193,7 @@ def test_latency_never_rises_when_peak_or_bandwidth_rises(
     device: str,
     factor: float,
     which: str,
+    cache_model: str,
 ) -> None:
     specs = {
         "dense": conv(c, c, size, n=n),
@@ -215,6 +217,8 @@ def test_latency_never_rises_when_peak_or_bandwidth_rises(
         memory_compute_overlap=0.3,
         compute_efficiency={"depthwise_conv": 0.2, "fp16": {"dense_conv": 0.6}},
         memory_efficiency={"batchnorm": 0.5},
+        cache_model=cache_model,
+        cache_falloff_exponent=2.0,
     )
     faster = _bigger(prof, **{which: factor})
     for rt in ("eager", "graph", "fused"):
@@ -321,6 +325,33 @@ def test_cache_falloff_blends_cache_and_dram_bandwidth() -> None:
     bws = [memory_bandwidth(b, smooth) for b in sizes]
     assert all(a >= b for a, b in itertools.pairwise(bws))  # never rises with size
     assert 1e11 <= bws[-1] < 1.01e11 and 0.99e12 < bws[0] <= 1e12
+
+
+def test_cache_ceilings_scale_the_cache_rate_and_cap_missed_traffic_at_dram() -> None:
+    common = {"cache_bytes": 1 << 20, "cache_bandwidth_bytes_per_s": 1e12,
+              "cache_falloff_exponent": 2.0}  # fmt: skip
+    blend = make_profile(**common, memory_efficiency={"pooling": 0.01, "activation": 0.9})
+    ceilings = make_profile(
+        **common, memory_efficiency={"pooling": 0.01, "activation": 0.9}, cache_model="ceilings"
+    )
+    # relu on 32x32x64x64: in + out = 2 x 4,194,304 x 4 B = 33,554,432 B, 32x the cache:
+    # hit share 1 / (1 + 32^2) = 1 / 1025. Ceilings: max(B / (0.9 x 1e12), B x 1024/1025 / 1e11),
+    # DRAM binds; the blend: B x (1/1025 / 1e12 + 1024/1025 / 1e11) / 0.9.
+    relu = LayerSpec("relu", (32, 32, 64, 64))
+    b, miss = 33554432, 1024 / 1025
+    assert kt(relu, ceilings).memory_s == pytest.approx(b * miss / 1e11)
+    assert kt(relu, blend).memory_s == pytest.approx(b * (1 / 1025 / 1e12 + miss / 1e11) / 0.9)
+    # A 2x2 stride-2 average pool at 1% of the cache's rate streams at 1e10 B/s, below
+    # DRAM's 1e11: its own rate binds inside the cache and past it.
+    for n in (1, 32):  # in + out = (131,072 + 32,768) x 4 B = 0.625 MiB per image
+        pool = LayerSpec("avgpool2d", (n, 32, 64, 64), kernel_size=2, stride=2)
+        assert kt(pool, ceilings).memory_s == pytest.approx(n * 655360 / (0.01 * 1e12))
+    # The blend slows the spilled pool by nearly the whole cache / DRAM ratio (10x).
+    spilled = LayerSpec("avgpool2d", (32, 32, 64, 64), kernel_size=2, stride=2)
+    assert kt(spilled, blend).memory_s > 9 * kt(spilled, ceilings).memory_s
+    # Without a cache both are the plain roofline.
+    plain = make_profile(cache_model="ceilings")
+    assert kt(relu, plain).memory_s == pytest.approx(b / 1e11)
 
 
 def test_native_conv_class_only_where_the_profile_models_pytorch_dispatch() -> None:
