@@ -251,6 +251,40 @@ _DRAWS: dict[str, _Draw] = {
 }
 
 
+# Picks an input shape (N, C, H, W) and output channels for a draw.
+_PickShape = Callable[[random.Random], tuple[tuple[int, int, int, int], int]]
+
+
+def _draw_class(
+    rng: random.Random,
+    cls: str,
+    n: int,
+    pick: _PickShape,
+    accept: Callable[[LayerSpec, list[LayerSpec]], bool],
+) -> list[LayerSpec]:
+    """Up to ``n`` layers of kernel class ``cls`` that ``accept`` takes (given those so far)."""
+    specs: list[LayerSpec] = []
+    tries = 0
+    while len(specs) < n and tries < 5000:
+        tries += 1
+        shape, co = pick(rng)
+        k = rng.choice([3, 3, 5]) if cls in ("dense_conv", "depthwise_conv") else 1
+        s = rng.choice([1, 1, 1, 2])
+        try:
+            spec = _DRAWS[cls](rng, shape, co, k, s)
+            if spec is None or not accept(spec, specs):
+                continue
+        except ValueError:
+            continue
+        specs.append(spec)
+    return specs
+
+
+def _pick_sweep_shape(rng: random.Random) -> tuple[tuple[int, int, int, int], int]:
+    b, c, h = rng.choice(_BATCHES), rng.choice(_CHANNELS), rng.choice(_SIZES)
+    return (b, c, h, h), rng.choice(_CHANNELS)
+
+
 def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
     """Single layers of every kernel class over channels, sizes, batches (seeded)."""
     rng = random.Random(seed)
@@ -258,23 +292,13 @@ def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
     # Up to the largest layers of a CIFAR-size network at batch 32 (~10 ms on one
     # CPU thread); the quick sweep stays small.
     max_macs = 3e7 if quick else 3e8
+
+    def within(spec: LayerSpec, _so_far: list[LayerSpec]) -> bool:
+        return count(spec).macs <= max_macs
+
     specs: list[LayerSpec] = []
     for cls, n in _PER_CLASS.items():
-        made = tries = 0
-        while made < max(3, int(n * scale)) and tries < 5000:
-            tries += 1
-            b, c, h = rng.choice(_BATCHES), rng.choice(_CHANNELS), rng.choice(_SIZES)
-            co = rng.choice(_CHANNELS)
-            k = rng.choice([3, 3, 5]) if cls in ("dense_conv", "depthwise_conv") else 1
-            s = rng.choice([1, 1, 1, 2])
-            try:
-                spec = _DRAWS[cls](rng, (b, c, h, h), co, k, s)
-                if spec is None or count(spec).macs > max_macs:
-                    continue
-            except ValueError:
-                continue
-            specs.append(spec)
-            made += 1
+        specs += _draw_class(rng, cls, max(3, int(n * scale)), _pick_sweep_shape, within)
     return specs
 
 
@@ -287,28 +311,24 @@ _SPILL_BYTES = (16 << 20, 128 << 20)  # fp32 mac bytes, from above any cache thi
 _SPILL_PER_CLASS = 4
 
 
+def _pick_spill_shape(rng: random.Random) -> tuple[tuple[int, int, int, int], int]:
+    c, h = rng.choice(_SPILL_CHANNELS), rng.choice(_SPILL_SIZES)
+    return (32, c, h, h), rng.choice(_SPILL_CHANNELS)
+
+
 def spill_sweep(seed: int = CALIBRATION_SEED + 1, max_macs: float = 3e8) -> list[LayerSpec]:
     """Layers of every class but linear at batch 32 whose working set is 16-128 MiB (seeded)."""
+
+    def accept(spec: LayerSpec, so_far: list[LayerSpec]) -> bool:
+        n = count(spec)
+        return (
+            n.macs <= max_macs
+            and _SPILL_BYTES[0] <= 4 * n.mac_elements <= _SPILL_BYTES[1]
+            and spec not in so_far
+        )
+
     rng = random.Random(seed)
     specs: list[LayerSpec] = []
     for cls in (c for c in _PER_CLASS if c != "linear"):
-        made = tries = 0
-        while made < _SPILL_PER_CLASS and tries < 5000:
-            tries += 1
-            c, h = rng.choice(_SPILL_CHANNELS), rng.choice(_SPILL_SIZES)
-            co = rng.choice(_SPILL_CHANNELS)
-            k = rng.choice([3, 3, 5]) if cls in ("dense_conv", "depthwise_conv") else 1
-            s = rng.choice([1, 1, 1, 2])
-            try:
-                spec = _DRAWS[cls](rng, (32, c, h, h), co, k, s)
-                if spec is None:
-                    continue
-                n = count(spec)
-            except ValueError:
-                continue
-            fits = n.macs <= max_macs and _SPILL_BYTES[0] <= 4 * n.mac_elements <= _SPILL_BYTES[1]
-            if not fits or spec in specs:
-                continue
-            specs.append(spec)
-            made += 1
+        specs += _draw_class(rng, cls, _SPILL_PER_CLASS, _pick_spill_shape, accept)
     return specs
