@@ -35,19 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
-from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _provenance import provenance_finish, provenance_start, write_record  # noqa: E402
+from allocator_refit import _scores as refit_scores  # noqa: E402
 from allocator_refit import refit  # noqa: E402
 
 from costmodel import estimate  # noqa: E402
 from costmodel._cli import parse_network  # noqa: E402
-from hw_profiles import load  # noqa: E402
+from hw_profiles import calibration_table, load  # noqa: E402
 from hw_profiles._toml import profile_to_toml  # noqa: E402
 
 VARIANTS = [("blend", False), ("ceilings", False), ("blend", True), ("ceilings", True)]
@@ -73,19 +72,12 @@ def _refit_one(job: tuple[Path, str, bool, Path]) -> tuple[str, str]:
 
 
 def _reference_s(path: Path) -> dict[str, float]:
-    cal = tomllib.loads(path.read_text()).get("calibration", {})
-    return dict(cal.get("reference_s", {}))
+    return dict(calibration_table(path).get("reference_s", {}))
 
 
 def _scores(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
-    err = np.abs(pred / meas - 1)
-    return {
-        "spearman": float(spearmanr(pred, meas).statistic),
-        "median_abs_error": float(np.median(err)),
-        "within_10": float(np.mean(err <= 0.10)),
-        "within_25": float(np.mean(err <= 0.25)),
-        "median_ratio": float(np.median(pred / meas)),
-    }
+    within_25 = float(np.mean(np.abs(pred / meas - 1) <= 0.25))
+    return {**refit_scores(pred, meas), "within_25": within_25}
 
 
 def predict_session(

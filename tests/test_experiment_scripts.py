@@ -518,3 +518,34 @@ def test_profile_cross_check_predicts_only_measured_sets_and_finds_a_refits_refe
     assert row[3] == f"{doc['summary_vs_median']['spearman']:.3f}"
     # 4.06111 ms: the morning calibration's reference network at batch 1 (its TOML).
     assert row[9].endswith(f"(x{0.00406111 / doc['meta']['reference_s']:.2f})")
+
+
+def test_cache_model_ablation_predicts_as_validate_did_and_scales_to_the_sessions_speed(
+    tmp_path: Path,
+) -> None:
+    """The evening profile, named as a variant, predicts the evening's own timings exactly as
+    validate did then; a calibration reference half the session's puts the session at x2."""
+    spec = importlib.util.spec_from_file_location(
+        "cache_model_ablation", EXP / "cache_model_ablation.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    session = tmp_path / "session"
+    session.mkdir()
+    recorded = RESULTS / "epyc_2026-12-02_evening" / "validation_cpu_pure_networks_b1.json"
+    shutil.copy(recorded, session)
+    doc = json.loads(recorded.read_text())
+    evening = RESULTS / "epyc_2026-12-02_evening" / "calibrated_cpu.toml"
+    cal_ref = {"b1": doc["meta"]["reference_s"] / 2}
+    (cell,) = mod.predict_session(session, {"blend": str(evening)}, cal_ref)
+    assert (cell["set"], cell["batch"], cell["n"]) == ("pure_networks", 1, 9)
+    assert cell["speed"] == pytest.approx(2.0)
+    scores = cell["variants"]["blend"]
+    assert scores["wall"]["spearman"] == pytest.approx(doc["summary_vs_median"]["spearman"])
+    assert scores["wall"]["median_abs_error"] == pytest.approx(
+        doc["summary_vs_median"]["median_abs_error"]
+    )
+    assert scores["at_speed"]["median_ratio"] == pytest.approx(
+        2 * scores["wall"]["median_ratio"]
+    )
