@@ -546,6 +546,4 @@ def test_cache_model_ablation_predicts_as_validate_did_and_scales_to_the_session
     assert scores["wall"]["median_abs_error"] == pytest.approx(
         doc["summary_vs_median"]["median_abs_error"]
     )
-    assert scores["at_speed"]["median_ratio"] == pytest.approx(
-        2 * scores["wall"]["median_ratio"]
-    )
+    assert scores["at_speed"]["median_ratio"] == pytest.approx(2 * scores["wall"]["median_ratio"])
