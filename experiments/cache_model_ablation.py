@@ -84,6 +84,7 @@ def predict_session(
     session: Path, profiles: dict[str, str], cal_ref: dict[str, float]
 ) -> list[dict[str, Any]]:
     cells = []
+    hws = {variant: load(prof) for variant, prof in profiles.items()}
     for path in sorted(session.glob("validation_cpu_*_b*.json")):
         doc = json.loads(path.read_text())
         name, batch = path.stem.removeprefix("validation_cpu_").rsplit("_b", 1)
@@ -93,10 +94,9 @@ def predict_session(
         speed = ref / cal if ref and cal else float("nan")
         cell: dict[str, Any] = {"session": session.name, "set": name, "batch": int(batch),
                                 "n": len(pts), "speed": speed, "variants": {}}  # fmt: skip
-        for variant, prof in profiles.items():
-            hw = load(prof)
-            pred = np.array([estimate(parse_network(p["arch"], ROOT / "experiments"), hw=hw,
-                                      batch=int(batch)).total.latency_s for p in pts])  # fmt: skip
+        nets = [parse_network(p["arch"], ROOT / "experiments") for p in pts]
+        for variant, hw in hws.items():
+            pred = np.array([estimate(n, hw=hw, batch=int(batch)).total.latency_s for n in nets])
             scaled = pred * speed if speed == speed else pred
             cell["variants"][variant] = {"wall": _scores(pred, meas),
                                          "at_speed": _scores(scaled, meas),
@@ -140,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                    "(spill variants need its spill_benchmarks.json); repeatable")  # fmt: skip
     p.add_argument("--session", type=Path, action="append", required=True,
                    help="folder with validation_cpu_SET_bN.json files; repeatable")  # fmt: skip
-    p.add_argument("--report", action="append", default=["cifar_classics"],
-                   help="sets kept for the report (default: cifar_classics)")  # fmt: skip
+    p.add_argument("--report", action="append",
+                   help="a set kept for the report; repeatable, replaces the default "
+                   "(cifar_classics)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="record path, without suffix")
     p.add_argument("--jobs", type=int, default=2, help="refits at a time (default 2)")
     args = p.parse_args(argv)
+    args.report = args.report or ["cifar_classics"]
     prov = provenance_start("experiments/cache_model_ablation.py", argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prof_dir = args.out.parent / (args.out.name + "_profiles")
