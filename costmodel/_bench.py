@@ -285,8 +285,23 @@ def _pick_sweep_shape(rng: random.Random) -> tuple[tuple[int, int, int, int], in
     return (b, c, h, h), rng.choice(_CHANNELS)
 
 
+# Classifier heads (batch, features, classes), appended after the seeded draws so that
+# those stay as they were. The drawn linears are as narrow as the convs and mostly pay
+# their fixed cost on a CPU; a head of 1024-2048 features to 1000 classes at batch 32
+# is bound by its GEMM, and only such shapes identify the linear class's efficiencies.
+_HEADS = (
+    (1, 1280, 1000),
+    (8, 1024, 1000),
+    (32, 512, 100),
+    (32, 1024, 1000),
+    (32, 2048, 1000),
+    (32, 1280, 10),
+)
+
+
 def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
-    """Single layers of every kernel class over channels, sizes, batches (seeded)."""
+    """Single layers of every kernel class over channels, sizes, batches (seeded), then
+    the classifier heads ``_HEADS``."""
     rng = random.Random(seed)
     scale = 0.4 if quick else 1.0
     # Up to the largest layers of a CIFAR-size network at batch 32 (~10 ms on one
@@ -299,7 +314,8 @@ def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
     specs: list[LayerSpec] = []
     for cls, n in _PER_CLASS.items():
         specs += _draw_class(rng, cls, max(3, int(n * scale)), _pick_sweep_shape, within)
-    return specs
+    heads = [LayerSpec(S.LINEAR, (b, f), k, bias=True) for b, f, k in _HEADS]
+    return specs + [h for h in heads if count(h).macs <= max_macs][: 3 if quick else None]
 
 
 # Working sets past a CPU's last-level cache: the sweep above stays mostly inside it

@@ -16,6 +16,7 @@ import pytest
 from costmodel._bench import shape_sweep
 from costmodel._chains import CHAIN_DEPTH, CHAIN_OPS, CHAIN_SIZES, OpChain, op_chains
 from costmodel._fit import fit_profile, predict_single
+from costmodel._formulas import count
 from costmodel._kinds import kernel_class, latency_class
 from costmodel._validate import ValidationPoint, summarize
 from hw_profiles import KERNEL_CLASSES, load, load_fresh, parse_profile, profile_to_toml
@@ -149,6 +150,7 @@ def test_fit_recovers_known_parameters_from_synthetic_timings() -> None:
         ("depthwise_conv", 0.15),
         ("pooling", 0.01),
         ("max_pooling", 0.004),
+        ("linear", 0.8),
     ):
         assert hw.compute_efficiency[cls] == pytest.approx(eff, rel=2e-3), cls
 
@@ -184,6 +186,9 @@ def test_sweep_is_seeded_and_covers_every_kernel_class() -> None:
     assert any(s.op == "maxpool2d" and s.stride == (1, 1) for s in full)
     assert any(s.op == "mul" and s.num_inputs == 1 for s in full)
     assert any(s.op == "mul" and s.other_shape for s in full)
+    # A classifier head whose GEMM outweighs a linear call's fixed cost, in both sweeps.
+    for sweep in (a, full):
+        assert any(s.op == "linear" and count(s).macs >= 8_000_000 for s in sweep)
 
 
 def test_spill_sweep_leaves_the_cache_for_every_streaming_and_conv_class() -> None:
