@@ -314,8 +314,13 @@ def shape_sweep(quick: bool, seed: int = CALIBRATION_SEED) -> list[LayerSpec]:
     specs: list[LayerSpec] = []
     for cls, n in _PER_CLASS.items():
         specs += _draw_class(rng, cls, max(3, int(n * scale)), _pick_sweep_shape, within)
-    heads = [LayerSpec(S.LINEAR, (b, f), k, bias=True) for b, f, k in _HEADS]
-    return specs + [h for h in heads if count(h).macs <= max_macs][: 3 if quick else None]
+    heads = [h for h in classifier_heads() if count(h).macs <= max_macs]
+    return specs + heads[: 3 if quick else None]
+
+
+def classifier_heads() -> list[LayerSpec]:
+    """The linear layers of ``_HEADS``, as the sweep times them."""
+    return [LayerSpec(S.LINEAR, (b, f), k, bias=True) for b, f, k in _HEADS]
 
 
 # Working sets past a CPU's last-level cache: the sweep above stays mostly inside it

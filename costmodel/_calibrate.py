@@ -6,7 +6,7 @@
 - fixed costs per runtime: a chain of tiny ops run eagerly, as a TorchScript
   graph (CUDA graph replay on cuda) and conv + BN + ReLU folded and fused
   (``torch.jit.freeze`` + ``optimize_for_inference``);
-- single kernels of every class over a seeded sweep of shapes
+- single kernels of every class over a seeded sweep of shapes, then six classifier heads
   (``costmodel._bench``; on a CPU each timed among 31 others, as in a network:
   ``measure_in_context``);
 - the networks it is given (any ``Runnable``; the command line draws them from

@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from costmodel._bench import CALIBRATION_SEED  # noqa: E402
 from costmodel._ceilings import Ceilings  # noqa: E402
 from costmodel._cli import parse_network  # noqa: E402
 from costmodel._fit import NetworkRow, fit_profile  # noqa: E402
+from costmodel._spec import LayerSpec  # noqa: E402
 from hw_profiles import HardwareProfile  # noqa: E402
 
 SPACE = "cifar"  # what the recorded sessions calibrated on (session.log says so)
@@ -77,13 +78,16 @@ def refit(
     hold: tuple[str, ...] = (),
     cache_model: str = "blend",
     extra_benchmarks: Sequence[dict[str, Any]] = (),
+    leave_out: Collection[LayerSpec] = (),
 ) -> HardwareProfile:
     """The session's recorded calibration fitted again with the current model; optionally
-    with another ``cache_model`` and more benchmarks (raw records: spec, time_s)."""
+    with another ``cache_model``, more benchmarks (raw records: spec, time_s) and without
+    the recorded benchmarks of the layers in ``leave_out``."""
     raw = json.loads((folder / "calibration_cpu_raw.json").read_text())
     benchmarks = [*raw["benchmarks"], *extra_benchmarks]
-    specs = [C.spec_from_dict(b["spec"]) for b in benchmarks]
-    times = [b["time_s"] for b in benchmarks]
+    pairs = [(C.spec_from_dict(b["spec"]), b["time_s"]) for b in benchmarks]
+    specs = [sp for sp, _ in pairs if sp not in leave_out]
+    times = [t for sp, t in pairs if sp not in leave_out]
     chains = [(tuple(C.spec_from_dict(s) for s in c["layers"]), c["time_s"])
               for c in raw.get("op_chains", [])]  # fmt: skip
     base = C._base_profile("cpu", 1, None, "refit", Ceilings(**raw["ceilings"]),

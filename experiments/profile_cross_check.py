@@ -14,7 +14,8 @@ with a uniform drift, its level error does.
 
 Nothing is timed: it reads ``validation_cpu_{set}_b{batch}.json`` files that ``costmodel
 validate`` wrote, for the development list, the held-out list, the unseen families, the
-CIFAR classics and the single-operation diagnostic networks (``pure_networks.txt``).
+CIFAR and torchvision classics and the single-operation diagnostic networks
+(``pure_networks.txt``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ Scale = Callable[[HardwareProfile, float, float], HardwareProfile]
 SETS = (("devlist", DEV_LIST_FILE), ("heldout", HELDOUT_FILE),
         ("unseen_families", ROOT / "experiments" / "unseen_families.txt"),
         ("cifar_classics", ROOT / "experiments" / "cifar_classics.txt"),
+        ("torchvision_classics", ROOT / "experiments" / "torchvision_classics.txt"),
         ("pure_networks", ROOT / "experiments" / "pure_networks.txt"))  # fmt: skip
 
 

@@ -547,3 +547,33 @@ def test_cache_model_ablation_predicts_as_validate_did_and_scales_to_the_session
         doc["summary_vs_median"]["median_abs_error"]
     )
     assert scores["at_speed"]["median_ratio"] == pytest.approx(2 * scores["wall"]["median_ratio"])
+
+
+@pytest.mark.slow
+def test_linear_heads_ablation_refits_as_calibrate_did_and_leaves_out_only_the_heads(
+    tmp_path: Path,
+) -> None:
+    """'heads' refits a recorded calibration from its raw timings to the profile calibrate
+    wrote; 'no heads' fits without the six classifier heads, so only what the heads pin
+    (the linear class) may move much. Fails if the refit drifts from calibrate's fit or
+    the heads are not found among the recorded benchmarks."""
+    from hw_profiles import KERNEL_CLASSES, load
+
+    spec = importlib.util.spec_from_file_location(
+        "linear_heads_ablation", EXP / "linear_heads_ablation.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = RESULTS / "xeon_2026-12-03_a"
+    paths = mod.refit_variants(folder, tmp_path)
+    shipped, heads, without = (
+        load(p) for p in (folder / "calibrated_cpu.toml", paths["heads"], paths["no heads"])
+    )
+    for cls in KERNEL_CLASSES:
+        assert heads.efficiency(cls, "fp32") == pytest.approx(
+            shipped.efficiency(cls, "fp32"), rel=1e-4
+        ), cls
+    rows = mod.head_ratios(folder, {"heads": heads, "no heads": without})
+    assert [r["out_features"] for r in rows] == [1000, 1000, 100, 1000, 1000, 10]
+    assert without.efficiency("linear", "fp32") != heads.efficiency("linear", "fp32")
