@@ -12,7 +12,6 @@ scripts regenerate are checked to say how they were made (command, date, load).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -22,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -56,15 +57,6 @@ def provenance_problems(markdown: str) -> list[str]:
     if "clock" not in head.lower():
         problems.append("the header does not say which clock")
     return problems
-
-
-def _provenance_module() -> object:
-    spec = importlib.util.spec_from_file_location("_provenance", EXP / "_provenance.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
@@ -318,7 +310,7 @@ def test_provenance_check_rejects_a_report_without_header() -> None:
 
 
 def test_provenance_header_passes_the_check() -> None:
-    prov = _provenance_module()
+    prov = load_script("_provenance")
     start = prov.provenance_start("experiments/x.py", ["--out", "a b"])
     assert start.command == "python experiments/x.py --out 'a b'"
     assert start.loadavg_after is None
@@ -505,10 +497,7 @@ def test_rescale_chains_check_regenerates_its_committed_table(tmp_path: Path) ->
 def test_allocator_refit_recovers_the_recorded_calibration_networks() -> None:
     """The raw record has no layer names: the networks drawn again must lower to exactly the
     recorded layers, now with the inputs the allocator model needs."""
-    spec = importlib.util.spec_from_file_location("allocator_refit", EXP / "allocator_refit.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("allocator_refit")
     raw = json.loads((RESULTS / "epyc_2026-12-02" / "calibration_cpu_raw.json").read_text())
     rows = mod.calibration_networks(raw)
     assert len(rows) == len(raw["networks"]) == 40
@@ -562,12 +551,7 @@ def test_cache_model_ablation_predicts_as_validate_did_and_scales_to_the_session
 ) -> None:
     """The evening profile, named as a variant, predicts the evening's own timings exactly as
     validate did then; a calibration reference half the session's puts the session at x2."""
-    spec = importlib.util.spec_from_file_location(
-        "cache_model_ablation", EXP / "cache_model_ablation.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("cache_model_ablation")
     session = tmp_path / "session"
     session.mkdir()
     recorded = RESULTS / "epyc_2026-12-02_evening" / "validation_cpu_pure_networks_b1.json"
@@ -596,12 +580,7 @@ def test_linear_heads_ablation_refits_as_calibrate_did_and_leaves_out_only_the_h
     the heads are not found among the recorded benchmarks."""
     from hw_profiles import KERNEL_CLASSES, load
 
-    spec = importlib.util.spec_from_file_location(
-        "linear_heads_ablation", EXP / "linear_heads_ablation.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("linear_heads_ablation")
     folder = RESULTS / "xeon_2026-12-03_a"
     paths = mod.refit_variants(folder, tmp_path)
     shipped, heads, without = (

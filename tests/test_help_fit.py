@@ -4,8 +4,6 @@ once-for-all subnets on, and what it means for the built-in T4 profile."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 
@@ -14,18 +12,14 @@ import pytest
 import hw_profiles
 from costmodel import LayerSpec, analyze
 from hw_profiles import HardwareProfile
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def help_fit() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("help_fit", ROOT / "experiments" / "help_fit.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("help_fit")
 
 
 def with_depthwise(name: str, compute: float, memory: float) -> HardwareProfile:

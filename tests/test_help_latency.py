@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +11,7 @@ import pytest
 
 import costmodel
 from searchspace import NB201Net, OFANet
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NB201 = [
@@ -33,15 +32,8 @@ DEEPBENCH = ("gpu", "precision_note", "N", "C", "H", "W", "K", "R", "S", "pad_h"
              "stride_h", "stride_w", "fwd_ms")  # fmt: skip
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "help_latency", ROOT / "experiments" / "help_latency.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+def help_latency() -> ModuleType:
+    return load_script("help_latency")
 
 
 def write(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -88,7 +80,7 @@ def tables(tmp_path: Path, mod: ModuleType) -> None:
 
 
 def test_help_latency_script_on_small_tables(tmp_path: Path) -> None:
-    mod = load_script()
+    mod = help_latency()
     tables(tmp_path, mod)
     out = tmp_path / "res"
     assert mod.main(["--data", str(tmp_path), "--sample", "3", "--out", str(out)]) == 0
@@ -113,6 +105,6 @@ def test_help_latency_script_on_small_tables(tmp_path: Path) -> None:
 
 
 def test_help_latency_names_a_missing_folder(tmp_path: Path) -> None:
-    mod = load_script()
+    mod = help_latency()
     with pytest.raises(SystemExit, match="does not exist"):
         mod.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])

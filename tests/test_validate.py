@@ -16,6 +16,7 @@ from costmodel import count
 from costmodel._cli import validate_main as main
 from costmodel._measure import lower_quantile, measure_samples
 from searchspace import REFERENCE_ARCH, sample_architectures
+from tests._scripts import load_script
 
 SPACE = Path(__file__).resolve().parents[1] / "searchspace" / "spaces" / "cifar.toml"
 
@@ -283,19 +284,9 @@ def test_committed_calibrated_profile_loads_and_costs_a_search_space_network(whe
     )
 
 
-def test_shufflenet_guidelines_script_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
+def test_shufflenet_guidelines_script_runs(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
-    # As `python experiments/shufflenet_guidelines.py` runs it: its folder on sys.path
-    # (for experiments/_provenance.py).
-    monkeypatch.syspath_prepend(str(root / "experiments"))
-    spec = importlib.util.spec_from_file_location(
-        "shufflenet_guidelines", root / "experiments" / "shufflenet_guidelines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("shufflenet_guidelines")
     argv = [
         "--hw",
         str(root / "experiments" / "results" / "calibrated_cpu.toml"),
