@@ -593,3 +593,30 @@ def test_linear_heads_ablation_refits_as_calibrate_did_and_leaves_out_only_the_h
     rows = mod.head_ratios(folder, {"heads": heads, "no heads": without})
     assert [r["out_features"] for r in rows] == [1000, 1000, 100, 1000, 1000, 10]
     assert without.efficiency("linear", "fp32") != heads.efficiency("linear", "fp32")
+
+
+def test_im2col_ablation_charges_the_column_buffer_of_native_kxk_convs_only() -> None:
+    """The "columns" variant adds slow_conv2d's column buffer (written, read back) to a
+    native conv's memory traffic: none for a plain 1x1 conv, none for a oneDNN conv, and
+    the model is itself again after the patch."""
+    from costmodel import LayerSpec, analyze
+    from hw_profiles import load
+
+    mod = load_script("im2col_l2_ablation")
+    conv3 = LayerSpec("conv2d", (1, 16, 32, 32), 16, 3, 1, 1)
+    conv1 = LayerSpec("conv2d", (1, 16, 32, 32), 16, 1, 1, 0)
+    onednn = LayerSpec("conv2d", (2, 16, 32, 32), 16, 3, 1, 1)  # batch 2: oneDNN
+    # 16 channels x 3 x 3 taps x 32 x 32 outputs; torch allocates 147456 * 4 = 589,824 B.
+    assert mod.column_elements(conv3) == 147456
+    assert mod.column_elements(conv1) == 0
+    assert mod.column_elements(LayerSpec("conv2d", (1, 16, 32, 32), 16, 1, 2, 0)) == 16 * 256
+    hw = load(RESULTS / "xeon_2026-12-03_c" / "calibrated_cpu.toml")
+
+    def memory_s(spec: LayerSpec) -> float:
+        return analyze([spec], hw, "fp32", "eager").layers[0].memory_s
+
+    before = [memory_s(s) for s in (conv3, conv1, onednn)]
+    with mod.columns_charged():
+        during = [memory_s(s) for s in (conv3, conv1, onednn)]
+    assert during[0] > before[0] and during[1:] == before[1:]
+    assert [memory_s(s) for s in (conv3, conv1, onednn)] == before
