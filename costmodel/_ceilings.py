@@ -49,21 +49,26 @@ def device_name(device: str) -> str:
     return name
 
 
-def _cpu_cache_bytes() -> int:
-    """The last-level cache from sysfs (Linux); 0 when unknown."""
-    best = 0
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for idx in base.glob("index*"):
+def cpu_cache_levels() -> dict[int, int]:
+    """Bytes of data (or unified) cache per level from sysfs (Linux); empty when unknown."""
+    levels: dict[int, int] = {}
+    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
             size = (idx / "size").read_text().strip()
             kind = (idx / "type").read_text().strip()
-        except OSError:
+            level = int((idx / "level").read_text())
+        except (OSError, ValueError):
             continue
         if kind == "Instruction":
             continue
         mult = {"K": 1024, "M": 1024**2}.get(size[-1], 1)
-        best = max(best, int(size.rstrip("KM")) * mult)
-    return best
+        levels[level] = max(levels.get(level, 0), int(size.rstrip("KM")) * mult)
+    return levels
+
+
+def _cpu_cache_bytes() -> int:
+    """The last-level cache from sysfs (Linux); 0 when unknown."""
+    return max(cpu_cache_levels().values(), default=0)
 
 
 def cpu_simd_lanes() -> int:

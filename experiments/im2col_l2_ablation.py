@@ -46,6 +46,7 @@ from allocator_refit import refit  # noqa: E402
 from cache_model_ablation import _reference_s, _row, predict_session  # noqa: E402
 
 from costmodel import _fit, _latency  # noqa: E402
+from costmodel._ceilings import cpu_cache_levels  # noqa: E402
 from costmodel._formulas import output_shape  # noqa: E402
 from costmodel._kinds import latency_class  # noqa: E402
 from costmodel._measure import make_timer  # noqa: E402
@@ -89,12 +90,11 @@ def columns_charged() -> Iterator[None]:
 
 
 def l2_bytes() -> int:
-    """The per-core mid-level (L2) data cache from sysfs; exits when it is not there."""
-    for idx in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        if (idx / "level").read_text().strip() == "2":
-            size = (idx / "size").read_text().strip()
-            return int(size.rstrip("KM")) * {"K": 1024, "M": 1024**2}.get(size[-1], 1)
-    raise SystemExit("no L2 cache in /sys/devices/system/cpu/cpu0/cache")
+    """The per-core mid-level (L2) cache; exits when sysfs does not give one."""
+    l2 = cpu_cache_levels().get(2)
+    if not l2:
+        raise SystemExit("no L2 cache in /sys/devices/system/cpu/cpu0/cache")
+    return l2
 
 
 def l2_copy_rate(l2: int) -> float:
