@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +79,14 @@ def refit(
     cache_model: str = "blend",
     extra_benchmarks: Sequence[dict[str, Any]] = (),
     leave_out: Collection[LayerSpec] = (),
+    ceilings: Mapping[str, float] | None = None,
 ) -> HardwareProfile:
     """The session's recorded calibration fitted again with the current model; optionally
-    with another ``cache_model``, more benchmarks (raw records: spec, time_s) and without
-    the recorded benchmarks of the layers in ``leave_out``."""
+    with another ``cache_model``, more benchmarks (raw records: spec, time_s), without
+    the recorded benchmarks of the layers in ``leave_out`` and with recorded ceilings
+    replaced by ``ceilings`` (``costmodel._ceilings.Ceilings`` field names)."""
     raw = json.loads((folder / "calibration_cpu_raw.json").read_text())
+    raw["ceilings"].update(ceilings or {})
     benchmarks = [*raw["benchmarks"], *extra_benchmarks]
     pairs = [(C.spec_from_dict(b["spec"]), b["time_s"]) for b in benchmarks]
     specs = [sp for sp, _ in pairs if sp not in leave_out]

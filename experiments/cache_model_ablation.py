@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,20 @@ def _scores(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
 
 def predict_session(
-    session: Path, profiles: dict[str, str], cal_ref: dict[str, float]
+    session: Path,
+    profiles: dict[str, str],
+    cal_ref: dict[str, float],
+    sets: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Each recorded validation in ``session`` (of ``sets`` only, when given) predicted by
+    every profile in ``profiles``."""
     cells = []
     hws = {variant: load(prof) for variant, prof in profiles.items()}
     for path in sorted(session.glob("validation_cpu_*_b*.json")):
-        doc = json.loads(path.read_text())
         name, batch = path.stem.removeprefix("validation_cpu_").rsplit("_b", 1)
+        if sets is not None and name not in sets:
+            continue
+        doc = json.loads(path.read_text())
         pts = doc["points"]
         meas = np.array([p["measured_median_s"] for p in pts])
         ref, cal = doc["meta"].get("reference_s"), cal_ref.get(f"b{batch}")

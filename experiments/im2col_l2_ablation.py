@@ -21,16 +21,14 @@ at half the private L2), "both".
         --out experiments/results/xeon_2026-12-03_c/im2col_l2_ablation
 
 Each calibration's own validations are predicted, of the development sets only
-(``--sets``): sets kept for reports are neither copied nor predicted.
+(``--sets``): sets kept for reports are not predicted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,44 +105,22 @@ def l2_copy_rate(l2: int) -> float:
     return 2 * src.numel() * 4 / seconds
 
 
-def session_copy(folder: Path, out: Path, sets: list[str], cache_bw: float = 0.0) -> Path:
-    """``out/<folder's name>``: its calibration (with the cache ceiling replaced when
-    ``cache_bw`` is given) and the validations of ``sets`` only."""
-    copy = out / folder.name
-    copy.mkdir(parents=True, exist_ok=True)
-    raw = json.loads((folder / "calibration_cpu_raw.json").read_text())
-    if cache_bw:
-        raw["ceilings"]["cache_bandwidth_bytes_per_s"] = cache_bw
-    (copy / "calibration_cpu_raw.json").write_text(json.dumps(raw))
-    for name in sets:
-        for f in folder.glob(f"validation_cpu_{name}_b*.json"):
-            (copy / f.name).write_text(f.read_text())
-    return copy
-
-
 def fit_and_predict(folder: Path, out: Path, cache_bw: float, sets: list[str]
                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """Every variant refitted from ``folder``'s calibration and predicting its validations."""
+    """Every variant refitted from ``folder``'s calibration and predicting its validations
+    of ``sets``."""
     cal_ref = _reference_s(folder / "calibrated_cpu.toml")
-    with tempfile.TemporaryDirectory() as tmp:  # the copies are inputs, not results
-        inputs = {"measured": session_copy(folder, Path(tmp) / "measured", sets),
-                  "l2": session_copy(folder, Path(tmp) / "l2", sets, cache_bw)}  # fmt: skip
-        return _variants(folder.name, inputs, out, cal_ref)
-
-
-def _variants(name: str, inputs: dict[str, Path], out: Path, cal_ref: dict[str, float]
-              ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     terms, cells = {}, {}
     for variant in VARIANTS:
-        source = inputs["l2" if variant in ("L2 ceiling", "both") else "measured"]
+        l2 = {"cache_bandwidth_bytes_per_s": cache_bw} if variant in ("L2 ceiling", "both") else {}
         patch = columns_charged() if variant in ("columns", "both") else contextlib.nullcontext()
         with patch:
-            hw = refit(source)
-            path = out / f"{name}_{variant.replace(' ', '_')}.toml"
+            hw = refit(folder, ceilings=l2)
+            path = out / f"{folder.name}_{variant.replace(' ', '_')}.toml"
             header = "Written by experiments/im2col_l2_ablation.py."
             path.write_text(profile_to_toml(hw, {"method": f"{variant} refit"}, header))
             terms[variant] = fitted_terms(hw)
-            for c in predict_session(inputs["measured"], {variant: str(path)}, cal_ref):
+            for c in predict_session(folder, {variant: str(path)}, cal_ref, sets):
                 cells.setdefault((c["set"], c["batch"]), c)["variants"].update(c["variants"])
     return terms, list(cells.values())
 
