@@ -620,3 +620,47 @@ def test_im2col_ablation_charges_the_column_buffer_of_native_kxk_convs_only() ->
         during = [memory_s(s) for s in (conv3, conv1, onednn)]
     assert during[0] > before[0] and during[1:] == before[1:]
     assert [memory_s(s) for s in (conv3, conv1, onednn)] == before
+
+
+def test_two_level_cache_ablation_puts_the_l2_in_front_of_the_blend_only_while_patched() -> None:
+    """Inside the patch a kernel whose bytes fit the L2 moves at nearly the L2's rate, one
+    far past it at the profile's own blend; afterwards the model is itself again."""
+    from costmodel import LayerSpec, analyze
+    from hw_profiles import load
+
+    mod = load_script("two_level_cache_ablation")
+    # h2 = 1 / (1 + (bytes / L2)^p): 1/2 at the L2 size, 1/(1 + 2^4) = 1/17 at twice it.
+    assert mod.l2_hit_share(1 << 21, 1 << 21, 4.0) == 0.5
+    assert mod.l2_hit_share(1 << 22, 1 << 21, 4.0) == pytest.approx(1 / 17)
+    hw = load(RESULTS / "xeon_2026-12-03_c" / "calibrated_cpu.toml")
+    small = LayerSpec("relu", (1, 16, 32, 32))  # 2 x 65,536 B: inside a 2 MiB L2
+    large = LayerSpec("relu", (32, 64, 64, 64))  # 2 x 32 MiB: far past it
+
+    def memory_s(spec: LayerSpec) -> float:
+        return analyze([spec], hw, "fp32", "eager").layers[0].memory_s
+
+    before = [memory_s(small), memory_s(large)]
+    rate = 4 * hw.cache_bandwidth_bytes_per_s
+    with mod.l2_level(1 << 21, rate, 4.0):
+        during = [memory_s(small), memory_s(large)]
+    # 2 x 65,536 B is 1/16 of the L2: h2 = 1 / (1 + 16^-4), nearly every byte at 4x the rate.
+    assert during[0] < before[0] / 3.5
+    assert during[1] == pytest.approx(before[1], rel=1e-5)
+    assert [memory_s(small), memory_s(large)] == before
+
+
+def test_cpu_session_script_names_existing_lists_and_refuses_without_out() -> None:
+    """The session script parses, every network list it validates exists, and without OUT
+    it stops before measuring anything, naming the variable."""
+    script = EXP / "cpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    text = script.read_text()
+    lists = re.search(r"for list in ([\w ]+); do", text)
+    assert lists is not None
+    for name in lists.group(1).split():
+        assert (EXP / f"{name}.txt").is_file(), name
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    res = subprocess.run(["bash", str(script)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert res.returncode != 0
+    assert "OUT" in res.stderr
