@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ from costmodel._units import elements_to_bytes  # noqa: E402
 from hw_profiles import HardwareProfile  # noqa: E402
 from hw_profiles._toml import profile_to_toml  # noqa: E402
 
-VARIANTS = ("shipped", "columns", "L2 ceiling", "both")
+TITLE = "im2col column traffic and an L2 cache ceiling, refitted"
 DEFAULT_SETS = ["heldout", "unseen_families", "pure_networks"]
 
 
@@ -105,22 +108,36 @@ def l2_copy_rate(l2: int) -> float:
     return 2 * src.numel() * 4 / seconds
 
 
-def fit_and_predict(folder: Path, out: Path, cache_bw: float, sets: list[str]
-                    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+# A variant: the recorded ceilings it replaces and the model patch it is fitted and predicts
+# under (both empty for the model as it ships).
+@dataclass(frozen=True)
+class Variant:
+    ceilings: Mapping[str, float]
+    patch: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+
+
+def im2col_variants(rate: float) -> dict[str, Variant]:
+    """This script's variants; ``rate``: the L2 copy rate in bytes per second."""
+    l2 = {"cache_bandwidth_bytes_per_s": rate}
+    return {"shipped": Variant({}), "columns": Variant({}, columns_charged),
+            "L2 ceiling": Variant(l2), "both": Variant(l2, columns_charged)}  # fmt: skip
+
+
+def fit_and_predict(
+    folder: Path, out: Path, variants: Mapping[str, Variant], sets: list[str], script: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Every variant refitted from ``folder``'s calibration and predicting its validations
-    of ``sets``."""
+    of ``sets``; each refitted profile written to ``out``."""
     cal_ref = _reference_s(folder / "calibrated_cpu.toml")
     terms, cells = {}, {}
-    for variant in VARIANTS:
-        l2 = {"cache_bandwidth_bytes_per_s": cache_bw} if variant in ("L2 ceiling", "both") else {}
-        patch = columns_charged() if variant in ("columns", "both") else contextlib.nullcontext()
-        with patch:
-            hw = refit(folder, ceilings=l2)
-            path = out / f"{folder.name}_{variant.replace(' ', '_')}.toml"
-            header = "Written by experiments/im2col_l2_ablation.py."
-            path.write_text(profile_to_toml(hw, {"method": f"{variant} refit"}, header))
-            terms[variant] = fitted_terms(hw)
-            for c in predict_session(folder, {variant: str(path)}, cal_ref, sets):
+    for name, variant in variants.items():
+        with variant.patch():
+            hw = refit(folder, ceilings=variant.ceilings)
+            path = out / f"{folder.name}_{name.replace(' ', '_').replace('=', '')}.toml"
+            header = f"Written by {script} ({name}); a patched model is not in the profile."
+            path.write_text(profile_to_toml(hw, {"method": f"{name} refit"}, header))
+            terms[name] = fitted_terms(hw)
+            for c in predict_session(folder, {name: str(path)}, cal_ref, sets):
                 cells.setdefault((c["set"], c["batch"]), c)["variants"].update(c["variants"])
     return terms, list(cells.values())
 
@@ -138,11 +155,11 @@ def fitted_terms(hw: HardwareProfile) -> dict[str, float]:
     return terms
 
 
-def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    head = ("| calibration | session | set | batch | n | speed | "
-            + " | ".join(VARIANTS) + " |\n|" + "---|" * (6 + len(VARIANTS)))  # fmt: skip
-    lines = ["# im2col column traffic and an L2 cache ceiling, refitted", "", *header, "",
-             __doc__.split("\n\n")[1].replace("\n", " "), "",
+def to_markdown(res: dict[str, Any], header: list[str], title: str, doc: str) -> str:
+    names = res["variants"]
+    head = ("| calibration | session | set | batch | n | speed | " + " | ".join(names)
+            + " |\n|" + "---|" * (6 + len(names)))  # fmt: skip
+    lines = [f"# {title}", "", *header, "", doc.split("\n\n")[1].replace("\n", " "), "",
              f"L2: {res['l2_bytes']} bytes per core, copied at "
              f"{res['l2_copy_bytes_per_s'] / 1e9:.1f} GB/s here (half the L2 as source and "
              "destination, best of 35); the same rate stands in for every calibration given.",
@@ -162,12 +179,15 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
     lines += ["", "## Development sets", "", "Each cell: Spearman / median absolute error at "
               "the calibration's speed (the unscaled wall-clock error in brackets). Measured: "
               "the median of the recorded samples.", "", head,
-              *(_row(c, list(VARIANTS)) for c in res["cells"]), ""]  # fmt: skip
+              *(_row(c, names) for c in res["cells"]), ""]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_ablation(argv: list[str] | None, script: str, doc: str, title: str,
+                 variants_for: Callable[[int, float], dict[str, Variant]]) -> int:  # fmt: skip
+    """The command line of an L2 ablation: measure the L2's copy rate, refit every
+    calibration given under ``variants_for(l2_bytes, rate)``, write the record."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--calibration", type=Path, action="append", required=True,
                    help="folder with calibration_cpu_raw.json, calibrated_cpu.toml and that "
                    "session's validation_cpu_SET_bN.json; repeatable")  # fmt: skip
@@ -177,23 +197,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="record path, without suffix")
     args = p.parse_args(argv)
     sets = args.sets or DEFAULT_SETS
-    prov = provenance_start("experiments/im2col_l2_ablation.py", argv)
+    prov = provenance_start(script, argv)
     l2 = l2_bytes()
     rate = l2_copy_rate(l2)
     print(f"L2 {l2} B, copy rate {rate / 1e9:.1f} GB/s", flush=True)
+    variants = variants_for(l2, rate)
     prof_dir = args.out.parent / (args.out.name + "_profiles")
     prof_dir.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"l2_bytes": l2, "l2_copy_bytes_per_s": rate, "terms": {},
-                           "cells": []}  # fmt: skip
+    res: dict[str, Any] = {"l2_bytes": l2, "l2_copy_bytes_per_s": rate,
+                           "variants": list(variants), "terms": {}, "cells": []}  # fmt: skip
     for folder in args.calibration:
-        terms, cells = fit_and_predict(folder, prof_dir, rate, sets)
+        terms, cells = fit_and_predict(folder, prof_dir, variants, sets, script)
         res["terms"][folder.name] = terms
         for c in cells:
             c["calibration"] = folder.name
-            print(_row(c, list(VARIANTS)), flush=True)
+            print(_row(c, list(variants)), flush=True)
         res["cells"] += cells
-    print(f"wrote {write_record(args.out, provenance_finish(prov), res, to_markdown)}")
+    md = functools.partial(to_markdown, title=title, doc=doc)
+    print(f"wrote {write_record(args.out, provenance_finish(prov), res, md)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_ablation(argv, "experiments/im2col_l2_ablation.py", __doc__, TITLE,
+                        lambda _l2, rate: im2col_variants(rate))  # fmt: skip
 
 
 if __name__ == "__main__":
