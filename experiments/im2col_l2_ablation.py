@@ -124,10 +124,17 @@ def im2col_variants(rate: float) -> dict[str, Variant]:
 
 
 def fit_and_predict(
-    folder: Path, out: Path, variants: Mapping[str, Variant], sets: list[str], script: str
+    folder: Path,
+    out: Path,
+    variants: Mapping[str, Variant],
+    sets: list[str],
+    script: str,
+    terms_of: Callable[[HardwareProfile], dict[str, float]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Every variant refitted from ``folder``'s calibration and predicting its validations
-    of ``sets``; each refitted profile written to ``out``."""
+    of ``sets``; each refitted profile written to ``out``, what it fitted summarised by
+    ``terms_of`` (default ``fitted_terms``)."""
+    terms_of = terms_of or fitted_terms
     cal_ref = _reference_s(folder / "calibrated_cpu.toml")
     terms, cells = {}, {}
     for name, variant in variants.items():
@@ -136,7 +143,7 @@ def fit_and_predict(
             path = out / f"{folder.name}_{name.replace(' ', '_').replace('=', '')}.toml"
             header = f"Written by {script} ({name}); a patched model is not in the profile."
             path.write_text(profile_to_toml(hw, {"method": f"{name} refit"}, header))
-            terms[name] = fitted_terms(hw)
+            terms[name] = terms_of(hw)
             for c in predict_session(folder, {name: str(path)}, cal_ref, sets):
                 cells.setdefault((c["set"], c["batch"]), c)["variants"].update(c["variants"])
     return terms, list(cells.values())

@@ -664,3 +664,37 @@ def test_cpu_session_script_names_existing_lists_and_refuses_without_out() -> No
                          text=True, check=False)  # fmt: skip
     assert res.returncode != 0
     assert "OUT" in res.stderr
+
+
+def test_native_pointwise_ablation_tells_plain_1x1_native_convs_apart_only_while_patched() -> None:
+    """Inside the patch a plain 1x1 native conv has its own class, which takes native_conv's
+    values where a profile sets none (a shipped profile prices it as before) and its own
+    where one does; afterwards the class is unknown again."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from costmodel import LayerSpec, analyze
+    from costmodel._kinds import latency_class
+    from hw_profiles import KERNEL_CLASSES, load
+
+    mod = load_script("native_pointwise_ablation")
+    conv1 = LayerSpec("conv2d", (1, 16, 32, 32), 16, 1, 1, 0)
+    conv3 = LayerSpec("conv2d", (1, 16, 32, 32), 16, 3, 1, 1)
+    padded1 = LayerSpec("conv2d", (1, 16, 32, 32), 16, 1, 1, 1)  # unfolds a padded copy
+    hw = load(RESULTS / "xeon_2026-12-03_d" / "calibrated_cpu.toml")
+
+    def latency_s(spec: LayerSpec, profile: object) -> float:
+        return analyze([spec], profile, "fp32", "eager").layers[0].latency_s
+
+    before = [latency_s(s, hw) for s in (conv1, conv3)]
+    with mod.native_pointwise_split():
+        classes = [mod.split_class(s, "pytorch_cpu") for s in (conv1, conv3, padded1)]
+        assert classes == [mod.NEW_CLASS, "native_conv", "native_conv"]
+        assert [latency_s(s, hw) for s in (conv1, conv3)] == before
+        ce = MappingProxyType({**hw.compute_efficiency, mod.NEW_CLASS: 0.01})
+        slow = dataclasses.replace(hw, compute_efficiency=ce)
+        assert latency_s(conv1, slow) > 2 * before[0]
+        assert latency_s(conv3, slow) == before[1]
+    assert mod.NEW_CLASS not in KERNEL_CLASSES
+    assert latency_class(conv1, "pytorch_cpu") == "native_conv"
+    assert [latency_s(s, hw) for s in (conv1, conv3)] == before
