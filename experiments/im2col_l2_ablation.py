@@ -190,10 +190,8 @@ def to_markdown(res: dict[str, Any], header: list[str], title: str, doc: str) ->
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(argv: list[str] | None, script: str, doc: str, title: str,
-                 variants_for: Callable[[int, float], dict[str, Variant]]) -> int:  # fmt: skip
-    """The command line of an L2 ablation: measure the L2's copy rate, refit every
-    calibration given under ``variants_for(l2_bytes, rate)``, write the record."""
+def ablation_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a refit ablation: calibrations, development sets, record path."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--calibration", type=Path, action="append", required=True,
                    help="folder with calibration_cpu_raw.json, calibrated_cpu.toml and that "
@@ -202,7 +200,14 @@ def run_ablation(argv: list[str] | None, script: str, doc: str, title: str,
                    help=f"a development set to predict; repeatable (default: "
                    f"{', '.join(DEFAULT_SETS)})")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="record path, without suffix")
-    args = p.parse_args(argv)
+    return p
+
+
+def run_ablation(argv: list[str] | None, script: str, doc: str, title: str,
+                 variants_for: Callable[[int, float], dict[str, Variant]]) -> int:  # fmt: skip
+    """The command line of an L2 ablation: measure the L2's copy rate, refit every
+    calibration given under ``variants_for(l2_bytes, rate)``, write the record."""
+    args = ablation_parser(doc).parse_args(argv)
     sets = args.sets or DEFAULT_SETS
     prov = provenance_start(script, argv)
     l2 = l2_bytes()

@@ -22,7 +22,6 @@ Each calibration's own validations are predicted, of the development sets only
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _provenance import provenance_finish, provenance_start, write_record  # noqa: E402
 from cache_model_ablation import _row  # noqa: E402
-from im2col_l2_ablation import DEFAULT_SETS, Variant, column_elements  # noqa: E402
+from im2col_l2_ablation import DEFAULT_SETS, Variant, ablation_parser, column_elements  # noqa: E402
 from im2col_l2_ablation import fit_and_predict as _fit_and_predict  # noqa: E402
 
 from costmodel import _allocator, _estimate, _fit, _kinds, _latency  # noqa: E402
@@ -120,15 +119,7 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--calibration", type=Path, action="append", required=True,
-                   help="folder with calibration_cpu_raw.json, calibrated_cpu.toml and that "
-                   "session's validation_cpu_SET_bN.json; repeatable")  # fmt: skip
-    p.add_argument("--sets", action="append",
-                   help=f"a development set to predict; repeatable (default: "
-                   f"{', '.join(DEFAULT_SETS)})")  # fmt: skip
-    p.add_argument("--out", type=Path, required=True, help="record path, without suffix")
-    args = p.parse_args(argv)
+    args = ablation_parser(__doc__).parse_args(argv)
     script = "experiments/native_pointwise_ablation.py"
     prov = provenance_start(script, argv)
     prof_dir = args.out.parent / (args.out.name + "_profiles")
