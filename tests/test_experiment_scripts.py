@@ -698,3 +698,30 @@ def test_native_pointwise_ablation_tells_plain_1x1_native_convs_apart_only_while
     assert mod.NEW_CLASS not in KERNEL_CLASSES
     assert latency_class(conv1, "pytorch_cpu") == "native_conv"
     assert [latency_s(s, hw) for s in (conv1, conv3)] == before
+
+
+def test_calibration_context_sets_kernels_alone_beside_relu_chain_slopes() -> None:
+    """From a raw calibration: element-wise benchmarks with their bytes, a ReLU's cost in a
+    chain as the slope between its 16- and 32-op chains, and the plain 1x1 native convs
+    only (a 3x3 native conv unfolds columns and is left out)."""
+    from costmodel._calibrate import spec_to_dict
+    from costmodel._spec import LayerSpec
+
+    mod = load_script("calibration_context")
+    relu = LayerSpec("relu", (1, 16, 16, 16))
+    add = LayerSpec("add", (1, 16, 16, 16), num_inputs=2)
+    conv1 = LayerSpec("conv2d", (1, 16, 8, 8), 16, 1, 1, 0)
+    conv3 = LayerSpec("conv2d", (1, 16, 8, 8), 16, 3, 1, 1)
+    raw = {
+        "benchmarks": [{"spec": spec_to_dict(s), "time_s": t}
+                       for s, t in ((add, 3e-5), (conv1, 2e-5), (conv3, 5e-5))],
+        "op_chains": [{"layers": [spec_to_dict(relu)] * n, "time_s": t}
+                      for n, t in ((16, 80e-6), (32, 144e-6))],
+    }  # fmt: skip
+    out = mod.summarise(raw)
+    # add: two 4,096-float inputs and one output, 3 x 16,384 B = 49,152 B.
+    assert out["elementwise"] == [{"bytes": 49152, "s": 3e-5}]
+    # (144 - 80) us over 16 more ReLUs: 4 us each; read + write of 16 KiB = 32,768 B.
+    [chain] = out["relu_chains"]
+    assert chain["per_op_s"] == pytest.approx(4e-6) and chain["bytes"] == 32768
+    assert [p["s"] for p in out["native_1x1"]] == [2e-5]
