@@ -88,7 +88,7 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
              "| calibration | working set | element-wise alone | ReLU in a chain |",
              "|---|---|---|---|"]  # fmt: skip
     for name, s in res["calibrations"].items():
-        for label in dict.fromkeys(_bin(b) for b in (0, *(x * 1e6 for x in BINS_MB))):
+        for label in (_bin(edge * 1e6) for edge in (0.0, *BINS_MB)):
             alone = [(e["bytes"], e["s"]) for e in s["elementwise"] if _bin(e["bytes"]) == label]
             chain = [(c["bytes"], c["per_op_s"]) for c in s["relu_chains"]
                      if _bin(c["bytes"]) == label]  # fmt: skip

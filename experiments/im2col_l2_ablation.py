@@ -163,9 +163,6 @@ def fitted_terms(hw: HardwareProfile) -> dict[str, float]:
 
 
 def to_markdown(res: dict[str, Any], header: list[str], title: str, doc: str) -> str:
-    names = res["variants"]
-    head = ("| calibration | session | set | batch | n | speed | " + " | ".join(names)
-            + " |\n|" + "---|" * (6 + len(names)))  # fmt: skip
     lines = [f"# {title}", "", *header, "", doc.split("\n\n")[1].replace("\n", " "), "",
              f"L2: {res['l2_bytes']} bytes per core, copied at "
              f"{res['l2_copy_bytes_per_s'] / 1e9:.1f} GB/s here (half the L2 as source and "
@@ -183,11 +180,37 @@ def to_markdown(res: dict[str, Any], header: list[str], title: str, doc: str) ->
                 f"{t['elementwise_memory_efficiency']:.2f} | "
                 f"{t['activation_memory_efficiency']:.2f} |"
             )
-    lines += ["", "## Development sets", "", "Each cell: Spearman / median absolute error at "
-              "the calibration's speed (the unscaled wall-clock error in brackets). Measured: "
-              "the median of the recorded samples.", "", head,
-              *(_row(c, names) for c in res["cells"]), ""]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *development_table(res)]) + "\n"
+
+
+def development_table(res: dict[str, Any]) -> list[str]:
+    """The record's "Development sets" section: a row per calibration, set and batch."""
+    names = res["variants"]
+    head = ("| calibration | session | set | batch | n | speed | " + " | ".join(names)
+            + " |\n|" + "---|" * (6 + len(names)))  # fmt: skip
+    return ["", "## Development sets", "", "Each cell: Spearman / median absolute error at "
+            "the calibration's speed (the unscaled wall-clock error in brackets). Measured: "
+            "the median of the recorded samples.", "", head,
+            *(_row(c, names) for c in res["cells"]), ""]  # fmt: skip
+
+
+def refit_all(args: argparse.Namespace, variants: Mapping[str, Variant], script: str,
+              terms_of: Callable[[HardwareProfile], dict[str, float]] | None = None
+              ) -> dict[str, Any]:  # fmt: skip
+    """Every ``--calibration`` refitted under every variant, each cell printed as it comes:
+    the record's "variants", "terms" (per calibration) and "cells"."""
+    prof_dir = args.out.parent / (args.out.name + "_profiles")
+    prof_dir.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"variants": list(variants), "terms": {}, "cells": []}
+    for folder in args.calibration:
+        terms, cells = fit_and_predict(folder, prof_dir, variants, args.sets or DEFAULT_SETS,
+                                       script, terms_of)  # fmt: skip
+        res["terms"][folder.name] = terms
+        for c in cells:
+            c["calibration"] = folder.name
+            print(_row(c, list(variants)), flush=True)
+        res["cells"] += cells
+    return res
 
 
 def ablation_parser(doc: str) -> argparse.ArgumentParser:
@@ -208,23 +231,12 @@ def run_ablation(argv: list[str] | None, script: str, doc: str, title: str,
     """The command line of an L2 ablation: measure the L2's copy rate, refit every
     calibration given under ``variants_for(l2_bytes, rate)``, write the record."""
     args = ablation_parser(doc).parse_args(argv)
-    sets = args.sets or DEFAULT_SETS
     prov = provenance_start(script, argv)
     l2 = l2_bytes()
     rate = l2_copy_rate(l2)
     print(f"L2 {l2} B, copy rate {rate / 1e9:.1f} GB/s", flush=True)
-    variants = variants_for(l2, rate)
-    prof_dir = args.out.parent / (args.out.name + "_profiles")
-    prof_dir.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"l2_bytes": l2, "l2_copy_bytes_per_s": rate,
-                           "variants": list(variants), "terms": {}, "cells": []}  # fmt: skip
-    for folder in args.calibration:
-        terms, cells = fit_and_predict(folder, prof_dir, variants, sets, script)
-        res["terms"][folder.name] = terms
-        for c in cells:
-            c["calibration"] = folder.name
-            print(_row(c, list(variants)), flush=True)
-        res["cells"] += cells
+    res = {"l2_bytes": l2, "l2_copy_bytes_per_s": rate,
+           **refit_all(args, variants_for(l2, rate), script)}  # fmt: skip
     md = functools.partial(to_markdown, title=title, doc=doc)
     print(f"wrote {write_record(args.out, provenance_finish(prov), res, md)}")
     return 0

@@ -23,7 +23,6 @@ Each calibration's own validations are predicted, of the development sets only
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +34,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _provenance import provenance_finish, provenance_start, write_record  # noqa: E402
-from cache_model_ablation import _row  # noqa: E402
-from im2col_l2_ablation import DEFAULT_SETS, Variant, ablation_parser, column_elements  # noqa: E402
-from im2col_l2_ablation import fit_and_predict as _fit_and_predict  # noqa: E402
+from im2col_l2_ablation import (  # noqa: E402
+    Variant,
+    ablation_parser,
+    column_elements,
+    development_table,
+    refit_all,
+)
 
 from costmodel import _allocator, _estimate, _fit, _kinds, _latency  # noqa: E402
 from costmodel._spec import LayerSpec  # noqa: E402
@@ -100,9 +103,6 @@ def _class_cell(terms: dict[str, float], cls: str) -> str:
 
 
 def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    names = list(VARIANTS)
-    head = ("| calibration | session | set | batch | n | speed | " + " | ".join(names)
-            + " |\n|" + "---|" * (6 + len(names)))  # fmt: skip
     lines = [f"# {TITLE}", "", *header, "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              "## What the fits make of it", "",
              "| calibration | variant | native conv ce / me / host us | native 1x1 ce / me / "
@@ -111,28 +111,14 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
         for v, t in by_variant.items():
             cells = [_class_cell(t, c) for c in ("native_conv", NEW_CLASS)]
             lines.append(f"| {cal} | {v} | {cells[0]} | {cells[1]} |")
-    lines += ["", "## Development sets", "", "Each cell: Spearman / median absolute error at "
-              "the calibration's speed (the unscaled wall-clock error in brackets). Measured: "
-              "the median of the recorded samples.", "", head,
-              *(_row(c, names) for c in res["cells"]), ""]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *development_table(res)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = ablation_parser(__doc__).parse_args(argv)
     script = "experiments/native_pointwise_ablation.py"
     prov = provenance_start(script, argv)
-    prof_dir = args.out.parent / (args.out.name + "_profiles")
-    prof_dir.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"variants": list(VARIANTS), "terms": {}, "cells": []}
-    fit = functools.partial(_fit_and_predict, terms_of=fitted_terms)
-    for folder in args.calibration:
-        terms, cells = fit(folder, prof_dir, VARIANTS, args.sets or DEFAULT_SETS, script)
-        res["terms"][folder.name] = terms
-        for c in cells:
-            c["calibration"] = folder.name
-            print(_row(c, list(VARIANTS)), flush=True)
-        res["cells"] += cells
+    res = refit_all(args, VARIANTS, script, terms_of=fitted_terms)
     print(f"wrote {write_record(args.out, provenance_finish(prov), res, to_markdown)}")
     return 0
 
