@@ -155,12 +155,17 @@ def _mul(spec: LayerSpec, x: torch.Tensor) -> LayerCall:
 
 def layer_call(spec: LayerSpec, device: str) -> LayerCall:
     """A zero-argument callable running one layer the way a network runs it."""
+    return layer_call_and_input(spec, device)[0]
+
+
+def layer_call_and_input(spec: LayerSpec, device: str) -> tuple[LayerCall, torch.Tensor]:
+    """``layer_call`` and the input tensor it reads (to write it just before a timed call)."""
     x = torch.randn(spec.in_shape, device=device)
     try:
         bench = _BENCHES[spec.op]
     except KeyError:
         raise ValueError(f"op={spec.op!r} has no benchmark; known: {sorted(_BENCHES)}") from None
-    return bench(spec, x)
+    return bench(spec, x), x
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +80,17 @@ def refit(
     extra_benchmarks: Sequence[dict[str, Any]] = (),
     leave_out: Collection[LayerSpec] = (),
     ceilings: Mapping[str, float] | None = None,
+    benchmarks: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
 ) -> HardwareProfile:
     """The session's recorded calibration fitted again with the current model; optionally
     with another ``cache_model``, more benchmarks (raw records: spec, time_s), without
-    the recorded benchmarks of the layers in ``leave_out`` and with recorded ceilings
-    replaced by ``ceilings`` (``costmodel._ceilings.Ceilings`` field names)."""
+    the recorded benchmarks of the layers in ``leave_out``, with recorded ceilings
+    replaced by ``ceilings`` (``costmodel._ceilings.Ceilings`` field names) and the
+    recorded benchmark records passed through ``benchmarks`` first."""
     raw = json.loads((folder / "calibration_cpu_raw.json").read_text())
     raw["ceilings"].update(ceilings or {})
-    benchmarks = [*raw["benchmarks"], *extra_benchmarks]
-    pairs = [(C.spec_from_dict(b["spec"]), b["time_s"]) for b in benchmarks]
+    recorded = benchmarks(raw["benchmarks"]) if benchmarks else raw["benchmarks"]
+    pairs = [(C.spec_from_dict(b["spec"]), b["time_s"]) for b in [*recorded, *extra_benchmarks]]
     specs = [sp for sp, _ in pairs if sp not in leave_out]
     times = [t for sp, t in pairs if sp not in leave_out]
     chains = [(tuple(C.spec_from_dict(s) for s in c["layers"]), c["time_s"])

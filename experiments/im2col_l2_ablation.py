@@ -108,12 +108,14 @@ def l2_copy_rate(l2: int) -> float:
     return 2 * src.numel() * 4 / seconds
 
 
-# A variant: the recorded ceilings it replaces and the model patch it is fitted and predicts
-# under (both empty for the model as it ships).
+# A variant: the recorded ceilings it replaces, the model patch it is fitted and predicts
+# under and what it makes of the recorded benchmark records (all empty or None for the
+# model and calibration as they ship).
 @dataclass(frozen=True)
 class Variant:
     ceilings: Mapping[str, float]
     patch: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+    benchmarks: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
 
 def im2col_variants(rate: float) -> dict[str, Variant]:
@@ -139,7 +141,7 @@ def fit_and_predict(
     terms, cells = {}, {}
     for name, variant in variants.items():
         with variant.patch():
-            hw = refit(folder, ceilings=variant.ceilings)
+            hw = refit(folder, ceilings=variant.ceilings, benchmarks=variant.benchmarks)
             path = out / f"{folder.name}_{name.replace(' ', '_').replace('=', '')}.toml"
             header = f"Written by {script} ({name}); a patched model is not in the profile."
             path.write_text(profile_to_toml(hw, {"method": f"{name} refit"}, header))

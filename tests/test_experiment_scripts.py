@@ -725,3 +725,28 @@ def test_calibration_context_sets_kernels_alone_beside_relu_chain_slopes() -> No
     [chain] = out["relu_chains"]
     assert chain["per_op_s"] == pytest.approx(4e-6) and chain["bytes"] == 32768
     assert [p["s"] for p in out["native_1x1"]] == [2e-5]
+
+
+def test_hot_inputs_ablation_scales_recorded_benchmarks_by_their_own_ratio() -> None:
+    """Each recorded benchmark is scaled by the ratio timed for its spec; with classes given,
+    only those classes' benchmarks move; a spec that was not timed stops the script. The
+    timing pass gives every benchmark a cold and a hot time."""
+    from costmodel._calibrate import spec_to_dict
+    from costmodel._spec import LayerSpec
+
+    mod = load_script("hot_inputs_ablation")
+    relu = spec_to_dict(LayerSpec("relu", (1, 16, 8, 8)))
+    conv = spec_to_dict(LayerSpec("conv2d", (1, 16, 8, 8), 16, 1, 1, 0))
+    records = [{"spec": relu, "time_s": 4e-6}, {"spec": conv, "time_s": 1e-5}]
+    ratios = {mod._key(relu): 0.5, mod._key(conv): 0.8}
+    scaled = mod.scaled_by(ratios)(records)
+    assert [r["time_s"] for r in scaled] == pytest.approx([2e-6, 8e-6], rel=1e-12)
+    only_convs = mod.scaled_by(ratios, mod.CONV_CLASSES)(records)
+    assert [r["time_s"] for r in only_convs] == pytest.approx([4e-6, 8e-6], rel=1e-12)
+    assert records[0]["time_s"] == 4e-6  # the recorded list is left as it was
+    with pytest.raises(SystemExit, match="not timed here"):
+        mod.scaled_by({mod._key(relu): 0.5})(records)
+    specs = [LayerSpec("relu", (1, 8, 4, 4)), LayerSpec("conv2d", (1, 8, 4, 4), 8, 3, 1, 1)]
+    cold, hot = mod.time_cold_and_hot(specs, passes=2, passes_per_visit=1)
+    assert len(cold) == len(hot) == 2
+    assert all(t > 0 for t in (*cold, *hot))
