@@ -7,8 +7,8 @@
   graph (CUDA graph replay on cuda) and conv + BN + ReLU folded and fused
   (``torch.jit.freeze`` + ``optimize_for_inference``);
 - single kernels of every class over a seeded sweep of shapes, then six classifier heads
-  (``costmodel._bench``; on a CPU each timed among 31 others, as in a network,
-  conv and linear layers with their input just written: ``measure_in_context``);
+  (``costmodel._bench``; on a CPU each timed among 31 others, as in a network:
+  ``measure_in_context``);
 - the networks it is given (any ``Runnable``; the command line draws them from
   a search space with ``CALIBRATION_SEED``), at batch 1, 32, 1, 32, 8 in turn,
   measured exactly as validation measures (``measure_latencies``), whose time
@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from costmodel._bench import CALIBRATION_SEED, layer_call, layer_call_and_input, shape_sweep
+from costmodel._bench import CALIBRATION_SEED, layer_call, shape_sweep
 from costmodel._ceilings import (
     Ceilings,
     cpu_simd_lanes,
@@ -53,7 +53,6 @@ from costmodel._ceilings import (
 from costmodel._chains import CHAIN_BATCHES, CHAIN_DEPTH, op_chains
 from costmodel._fit import FitResult, NetworkRow, fit_profile
 from costmodel._formulas import count
-from costmodel._kinds import latency_class
 from costmodel._measure import (
     CLOCK_FUNCTIONS,
     DEFAULT_CLOCK,
@@ -76,13 +75,6 @@ __all__ = [
 ]
 
 NETWORK_BATCHES = (1, 32, 1, 32, 8)  # calibration networks cycle through these batches
-# On a CPU these classes' benchmarks run with their input written just before (untimed), as
-# the layer before leaves it in a network: timed cold, among 31 other kernels, a native
-# 1x1 conv on a 655 kB input took 3x as long. The streaming classes stay cold: their op
-# chains price them inside networks (experiments/hot_inputs_ablation.py).
-HOT_INPUT_CLASSES = frozenset(
-    {"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv", "native_conv", "linear"}
-)
 
 
 def measure_networks(
@@ -153,26 +145,12 @@ def _time_benchmarks(
 ) -> list[float]:
     with torch.inference_mode():
         if device == "cpu":
-            calls, primes = [], []
-            for spec in specs:
-                call, x = layer_call_and_input(spec, device)
-                calls.append(call)
-                primes.append(
-                    _input_writer(x) if latency_class(spec) in HOT_INPUT_CLASSES else None
-                )
+            calls = [layer_call(spec, device) for spec in specs]
             return measure_in_context(
-                calls,
-                passes=20 if quick else 60,
-                seed=CALIBRATION_SEED,
-                now=clock_now(clock),
-                primes=primes,
+                calls, passes=20 if quick else 60, seed=CALIBRATION_SEED, now=clock_now(clock)
             )
         # Per-call timing would need a sync per kernel: loop each kernel instead.
         return [timer(layer_call(spec, device), repeats=5 if quick else 7) for spec in specs]
-
-
-def _input_writer(x: torch.Tensor) -> Callable[[], Any]:
-    return lambda: x.mul_(1.0)
 
 
 def _best_rate(specs: Sequence[LayerSpec], times: Sequence[float]) -> float:
@@ -266,13 +244,11 @@ def _write_raw(
     times: Sequence[float],
     nets: Sequence[NetworkRow],
     chains: Sequence[tuple[str, int, NetworkRow]] = (),
-    hot_input_classes: Sequence[str] = (),
 ) -> None:
     path.write_text(
         json.dumps(
             {
                 "ceilings": dataclasses.asdict(ceil),
-                "hot_input_classes": sorted(hot_input_classes),
                 "overheads_s": overheads,
                 "benchmarks": [
                     {"spec": spec_to_dict(sp), "time_s": t}
@@ -310,9 +286,7 @@ def _method(device: str, overheads: dict[str, float], fit: FitResult, quick: boo
             if device == "cpu"
             else ""
         )
-        + f"; {fit.n_fit} single kernels, seed {CALIBRATION_SEED}"
-        + ("; conv and linear inputs written before each call" if device == "cpu" else "")
-        + "); "
+        + f"; {fit.n_fit} single kernels, seed {CALIBRATION_SEED}); "
         "least squares on log time (soft-L1) through costmodel._latency"
         + ("; quick" if quick else "")
     )
@@ -411,8 +385,7 @@ def calibrate(
     if chain_rows:
         say(f"measured {len(chain_rows)} op chains of {CHAIN_DEPTH} ops")
     if raw_out is not None:
-        hot = HOT_INPUT_CLASSES if device == "cpu" else ()
-        _write_raw(raw_out, ceil, overheads, specs, times, nets, chain_rows, hot)
+        _write_raw(raw_out, ceil, overheads, specs, times, nets, chain_rows)
     fit = fit_profile(base, specs, times, nets=[*nets, *(row for _, _, row in chain_rows)])
     duration = time.perf_counter() - t_start
     say(_fit_summary(fit, duration))

@@ -213,7 +213,6 @@ def measure_in_context(
     quantile: float = KERNEL_QUANTILE,
     seed: int = 0,
     now: Callable[[], float] = time.thread_time,
-    primes: Sequence[Callable[[], Any] | None] | None = None,
 ) -> list[float]:
     """Seconds per call of each layer run among ``group - 1`` others (CPU).
 
@@ -228,13 +227,8 @@ def measure_in_context(
     has ``passes`` samples: like the networks' rounds (``measure_samples``),
     this spreads a layer's samples over the whole run, whose speed drifts from
     second to second on a shared VM. A layer's time is the same lower quantile
-    of its samples as a network's. ``primes[i]``, where given, runs untimed just
-    before each call of layer ``i``: writing its input there leaves it in cache,
-    as the layer before leaves it in a network.
+    of its samples as a network's.
     """
-    if primes is not None and len(primes) != len(calls):
-        raise ValueError(f"primes has {len(primes)} entries, calls {len(calls)}")
-    prime = list(primes) if primes is not None else [None] * len(calls)
     rng = random.Random(seed)
     order = list(range(len(calls)))
     rng.shuffle(order)
@@ -251,8 +245,6 @@ def measure_in_context(
         for idx in groups:
             for _ in range(passes_per_visit):
                 for i in idx:
-                    if prime[i] is not None:
-                        prime[i]()
                     a = now()
                     calls[i]()
                     samples[i].append(now() - a - clock_s)

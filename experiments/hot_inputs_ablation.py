@@ -8,13 +8,14 @@ written it. Here every benchmark of calibration's seeded sweep is timed both way
 interleaved run, alternate passes over the same shuffled groups: "cold" as calibration
 times it, "hot" right after an untimed in-place multiply of its input by one, which leaves
 the input in cache and dirty as a producer would. Variant "shipped" fits the benchmark
-times as the sessions recorded them (cold, calibration's protocol before this ablation),
-"hot inputs" scales each by its hot / cold ratio, "hot conv inputs" only those of conv
-and linear classes (the streaming classes are priced mostly by calibration's op chains);
-calibration now times benchmarks as this last variant. Everything else is fitted exactly
-as ``hw_profiles calibrate`` fits. The ratios are timed where this runs, once, and stand
-in for every calibration given: they must share its sweep (every recorded CPU
-calibration of one torch version does) and have been timed cold.
+times as the sessions recorded them (cold, as calibration times them), "hot inputs"
+scales each by its hot / cold ratio, "hot conv inputs" only those of conv and linear
+classes (the streaming classes are priced mostly by calibration's op chains), "hot conv
+inputs + columns" also charges PyTorch's im2col column buffer to its native k x k convs
+(``im2col_l2_ablation.columns_charged``). Everything else is fitted exactly as
+``hw_profiles calibrate`` fits. The ratios are timed where this runs, once, and stand in
+for every calibration given: they must share its sweep (every recorded CPU calibration
+of one torch version does) and have been timed cold.
 
     python experiments/hot_inputs_ablation.py \\
         --calibration experiments/results/xeon_2026-12-03_d \\
@@ -46,11 +47,12 @@ from _provenance import provenance_finish, provenance_start, write_record  # noq
 from im2col_l2_ablation import (  # noqa: E402
     Variant,
     ablation_parser,
+    columns_charged,
     development_table,
     refit_all,
 )
 
-from costmodel._bench import _BENCHES, CALIBRATION_SEED  # noqa: E402
+from costmodel._bench import CALIBRATION_SEED, layer_call_and_input  # noqa: E402
 from costmodel._calibrate import spec_from_dict  # noqa: E402
 from costmodel._kinds import latency_class  # noqa: E402
 from costmodel._measure import KERNEL_QUANTILE, lower_quantile  # noqa: E402
@@ -77,8 +79,8 @@ def time_cold_and_hot(
     untimed), so both see the machine in the same states."""
     calls, primes = [], []
     for spec in specs:
-        x = torch.randn(spec.in_shape)
-        calls.append(_BENCHES[spec.op](spec, x))
+        call, x = layer_call_and_input(spec, "cpu")
+        calls.append(call)
         primes.append(lambda x=x: x.mul_(1.0))
     order = list(range(len(calls)))
     random.Random(seed).shuffle(order)
@@ -145,7 +147,8 @@ def ratio_table(res: dict[str, Any]) -> list[str]:
     by_class: dict[str, list[float]] = {}
     for b in res["benchmarks"]:
         by_class.setdefault(b["class"], []).append(b["hot_s"] / b["cold_s"])
-    lines = ["## Hot / cold, timed here", "", "| class | n | median | min | max |",
+    lines = ["## Hot / cold per kernel class", "", "Timed by the command above, or read from "
+             "the record its `--timings` names.", "", "| class | n | median | min | max |",
              "|---|---|---|---|---|"]  # fmt: skip
     for cls, r in sorted(by_class.items()):
         lines.append(f"| {cls} | {len(r)} | {statistics.median(r):.3f} | {min(r):.3f} | "
@@ -168,31 +171,64 @@ def to_markdown(res: dict[str, Any], header: list[str]) -> str:
     return "\n".join([*lines, *development_table(res)]) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = ablation_parser(__doc__).parse_args(argv)
-    script = "experiments/hot_inputs_ablation.py"
-    prov = provenance_start(script, argv)
-    for folder in args.calibration:
-        primed = json.loads((folder / "calibration_cpu_raw.json").read_text())
-        if primed.get("hot_input_classes"):
-            raise SystemExit(f"{folder}: its benchmarks were timed with hot inputs already")
-    raw = json.loads((args.calibration[0] / "calibration_cpu_raw.json").read_text())
+def hot_timed(calibrations: Sequence[Path]) -> bool:
+    """Whether the calibrations timed their conv / linear benchmarks with hot inputs (a
+    protocol tried in one session, whose raw record lists the classes); all alike."""
+    kinds = {
+        bool(json.loads((f / "calibration_cpu_raw.json").read_text()).get("hot_input_classes"))
+        for f in calibrations
+    }
+    if len(kinds) > 1:
+        raise SystemExit("give calibrations timed alike: some with hot inputs, some cold")
+    return kinds.pop()
+
+
+def timed_benchmarks(calibrations: Sequence[Path], timings: Path | None) -> list[dict[str, Any]]:
+    """Every benchmark of the first calibration's sweep with its cold and hot times: timed
+    here, or read from ``timings`` (an earlier record of this script)."""
+    if timings is not None:
+        return json.loads(timings.read_text())["benchmarks"]
+    raw = json.loads((calibrations[0] / "calibration_cpu_raw.json").read_text())
     specs = [spec_from_dict(b["spec"]) for b in raw["benchmarks"]]
     torch.manual_seed(CALIBRATION_SEED)
     torch.set_num_threads(1)
     with torch.inference_mode():
         cold, hot = time_cold_and_hot(specs)
-    benches = [
+    print(f"timed {len(specs)} benchmarks cold and hot", flush=True)
+    return [
         {"spec": b["spec"], "class": latency_class(sp, "pytorch_cpu"), "cold_s": c, "hot_s": h}
         for b, sp, c, h in zip(raw["benchmarks"], specs, cold, hot, strict=True)
     ]
+
+
+def variants_for(benches: list[dict[str, Any]], hot: bool) -> dict[str, Variant]:
+    """The variants for cold-timed calibrations, or for hot-timed ones: as recorded, and
+    their conv / linear benchmarks scaled back to cold."""
     ratios = {_key(b["spec"]): b["hot_s"] / b["cold_s"] for b in benches}
-    print(f"timed {len(specs)} benchmarks cold and hot", flush=True)
-    variants = {
+    if hot:
+        back = {k: 1 / r for k, r in ratios.items()}
+        cold_convs = scaled_by(back, CONV_CLASSES)
+        return {"hot conv inputs (recorded)": Variant({}),
+                "cold conv inputs": Variant({}, benchmarks=cold_convs)}  # fmt: skip
+    hot_convs = scaled_by(ratios, CONV_CLASSES)
+    return {
         "shipped": Variant({}),
         "hot inputs": Variant({}, benchmarks=scaled_by(ratios)),
-        "hot conv inputs": Variant({}, benchmarks=scaled_by(ratios, CONV_CLASSES)),
+        "hot conv inputs": Variant({}, benchmarks=hot_convs),
+        "hot conv inputs + columns": Variant({}, columns_charged, benchmarks=hot_convs),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ablation_parser(__doc__)
+    parser.add_argument("--timings", type=Path,
+                        help="take the cold and hot times from an earlier record of this "
+                        "script (its .json) instead of timing them")  # fmt: skip
+    args = parser.parse_args(argv)
+    script = "experiments/hot_inputs_ablation.py"
+    prov = provenance_start(script, argv)
+    benches = timed_benchmarks(args.calibration, args.timings)
+    variants = variants_for(benches, hot_timed(args.calibration))
     res = {"benchmarks": benches, **refit_all(args, variants, script, terms_of=fitted_terms)}
     print(f"wrote {write_record(args.out, provenance_finish(prov), res, to_markdown)}")
     return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -142,7 +143,8 @@ def fit_and_predict(
     for name, variant in variants.items():
         with variant.patch():
             hw = refit(folder, ceilings=variant.ceilings, benchmarks=variant.benchmarks)
-            path = out / f"{folder.name}_{name.replace(' ', '_').replace('=', '')}.toml"
+            slug = re.sub(r"[^A-Za-z0-9_.-]", "", name.replace(" ", "_"))
+            path = out / f"{folder.name}_{slug}.toml"
             header = f"Written by {script} ({name}); a patched model is not in the profile."
             path.write_text(profile_to_toml(hw, {"method": f"{name} refit"}, header))
             terms[name] = terms_of(hw)

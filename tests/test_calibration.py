@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from costmodel._bench import shape_sweep
-from costmodel._calibrate import HOT_INPUT_CLASSES
 from costmodel._chains import CHAIN_DEPTH, CHAIN_OPS, CHAIN_SIZES, OpChain, op_chains
 from costmodel._fit import fit_profile, predict_single
 from costmodel._formulas import count
@@ -236,9 +235,6 @@ def test_quick_calibration_writes_a_profile_that_loads(tmp_path: Path) -> None:
         (op, 1) for op in CHAIN_OPS
     ]
     assert f"{len(CHAIN_OPS)} chains of {CHAIN_DEPTH} ops" in out.read_text()
-    # conv and linear benchmarks ran with their input just written, and the record says so
-    assert recorded["hot_input_classes"] == sorted(HOT_INPUT_CLASSES)
-    assert "conv and linear inputs written before each call" in out.read_text()
     hw = load_fresh(out)
     assert hw.device_type == "cpu"
     assert hw.source.startswith("calibrated on ")

@@ -729,8 +729,9 @@ def test_calibration_context_sets_kernels_alone_beside_relu_chain_slopes() -> No
 
 def test_hot_inputs_ablation_scales_recorded_benchmarks_by_their_own_ratio() -> None:
     """Each recorded benchmark is scaled by the ratio timed for its spec; with classes given,
-    only those classes' benchmarks move; a spec that was not timed stops the script. The
-    timing pass gives every benchmark a cold and a hot time."""
+    only those classes' benchmarks move; a spec that was not timed stops the script; a
+    calibration timed hot is scaled back by the inverse ratio. The timing pass gives every
+    benchmark a cold and a hot time."""
     from costmodel._calibrate import spec_to_dict
     from costmodel._spec import LayerSpec
 
@@ -746,6 +747,11 @@ def test_hot_inputs_ablation_scales_recorded_benchmarks_by_their_own_ratio() -> 
     assert records[0]["time_s"] == 4e-6  # the recorded list is left as it was
     with pytest.raises(SystemExit, match="not timed here"):
         mod.scaled_by({mod._key(relu): 0.5})(records)
+    # A calibration timed hot is scaled back to cold: 1e-5 s / 0.8 = 1.25e-5 s.
+    benches = [{"spec": conv, "cold_s": 1e-5, "hot_s": 8e-6}]
+    back = mod.variants_for(benches, hot=True)["cold conv inputs"].benchmarks
+    assert back is not None and back(records[1:])[0]["time_s"] == pytest.approx(1.25e-5)
+    assert "hot conv inputs" in mod.variants_for(benches, hot=False)
     specs = [LayerSpec("relu", (1, 8, 4, 4)), LayerSpec("conv2d", (1, 8, 4, 4), 8, 3, 1, 1)]
     cold, hot = mod.time_cold_and_hot(specs, passes=2, passes_per_visit=1)
     assert len(cold) == len(hot) == 2

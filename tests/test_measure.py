@@ -51,33 +51,6 @@ def test_sample_calls_times_through_the_clock_it_is_given() -> None:
     assert dev.syncs == 2 * 2 + 2 * 2 * 3 * 2
 
 
-def test_in_context_primes_run_untimed_right_before_their_layers_calls() -> None:
-    """A prime runs just before every timed call of its layer and outside the timed span:
-    the fake clock advances 1 s in each prime, which would swamp the 1-2 ms calls."""
-    t, log = [0.0], []
-
-    def call(i: int, seconds: float) -> Any:
-        def run() -> None:
-            log.append(("call", i))
-            t[0] += seconds
-
-        return run
-
-    def prime() -> None:
-        log.append(("prime", 0))
-        t[0] += 1.0
-
-    calls = [call(0, 1e-3), call(1, 2e-3)]
-    times = _measure.measure_in_context(calls, passes=5, passes_per_visit=1,
-                                        now=lambda: t[0], primes=[prime, None])  # fmt: skip
-    assert times == pytest.approx([1e-3, 2e-3])
-    timed = log[4:]  # after the warm-up's two unprimed calls of each layer
-    assert timed.count(("prime", 0)) == timed.count(("call", 0)) == 5
-    assert all(timed[k - 1] == ("prime", 0) for k, e in enumerate(timed) if e == ("call", 0))
-    with pytest.raises(ValueError, match="primes has 1 entries, calls 2"):
-        _measure.measure_in_context(calls, primes=[None])
-
-
 def test_a_registered_op_cannot_be_registered_again() -> None:
     with pytest.raises(ValueError, match="op='conv2d' is already registered"):
         register_bench("conv2d")(lambda spec, x: lambda: None)
