@@ -204,6 +204,21 @@ def lower_quantile(samples: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def context_groups(n: int, group: int, seed: int) -> list[list[int]]:
+    """Indices ``0..n-1`` shuffled with ``seed`` and cut into groups of ``group``."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[start : start + group] for start in range(0, n, group)]
+
+
+def clock_cost_s(now: Callable[[], float], reads: int = 1000) -> float:
+    """Seconds one call of ``now`` costs, to take off a sample it bracketed."""
+    t0 = now()
+    for _ in range(reads):
+        now()
+    return (now() - t0) / reads
+
+
 def measure_in_context(
     calls: Sequence[Callable[[], Any]],
     *,
@@ -229,14 +244,8 @@ def measure_in_context(
     second to second on a shared VM. A layer's time is the same lower quantile
     of its samples as a network's.
     """
-    rng = random.Random(seed)
-    order = list(range(len(calls)))
-    rng.shuffle(order)
-    t0 = now()
-    for _ in range(1000):
-        now()
-    clock_s = (now() - t0) / 1000
-    groups = [order[start : start + group] for start in range(0, len(order), group)]
+    groups = context_groups(len(calls), group, seed)
+    clock_s = clock_cost_s(now)
     for fn in calls:  # warm-up: allocations, algorithm choice
         fn()
         fn()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import statistics
 import sys
 import time
@@ -55,7 +54,7 @@ from im2col_l2_ablation import (  # noqa: E402
 from costmodel._bench import CALIBRATION_SEED, layer_call_and_input  # noqa: E402
 from costmodel._calibrate import spec_from_dict  # noqa: E402
 from costmodel._kinds import latency_class  # noqa: E402
-from costmodel._measure import KERNEL_QUANTILE, lower_quantile  # noqa: E402
+from costmodel._measure import KERNEL_QUANTILE, clock_cost_s, context_groups, lower_quantile  # noqa: E402
 from costmodel._spec import LayerSpec  # noqa: E402
 from hw_profiles import HardwareProfile  # noqa: E402
 
@@ -82,13 +81,8 @@ def time_cold_and_hot(
         call, x = layer_call_and_input(spec, "cpu")
         calls.append(call)
         primes.append(lambda x=x: x.mul_(1.0))
-    order = list(range(len(calls)))
-    random.Random(seed).shuffle(order)
-    t0 = now()
-    for _ in range(1000):
-        now()
-    clock_s = (now() - t0) / 1000
-    groups = [order[start : start + group] for start in range(0, len(order), group)]
+    groups = context_groups(len(calls), group, seed)
+    clock_s = clock_cost_s(now)
     for fn in calls:  # warm-up, as measure_in_context
         fn()
         fn()
