@@ -51,7 +51,7 @@ from costmodel._ceilings import (
     measure_runtime_overheads,
 )
 from costmodel._chains import CHAIN_BATCHES, CHAIN_DEPTH, op_chains
-from costmodel._fit import FitResult, NetworkRow, fit_profile
+from costmodel._fit import FitResult, NetworkRow, blas_kernels, fit_profile
 from costmodel._formulas import count
 from costmodel._measure import (
     CLOCK_FUNCTIONS,
@@ -408,6 +408,7 @@ def calibrate(
         "network_holdout_median_abs_error": _r4(fit.network_holdout_median_abs_error),
         "duration_s": round(duration, 1),
         "allocator": allocator,
+        "blas": blas_kernels(),
     }
     if reference is not None and reference_s:
         calib["reference_arch"] = str(reference)

@@ -45,6 +45,24 @@ class FitResult:
     cold_start_s: float = 0.0  # what a kernel timed alone paid beyond the model (not written)
 
 
+def blas_kernels() -> str:
+    """The BLAS libraries loaded and the kernels each picked for this CPU.
+
+    The fit's trust-region steps go through BLAS, and OpenBLAS picks its kernels by CPU
+    (SkylakeX on AVX-512 Xeons, Haswell where it does not know the CPU), so the same
+    measurements can fit to slightly different parameters under other kernels: a record
+    of a fit names them. ``OPENBLAS_CORETYPE`` chooses them (set before numpy loads)."""
+    from threadpoolctl import threadpool_info
+
+    seen = [
+        f"{i.get('internal_api', '?')} {i.get('version') or '?'} "
+        f"({i.get('architecture') or '?'} kernels)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    return ", ".join(dict.fromkeys(seen)) or "none loaded"
+
+
 def _param_names(classes: Sequence[str]) -> list[str]:
     names = [f"host:{c}" for c in classes]
     names += [f"ce:{c}" for c in classes]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodel._ceilings import device_name
+from costmodel._fit import blas_kernels
 from costmodel._measure import lower_quantile
 
 # How every timed figure of these scripts is stated in their reports.
@@ -52,6 +53,8 @@ class Provenance:
     torch: str
     loadavg_before: LoadAverage
     loadavg_after: LoadAverage | None = None
+    # The BLAS kernels a fit ran on (records older than this field leave it empty).
+    blas: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +93,7 @@ def provenance_start(script: str, argv: Sequence[str] | None = None) -> Provenan
         python=platform.python_version(),
         torch=_torch_version(),
         loadavg_before=load_average(),
+        blas=blas_kernels(),
     )
 
 
@@ -105,11 +109,12 @@ def _load_text(load: Sequence[float] | None) -> str:
 def header_lines(prov: Provenance | dict[str, Any]) -> list[str]:
     """The report's first lines after its title: command, date, machine, load."""
     p = Provenance(**prov) if isinstance(prov, dict) else prov
+    blas = f", BLAS {p.blas}" if p.blas else ""
     return [
         f"Command: `{p.command}`",
         "",
         f"Date: {p.date_utc}. Host: {p.host} ({p.machine}, {p.cpu_model}, {p.cpu_count} "
-        f"cores); Python {p.python}, torch {p.torch}. Load average (1/5/15 min): "
+        f"cores); Python {p.python}, torch {p.torch}{blas}. Load average (1/5/15 min): "
         f"{_load_text(p.loadavg_before)} before, {_load_text(p.loadavg_after)} after "
         "(a shared machine: other processes' load slows wall-clock timings).",
     ]

@@ -354,6 +354,8 @@ _CALIBRATION_KEYS = {
     "reference_arch",
     "reference_s",
     "allocator",
+    # The BLAS kernels the fit ran on: other kernels can fit the same timings a little apart.
+    "blas",
 }
 
 # What ``python -m hw_profiles fit`` records about the measurements it fitted.

@@ -15,11 +15,18 @@ import pytest
 
 from costmodel._bench import shape_sweep
 from costmodel._chains import CHAIN_DEPTH, CHAIN_OPS, CHAIN_SIZES, OpChain, op_chains
-from costmodel._fit import fit_profile, predict_single
+from costmodel._fit import blas_kernels, fit_profile, predict_single
 from costmodel._formulas import count
 from costmodel._kinds import kernel_class, latency_class
 from costmodel._validate import ValidationPoint, summarize
-from hw_profiles import KERNEL_CLASSES, load, load_fresh, parse_profile, profile_to_toml
+from hw_profiles import (
+    KERNEL_CLASSES,
+    calibration_table,
+    load,
+    load_fresh,
+    parse_profile,
+    profile_to_toml,
+)
 from hw_profiles._cli import calibrate_main as main
 
 
@@ -242,6 +249,8 @@ def test_quick_calibration_writes_a_profile_that_loads(tmp_path: Path) -> None:
     assert set(hw.runtimes) == {"eager", "graph", "fused"}
     text = out.read_text()
     assert "[calibration]" in text and "threads = 1" in text
+    # The fit's kernels are named: other BLAS kernels fit the same timings a little apart.
+    assert calibration_table(out)["blas"] == blas_kernels()
 
 
 def test_op_chains_repeat_one_streaming_op_and_run_as_they_lower() -> None:

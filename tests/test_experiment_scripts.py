@@ -18,11 +18,12 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from tests._scripts import load_script
+from tests._scripts import load_script, record_blas_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -92,9 +93,12 @@ def test_last_digit_comparison_allows_one_rounding_flip_and_nothing_more() -> No
         assert_same_to_last_digit("z = 0.7604", "x = 0.7604", "t")
 
 
-def run_script(name: str, *args: str, timeout: int = 600) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
-    env.pop("MLFLOW_TRACKING_URI")
+def run_script(
+    name: str, *args: str, timeout: int = 600, base_env: Mapping[str, str] | None = None
+) -> None:
+    """``python experiments/NAME ARGS`` in a subprocess, in ``base_env`` (default: ours)."""
+    env = {**(os.environ if base_env is None else base_env), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, str(EXP / name), *args],
         cwd=ROOT,
@@ -485,7 +489,8 @@ def test_rescale_chains_check_regenerates_its_committed_table(tmp_path: Path) ->
     assert command is not None
     args = command.group(1).split()
     args[args.index("--out") + 1] = str(tmp_path / "check.md")
-    run_script("rescale_chains_check.py", *args)
+    # The table's fits ran on the records' BLAS kernels; on others they stop a little apart.
+    run_script("rescale_chains_check.py", *args, base_env=record_blas_env())
     table = [ln for ln in committed.splitlines() if ln.startswith("| s")]
     again = [ln for ln in (tmp_path / "check.md").read_text().splitlines()
              if ln.startswith("| s")]  # fmt: skip
@@ -582,7 +587,18 @@ def test_linear_heads_ablation_refits_as_calibrate_did_and_leaves_out_only_the_h
 
     mod = load_script("linear_heads_ablation")
     folder = RESULTS / "xeon_2026-12-03_a"
-    paths = mod.refit_variants(folder, tmp_path)
+    # Refitted in a subprocess on the BLAS kernels calibrate ran on (chosen as numpy loads).
+    code = (
+        "import json, sys; from pathlib import Path; from tests._scripts import load_script; "
+        "paths = load_script('linear_heads_ablation').refit_variants("
+        f"Path({str(folder)!r}), Path({str(tmp_path)!r})); "
+        "print(json.dumps({k: str(v) for k, v in paths.items()}))"
+    )
+    env = {**record_blas_env(), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paths = json.loads(proc.stdout.splitlines()[-1])
     shipped, heads, without = (
         load(p) for p in (folder / "calibrated_cpu.toml", paths["heads"], paths["no heads"])
     )
@@ -756,3 +772,40 @@ def test_hot_inputs_ablation_scales_recorded_benchmarks_by_their_own_ratio() -> 
     cold, hot = mod.time_cold_and_hot(specs, passes=2, passes_per_visit=1)
     assert len(cold) == len(hot) == 2
     assert all(t > 0 for t in (*cold, *hot))
+
+
+def test_blas_kernel_spread_compares_fitted_parameters_by_relative_difference() -> None:
+    """|b / a - 1| per parameter, largest first; a parameter unfitted (nan) on either side or
+    zero in the first profile is left out, and exact equality prints as 0."""
+    mod = load_script("blas_kernel_spread")
+    nan = float("nan")
+    a = {"ce": 2.0, "me": 1.0, "host": nan, "fault": 0.0}
+    b = {"ce": 3.0, "me": 1.0, "host": 1.0, "fault": 5.0}
+    assert mod.spread(a, b) == [("ce", 0.5), ("me", 0.0)]  # 3 / 2 - 1 = 0.5
+    assert [mod._share(d) for d in (0.0, 2e-6, 0.0123)] == ["0", "2.0e-06", "1.23%"]
+
+
+@pytest.mark.slow
+def test_blas_kernel_spread_refits_on_the_kernels_it_names(tmp_path: Path) -> None:
+    """A calibration refitted in a subprocess on OpenBLAS's Haswell kernels (AVX2: any recent
+    x86-64) reports those kernels, where its solver stopped and its development sets, and
+    writes the profile, which loads."""
+    from hw_profiles import load
+
+    if "openblas" not in load_script("blas_kernel_spread")._fit.blas_kernels():
+        pytest.skip("numpy / scipy do not use OpenBLAS here")
+    if " avx2 " not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("Haswell kernels need AVX2, which this CPU does not list")
+    folder = RESULTS / "xeon_2026-12-03_d"
+    out = tmp_path / "spread"
+    run_script("blas_kernel_spread.py", "--calibration", str(folder), "--core", "Haswell",
+               "--sets", "pure_networks", "--out", str(out))  # fmt: skip
+    doc = json.loads(out.with_suffix(".json").read_text())
+    run = doc["calibrations"][folder.name]
+    assert "(Haswell kernels)" in run["runs"]["Haswell"]["blas"]
+    assert run["runs"]["Haswell"]["solve"]["cost"] > 0
+    assert run["variants"] == ["recorded", "Haswell"]
+    assert {(c["set"], c["batch"]) for c in run["cells"]} == {("pure_networks", 1),
+                                                             ("pure_networks", 32)}  # fmt: skip
+    assert load(tmp_path / "spread_profiles" / f"{folder.name}_Haswell.toml").device_type == "cpu"
+    assert provenance_problems(out.with_suffix(".md").read_text()) == []

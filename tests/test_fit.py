@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from costmodel._fit import (
     SPLIT_GROUPS,
     MeasuredNetwork,
     _spearman,
+    blas_kernels,
     fit_networks,
     predict_networks,
 )
@@ -459,3 +461,22 @@ def test_spearman_is_undefined_without_an_order_on_either_side() -> None:
     for pred, meas in [([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [5.0] * 3),
                        ([1.0, 2.0], [1.0, 2.0])]:  # fmt: skip
         assert _spearman(pred, meas) != _spearman(pred, meas)  # nan
+
+
+def test_blas_kernels_names_the_kernels_openblas_was_told_to_use() -> None:
+    """A fit's record names its BLAS kernels (other kernels stop the fit a little apart).
+    OPENBLAS_CORETYPE, read as numpy loads, picks them: Haswell's (AVX2) run on any x86-64
+    CPU with AVX2, whatever OpenBLAS would have picked there."""
+    if "openblas" not in blas_kernels():
+        pytest.skip(f"numpy / scipy do not use OpenBLAS here: {blas_kernels()}")
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    if " avx2 " not in cpuinfo:
+        pytest.skip("Haswell kernels need AVX2, which this CPU does not list")
+    code = "from costmodel._fit import blas_kernels; print(blas_kernels())"
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert "(Haswell kernels)" in out and "?" not in out, out
