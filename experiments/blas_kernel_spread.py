@@ -4,8 +4,8 @@ calibrations refitted under each OpenBLAS kernel set, their development sets pre
 Calibration fits about 40 parameters by least squares (``costmodel._fit.fit_profile``:
 scipy's trust-region solver, finite-difference Jacobians, a model with kinks where a
 kernel turns from memory- to compute-bound). Its steps run through BLAS, and OpenBLAS picks
-its kernels by CPU: SkylakeX on the AVX-512 Xeon and EPYC VMs where every calibration
-under experiments/results/ was fitted, Haswell on a CPU it does not know. Kernels round
+its kernels by CPU: SkylakeX on AVX-512 CPUs it knows (the recorded Xeon fits come out
+bit for bit on them), Haswell on a CPU it does not know (a Zen 5 VM). Kernels round
 differently, and the solver stops where its steps become tiny, so the same timings can fit
 to parameters a little apart. Here each calibration is refitted under each kernel set given
 (``--core``, a subprocess each with ``OPENBLAS_CORETYPE``, which numpy and scipy read as

@@ -20,8 +20,9 @@ def load_script(name: str) -> ModuleType:
     return import_file(EXPERIMENTS / f"{name}.py", prefix="roofnas_experiment_")
 
 
-# The CPU calibrations under experiments/results/ were fitted where OpenBLAS picked its
-# SkylakeX kernels (AVX-512 Xeon and EPYC VMs). The fit's trust-region steps run through
+# The recorded fits these tests regenerate (the Xeon calibrations, the EPYC rescale table)
+# come out to the last digit on OpenBLAS's SkylakeX kernels, which it runs on AVX-512 CPUs
+# it knows, and not on its Haswell kernels. The fit's trust-region steps run through
 # BLAS and it stops where its steps become tiny, so other kernels (Haswell, which OpenBLAS
 # picks on CPUs it does not know) stop it a little elsewhere: a refit regenerates those
 # records to the last digit only on the same kernels.
