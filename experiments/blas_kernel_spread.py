@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -133,42 +133,61 @@ def _share(d: float) -> str:
     return "0" if d == 0 else f"{d:.1e}" if d < 1e-4 else f"{d:.2%}"
 
 
-def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    lines = [f"# {TITLE}", "", *header, "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "## Where the solver stopped", "",
-             "The last solve (all benchmarks, networks and chains) per kernel set: scipy's "
-             "status (3: steps "
-             "below xtol), the cost (soft-L1 of log-time residuals) and the first-order "
-             "optimality (0 at a stationary point).", "",
-             "| calibration | OpenBLAS kernels | status | cost | optimality | evaluations |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for cal, r in res["calibrations"].items():
-        for core, run in r["runs"].items():
-            s = run["solve"]
-            lines.append(f"| {cal} | {core} | {s['status']} | {s['cost']:.4f} | "
-                         f"{s['optimality']:.3g} | {s['nfev']} |")  # fmt: skip
-    lines += ["", "## How far the parameters moved", "",
-              "Per pair of profiles: the median and largest relative difference over the fitted "
-              "parameters (efficiencies and host cost per class, cache size and fall-off), and "
-              "the three that moved most.", "",
-              "| calibration | pair | median | largest | moved most |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    for cal, r in res["calibrations"].items():
-        for pair, moved in r["spread"].items():
-            values = sorted(d for _, d in moved)
-            median = values[len(values) // 2] if values else float("nan")
-            top = ", ".join(f"{k} {_share(d)}" for k, d in moved[:3] if d)
-            lines.append(f"| {cal} | {pair} | {_share(median)} | {_share(moved[0][1])} | "
-                         f"{top or '-'} |")  # fmt: skip
-    lines += ["", "## Development sets", "",
-              "Each cell: Spearman / median absolute error at the calibration's speed (the "
-              "unscaled wall-clock error in brackets), per profile. Measured: the median of the "
-              "recorded samples.", ""]  # fmt: skip
+def _table(title: str, text: str, columns: Sequence[str], rows: Iterable[str]) -> list[str]:
+    """A report section: its title, what it shows, then the table."""
+    head = f"| {' | '.join(columns)} |"
+    return [f"## {title}", "", text, "", head, "|" + "---|" * len(columns), *rows]
+
+
+def _solver_row(cal: str, core: str, s: dict[str, Any]) -> str:
+    return (f"| {cal} | {core} | {s['status']} | {s['cost']:.4f} | {s['optimality']:.3g} | "
+            f"{s['nfev']} |")  # fmt: skip
+
+
+def _solver_table(res: dict[str, Any]) -> list[str]:
+    rows = (_solver_row(cal, core, run["solve"]) for cal, r in res["calibrations"].items()
+            for core, run in r["runs"].items())  # fmt: skip
+    text = ("The last solve (all benchmarks, networks and chains) per kernel set: scipy's status "
+            "(3: steps below xtol), the cost (soft-L1 of log-time residuals) and the first-order "
+            "optimality (0 at a stationary point).")  # fmt: skip
+    columns = ["calibration", "OpenBLAS kernels", "status", "cost", "optimality", "evaluations"]
+    return _table("Where the solver stopped", text, columns, rows)
+
+
+def _spread_row(cal: str, pair: str, moved: list[tuple[str, float]]) -> str:
+    values = sorted(d for _, d in moved)
+    top = ", ".join(f"{k} {_share(d)}" for k, d in moved[:3] if d)
+    return (f"| {cal} | {pair} | {_share(values[len(values) // 2])} | {_share(values[-1])} | "
+            f"{top or '-'} |")  # fmt: skip
+
+
+def _spread_table(res: dict[str, Any]) -> list[str]:
+    rows = (_spread_row(cal, pair, moved) for cal, r in res["calibrations"].items()
+            for pair, moved in r["spread"].items())  # fmt: skip
+    text = ("Per pair of profiles: the median and largest relative difference over the fitted "
+            "parameters (efficiencies and host cost per class, cache size and fall-off), and "
+            "the three that moved most.")  # fmt: skip
+    columns = ["calibration", "pair", "median", "largest", "moved most"]
+    return _table("How far the parameters moved", text, columns, rows)
+
+
+def _development_tables(res: dict[str, Any]) -> list[str]:
+    lines = ["## Development sets", "",
+             "Each cell: Spearman / median absolute error at the calibration's speed (the "
+             "unscaled wall-clock error in brackets), per profile. Measured: the median of the "
+             "recorded samples.", ""]  # fmt: skip
     for r in res["calibrations"].values():
         names = r["variants"]
         lines += [f"| calibration | session | set | batch | n | speed | {' | '.join(names)} |",
                   "|" + "---|" * (6 + len(names)),
                   *(_row(c, names) for c in r["cells"]), ""]  # fmt: skip
+    return lines
+
+
+def to_markdown(res: dict[str, Any], header: list[str]) -> str:
+    intro = __doc__.split("\n\n")[1].replace("\n", " ")
+    lines = [f"# {TITLE}", "", *header, "", intro, "", *_solver_table(res), "",
+             *_spread_table(res), "", *_development_tables(res)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
