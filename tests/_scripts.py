@@ -22,29 +22,37 @@ def load_script(name: str) -> ModuleType:
 
 # The recorded fits these tests regenerate (the Xeon calibrations, the EPYC rescale table)
 # come out to the last digit on OpenBLAS's SkylakeX kernels, which it runs on AVX-512 CPUs
-# it knows, and not on its Haswell kernels. The fit's trust-region steps run through
-# BLAS and it stops where its steps become tiny, so other kernels (Haswell, which OpenBLAS
-# picks on CPUs it does not know) stop it a little elsewhere: a refit regenerates those
-# records to the last digit only on the same kernels.
+# it knows. The fit stops where its trust-region steps, run through BLAS, become tiny, so
+# other kernels (Haswell's, on a CPU OpenBLAS does not know) stop it a little elsewhere.
 RECORD_BLAS_CORE = "SkylakeX"
-_RECORD_CORE_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+_SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return next((frozenset(ln.split(":", 1)[1].split()) for ln in lines
+                 if ln.startswith("flags")), frozenset())  # fmt: skip
+
+
+def blas_env(core: str, needs: frozenset[str]) -> dict[str, str]:
+    """``os.environ`` for a subprocess whose OpenBLAS runs ``core``'s kernels (numpy reads
+    ``OPENBLAS_CORETYPE`` as it loads); the test skips, saying why, where numpy does not use
+    OpenBLAS or the CPU lacks a flag in ``needs``."""
+    from costmodel._fit import blas_kernels
+
+    if "openblas" not in blas_kernels():
+        pytest.skip(f"numpy / scipy do not use OpenBLAS here: {blas_kernels()}")
+    missing = sorted(needs - cpu_flags())
+    if missing:
+        pytest.skip(f"OpenBLAS's {core} kernels need {', '.join(missing)}, which this CPU lacks")
+    return {**os.environ, "OPENBLAS_CORETYPE": core}
 
 
 def record_blas_env() -> dict[str, str]:
-    """``os.environ`` for a subprocess whose OpenBLAS runs the records' kernels; the test
-    skips, saying why, on a CPU that cannot run them."""
-    try:
-        flags = next(
-            set(line.split(":", 1)[1].split())
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        flags = set()
-    missing = sorted(_RECORD_CORE_FLAGS - flags)
-    if missing:
-        pytest.skip(
-            f"the recorded fits ran on OpenBLAS's {RECORD_BLAS_CORE} kernels, which this CPU "
-            f"cannot run (no {', '.join(missing)}): a refit here need not match them"
-        )
-    return {**os.environ, "OPENBLAS_CORETYPE": RECORD_BLAS_CORE}
+    """``blas_env`` for the kernels the recorded fits ran on: a refit elsewhere need not
+    match them."""
+    return blas_env(RECORD_BLAS_CORE, _SKYLAKEX_FLAGS)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._scripts import load_script, record_blas_env
+from tests._scripts import blas_env, load_script, record_blas_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -792,10 +792,7 @@ def test_blas_kernel_spread_refits_on_the_kernels_it_names(tmp_path: Path) -> No
     writes the profile, which loads."""
     from hw_profiles import load
 
-    if "openblas" not in load_script("blas_kernel_spread")._fit.blas_kernels():
-        pytest.skip("numpy / scipy do not use OpenBLAS here")
-    if " avx2 " not in Path("/proc/cpuinfo").read_text():
-        pytest.skip("Haswell kernels need AVX2, which this CPU does not list")
+    blas_env("Haswell", frozenset({"avx2"}))  # skips where the script could not run them
     folder = RESULTS / "xeon_2026-12-03_d"
     out = tmp_path / "spread"
     run_script("blas_kernel_spread.py", "--calibration", str(folder), "--core", "Haswell",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import statistics
 import subprocess
 import sys
@@ -21,13 +20,13 @@ from costmodel._fit import (
     SPLIT_GROUPS,
     MeasuredNetwork,
     _spearman,
-    blas_kernels,
     fit_networks,
     predict_networks,
 )
 from hw_profiles import HardwareProfile, ProfileError, RuntimeParams
 from hw_profiles._schema import DATA_DIR
 from searchspace import NB201Net, OFANet
+from tests._scripts import blas_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = [
@@ -467,16 +466,8 @@ def test_blas_kernels_names_the_kernels_openblas_was_told_to_use() -> None:
     """A fit's record names its BLAS kernels (other kernels stop the fit a little apart).
     OPENBLAS_CORETYPE, read as numpy loads, picks them: Haswell's (AVX2) run on any x86-64
     CPU with AVX2, whatever OpenBLAS would have picked there."""
-    if "openblas" not in blas_kernels():
-        pytest.skip(f"numpy / scipy do not use OpenBLAS here: {blas_kernels()}")
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    if " avx2 " not in cpuinfo:
-        pytest.skip("Haswell kernels need AVX2, which this CPU does not list")
+    env = {**blas_env("Haswell", frozenset({"avx2"})), "PYTHONPATH": str(ROOT)}
     code = "from costmodel._fit import blas_kernels; print(blas_kernels())"
-    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert "(Haswell kernels)" in out and "?" not in out, out
