@@ -62,6 +62,9 @@ TITLE = "Benchmarks with hot inputs, refitted"
 # Classes whose benchmarks only the single-kernel sweep prices (no op chain of them).
 CONV_CLASSES = frozenset({"dense_conv", "pointwise_conv", "group_conv", "depthwise_conv",
                           "native_conv", "linear"})  # fmt: skip
+# The classes whose fitted terms the record reports: the conv classes the ratios move most
+# and the streaming ones the op chains price.
+TERM_CLASSES = ("native_conv", "pointwise_conv", "dense_conv", "elementwise", "activation")
 
 
 def time_cold_and_hot(
@@ -130,7 +133,7 @@ def fitted_terms(hw: HardwareProfile) -> dict[str, float]:
     """What each refit makes of the conv classes and the streaming ones."""
     eager = hw.runtime("eager")
     terms = {}
-    for cls in ("native_conv", "pointwise_conv", "dense_conv", "elementwise", "activation"):
+    for cls in TERM_CLASSES:
         ce, me = hw.efficiency(cls, "fp32")
         terms[f"{cls}_compute_efficiency"], terms[f"{cls}_memory_efficiency"] = ce, me
         terms[f"{cls}_host_s"] = eager.class_host_overhead_s.get(cls, float("nan"))
@@ -151,16 +154,15 @@ def ratio_table(res: dict[str, Any]) -> list[str]:
 
 
 def to_markdown(res: dict[str, Any], header: list[str]) -> str:
-    classes = ("native_conv", "pointwise_conv", "dense_conv", "elementwise", "activation")
     lines = [f"# {TITLE}", "", *header, "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              *ratio_table(res), "", "## What the fits make of it", "",
              "Each class: compute / memory efficiency / host us per call.", "",
-             "| calibration | variant | " + " | ".join(classes) + " |",
-             "|---|---|" + "---|" * len(classes)]  # fmt: skip
+             "| calibration | variant | " + " | ".join(TERM_CLASSES) + " |",
+             "|---|---|" + "---|" * len(TERM_CLASSES)]  # fmt: skip
     for cal, by_variant in res["terms"].items():
         for v, t in by_variant.items():
             cells = [f"{t[f'{c}_compute_efficiency']:.2f} / {t[f'{c}_memory_efficiency']:.2f} / "
-                     f"{t[f'{c}_host_s'] * 1e6:.1f}" for c in classes]  # fmt: skip
+                     f"{t[f'{c}_host_s'] * 1e6:.1f}" for c in TERM_CLASSES]  # fmt: skip
             lines.append(f"| {cal} | {v} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, *development_table(res)]) + "\n"
 
